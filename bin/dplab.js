@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// dplab's entry point: the compiled CLI lives in dist/ (built by `npm install` / `npm run build`).
+import { existsSync } from 'node:fs';
+
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('dplab: not built yet. Run "npm install" (or "npm run build") in the dplab folder first.\n');
+  process.exit(1);
+}
+const { main: run } = await import(main.href);
+process.exitCode = run(process.argv.slice(2));

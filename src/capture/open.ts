@@ -1,0 +1,55 @@
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { CaptureError } from './errors.js';
+import { PCAP_MAGIC_NS, PCAP_MAGIC_US, PcapReader } from './pcap.js';
+import { BT_SHB, PcapngReader } from './pcapng.js';
+import type { PacketSource, SourceOptions } from './source.js';
+
+/** Open a capture file, recognising pcap and pcapng by their first bytes. Throws CaptureError. */
+export function openCapture(path: string, opts?: SourceOptions): PacketSource {
+  let fd: number;
+  try {
+    if (statSync(path).isDirectory()) throw new CaptureError(path, -1, 'is a directory', 'Give a pcap or pcapng file');
+    fd = openSync(path, 'r');
+  } catch (e) {
+    if (e instanceof CaptureError) throw e;
+    throw new CaptureError(path, -1, describeOpenError(e), hintForOpenError(e));
+  }
+  const head = new Uint8Array(4);
+  const got = readSync(fd, head, 0, 4, 0);
+  if (got === 0) {
+    closeSync(fd);
+    throw new CaptureError(path, 0, 'file is empty', 'Check that the capture finished writing');
+  }
+  const dv = new DataView(head.buffer);
+  const be = got === 4 ? dv.getUint32(0, false) : -1;
+  const le = got === 4 ? dv.getUint32(0, true) : -1;
+  if (be === PCAP_MAGIC_US || le === PCAP_MAGIC_US || be === PCAP_MAGIC_NS || le === PCAP_MAGIC_NS) {
+    return new PcapReader(path, fd, opts);
+  }
+  if (be === BT_SHB) return new PcapngReader(path, fd, opts);
+  closeSync(fd);
+  if (head[0] === 0x1f && head[1] === 0x8b) {
+    throw new CaptureError(path, 0, 'is gzip-compressed', `Decompress it first: gunzip -k ${path}`);
+  }
+  if (got < 4) throw new CaptureError(path, 0, `file is too short to be a capture (${got} bytes)`, 'Check that the capture finished writing');
+  const magic = be.toString(16).padStart(8, '0');
+  throw new CaptureError(path, 0, `not a pcap or pcapng file (it starts with 0x${magic})`,
+    'dplab reads pcap (tcpdump -w) and pcapng (Wireshark, dumpcap) captures; convert others with editcap');
+}
+
+function describeOpenError(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'ENOENT': return 'no such file';
+    case 'EACCES': case 'EPERM': return 'permission denied';
+    case 'EISDIR': return 'is a directory';
+    default: return (e as Error).message;
+  }
+}
+
+function hintForOpenError(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'EACCES' || code === 'EPERM') return 'Make the file readable for this user (chmod or sudo)';
+  if (code === 'ENOENT') return 'Check the path';
+  return '';
+}

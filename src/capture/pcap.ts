@@ -1,0 +1,120 @@
+import type { Batch } from '../packet/batch.js';
+import { linkTypeName } from './linktype.js';
+import { ChunkedFileSource, MAX_PACKET, Refill, type InterfaceInfo, type SourceOptions } from './source.js';
+
+/**
+ * Classic libpcap files: microsecond (0xa1b2c3d4) and nanosecond (0xa1b23c4d) magic, either byte
+ * order. https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/
+ */
+export const PCAP_MAGIC_US = 0xa1b2c3d4;
+export const PCAP_MAGIC_NS = 0xa1b23c4d;
+
+const FILE_HEADER = 24;
+const RECORD_HEADER = 16;
+/** Link-type field: bits 16..25 are reserved and must be zero; bits 26..31 describe the FCS. */
+const LINKTYPE_RESERVED = 0x03ff0000;
+
+export class PcapReader extends ChunkedFileSource {
+  readonly format: string;
+  readonly interfaces: InterfaceInfo[] = [];
+  private readonly le: boolean;
+  private readonly nano: boolean;
+  private readonly linkType: number;
+
+  constructor(path: string, fd: number, opts?: SourceOptions) {
+    super(path, fd, opts);
+    if (this.ensure(FILE_HEADER) !== Refill.OK) {
+      this.le = true; this.nano = false; this.linkType = 0; this.format = 'pcap';
+      this.fail(0, `file header is cut short (${this.size} bytes, a pcap header needs ${FILE_HEADER})`,
+        'The file is truncated; recapture or copy it again');
+      return;
+    }
+    const dv = this.c.dv;
+    const magicBE = dv.getUint32(0, false);
+    const magicLE = dv.getUint32(0, true);
+    this.le = magicLE === PCAP_MAGIC_US || magicLE === PCAP_MAGIC_NS;
+    const magic = this.le ? magicLE : magicBE;
+    this.nano = magic === PCAP_MAGIC_NS;
+    this.format = `pcap ${this.nano ? 'nsec' : 'usec'} ${this.le ? 'LE' : 'BE'}`;
+    const major = dv.getUint16(4, this.le);
+    const minor = dv.getUint16(6, this.le);
+    const snapLen = dv.getUint32(16, this.le);
+    const ltField = dv.getUint32(20, this.le);
+    this.linkType = ltField & 0xffff;
+    this.pos = FILE_HEADER;
+    if (magic !== PCAP_MAGIC_US && magic !== PCAP_MAGIC_NS) {
+      this.fail(0, 'not a pcap file (bad magic number)', 'dplab reads pcap and pcapng captures');
+      return;
+    }
+    if (major !== 2) {
+      this.fail(4, `pcap version ${major}.${minor} is not supported (only 2.x exists)`, 'The file is corrupt or not a pcap');
+      return;
+    }
+    if ((ltField & LINKTYPE_RESERVED) !== 0) {
+      this.fail(20, `link-type field 0x${ltField.toString(16)} has reserved bits set`, 'The file header is corrupt');
+      return;
+    }
+    this.interfaces.push({
+      linkType: this.linkType, snapLen, name: linkTypeName(this.linkType),
+      unitsPerSecond: this.nano ? 1e9 : 1e6, tsOffset: 0,
+    });
+  }
+
+  fill(b: Batch): number {
+    b.count = 0;
+    if (this.done) return 0;
+    const cap = b.capacity;
+    const le = this.le;
+    const mul = this.nano ? 1 : 1000;
+    const lt = this.linkType;
+    const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, num } = b;
+    let n = 0;
+    let seen = this.packets;
+    for (;;) {
+      const c = this.c;
+      const dv = c.dv;
+      const len = c.len;
+      let pos = this.pos;
+      while (n < cap && pos + RECORD_HEADER <= len) {
+        const incl = dv.getUint32(pos + 8, le);
+        if (incl > MAX_PACKET) {
+          this.pos = pos;
+          this.fail(c.fileOffset + pos, `record ${seen + n + 1} claims ${incl} bytes (the most a packet can have is ${MAX_PACKET})`,
+            'The file is corrupt from here on; the packets before this record were read');
+          return this.handOut(b, n);
+        }
+        const end = pos + RECORD_HEADER + incl;
+        if (end > len) break;
+        tsSec[n] = dv.getUint32(pos, le);
+        tsNsec[n] = dv.getUint32(pos + 4, le) * mul;
+        off[n] = pos + RECORD_HEADER;
+        capLen[n] = incl;
+        wireLen[n] = dv.getUint32(pos + 12, le);
+        linkType[n] = lt;
+        iface[n] = 0;
+        num[n] = seen + n + 1;
+        n++;
+        pos = end;
+      }
+      this.pos = pos;
+      if (n === cap) return this.handOut(b, n);
+      // The next record is not complete in this chunk. A batch never spans chunks, so hand out what
+      // we have before moving on.
+      if (n > 0) return this.handOut(b, n);
+      seen = this.packets;
+      const r = this.refill();
+      if (r === Refill.BLOCKED) return 0;
+      if (r === Refill.EOF) {
+        const left = this.avail();
+        if (left > 0) {
+          const at = this.position;
+          const need = left >= RECORD_HEADER ? RECORD_HEADER + this.c.dv.getUint32(this.pos + 8, le) : RECORD_HEADER;
+          this.fail(at, `record ${this.packets + 1} is cut short: it needs ${need} bytes, the file has ${left} left`,
+            'The capture was probably cut off while being written; the packets before it were read');
+        }
+        this.done = true;
+        return 0;
+      }
+    }
+  }
+}

@@ -1,0 +1,205 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import type { Batch } from '../packet/batch.js';
+import { CaptureError } from './errors.js';
+
+/**
+ * A packet source fills batches. At its end, or at damage it cannot read past, `fill` returns 0;
+ * `error` then says what went wrong (the packets before it were delivered).
+ */
+export interface PacketSource {
+  readonly path: string;
+  readonly format: string;
+  /** Interfaces seen so far (pcap has exactly one). */
+  readonly interfaces: readonly InterfaceInfo[];
+  /** Fill `batch` from the start with up to batch.capacity packets; 0 means no more for now. */
+  fill(batch: Batch): number;
+  /** True when `fill` returned 0 only because every chunk is still held by unfinished batches. */
+  readonly blocked: boolean;
+  /** The batch's packets are done with: their bytes may be reused. */
+  release(batch: Batch): void;
+  readonly done: boolean;
+  readonly error: CaptureError | null;
+  /** Bytes of the file consumed so far, and its size (for progress). */
+  readonly position: number;
+  readonly size: number;
+  /** Packets delivered so far. */
+  readonly packets: number;
+  close(): void;
+}
+
+export interface InterfaceInfo {
+  linkType: number;
+  snapLen: number;
+  name: string;
+  /** Timestamp units per second (1e6 for microseconds). */
+  unitsPerSecond: number;
+  /** Seconds added to every timestamp (pcapng if_tsoffset). */
+  tsOffset: number;
+}
+
+/** Largest packet dplab accepts: libpcap's and Wireshark's MAXIMUM_SNAPLEN. */
+export const MAX_PACKET = 262144;
+export const DEFAULT_CHUNK_SIZE = 4 << 20;
+const MIN_CHUNK_SIZE = 1 << 20;
+
+export interface SourceOptions {
+  /** Bytes read from the file at a time (default 4 MiB). */
+  chunkSize?: number;
+  /** Chunks in the pool: batches in flight keep theirs until released (default 2). */
+  chunks?: number;
+}
+
+export interface Chunk {
+  readonly id: number;
+  readonly buf: Uint8Array;
+  readonly dv: DataView;
+  /** Bytes of `buf` holding file data. */
+  len: number;
+  /** File offset of buf[0]. */
+  fileOffset: number;
+  /** Batches handed out and not yet released. */
+  refs: number;
+}
+
+export const enum Refill { OK, EOF, BLOCKED }
+
+/**
+ * Streams a file through a small pool of large chunks, so memory stays bounded whatever the file
+ * size. A record that straddles the end of a chunk is carried to the start of the next one, so a
+ * record's bytes are always contiguous and a batch never spans two chunks.
+ */
+export abstract class ChunkedFileSource implements PacketSource {
+  abstract readonly format: string;
+  abstract readonly interfaces: readonly InterfaceInfo[];
+  abstract fill(batch: Batch): number;
+
+  readonly size: number;
+  error: CaptureError | null = null;
+  done = false;
+  blocked = false;
+  packets = 0;
+
+  protected readonly fd: number;
+  protected readonly pool: Chunk[] = [];
+  /** The chunk being parsed, and the offset in it of the next unparsed byte. */
+  protected c: Chunk;
+  protected pos = 0;
+  /** File offset where the next read starts. */
+  private readAt = 0;
+  private eof = false;
+
+  constructor(readonly path: string, fd: number, opts: SourceOptions = {}) {
+    this.fd = fd;
+    this.size = fstatSync(fd).size;
+    const chunkSize = Math.max(MIN_CHUNK_SIZE, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
+    const count = Math.max(1, opts.chunks ?? 2);
+    for (let id = 0; id < count; id++) {
+      const buf = new Uint8Array(new SharedArrayBuffer(chunkSize));
+      this.pool.push({ id, buf, dv: new DataView(buf.buffer), len: 0, fileOffset: 0, refs: 0 });
+    }
+    this.c = this.pool[0]!;
+  }
+
+  get position(): number {
+    return this.c.fileOffset + this.pos;
+  }
+
+  /** Chunk `id`'s bytes (a worker receiving a batch maps chunkId to this). */
+  chunk(id: number): Chunk {
+    return this.pool[id]!;
+  }
+
+  release(batch: Batch): void {
+    if (batch.count > 0 && batch.chunkId >= 0) this.pool[batch.chunkId]!.refs--;
+    batch.chunkId = -1;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+
+  /** Bytes available at `pos` in the current chunk. */
+  protected avail(): number {
+    return this.c.len - this.pos;
+  }
+
+  /** Give the current batch its chunk. */
+  protected handOut(batch: Batch, n: number): number {
+    batch.count = n;
+    if (n > 0) {
+      batch.bytes = this.c.buf;
+      batch.chunkId = this.c.id;
+      this.c.refs++;
+      this.packets += n;
+    }
+    return n;
+  }
+
+  /** Make `need` bytes available at `pos`, reading more of the file as needed. */
+  protected ensure(need: number): Refill {
+    while (this.c.len - this.pos < need) {
+      const r = this.refill();
+      if (r !== Refill.OK) return r;
+    }
+    return Refill.OK;
+  }
+
+  /**
+   * Move the unparsed tail of the current chunk to the start of a free chunk and read more of the
+   * file behind it. BLOCKED when every other chunk is still in use by batches in flight.
+   */
+  protected refill(): Refill {
+    if (this.eof) return Refill.EOF;
+    const cur = this.c;
+    const carry = cur.len - this.pos;
+    let next: Chunk | undefined;
+    if (cur.refs === 0) next = cur;
+    else for (const k of this.pool) if (k.refs === 0 && k !== cur) { next = k; break; }
+    if (!next) { this.blocked = true; return Refill.BLOCKED; }
+    this.blocked = false;
+    if (carry > 0) {
+      if (next === cur) cur.buf.copyWithin(0, this.pos, cur.len);
+      else next.buf.set(cur.buf.subarray(this.pos, cur.len), 0);
+    }
+    next.fileOffset = cur.fileOffset + this.pos;
+    let len = carry;
+    // One read is enough unless the OS returns short reads; loop until the chunk is full or EOF.
+    while (len < next.buf.length) {
+      const got = readSync(this.fd, next.buf, len, next.buf.length - len, this.readAt);
+      if (got === 0) { this.eof = true; break; }
+      this.readAt += got;
+      len += got;
+    }
+    next.len = len;
+    this.c = next;
+    this.pos = 0;
+    return len > carry ? Refill.OK : Refill.EOF;
+  }
+
+  /** Skip `n` bytes from `pos`, reading past them in the file if they are not in memory. */
+  protected skip(n: number): void {
+    if (this.pos + n <= this.c.len) {
+      this.pos += n;
+      return;
+    }
+    const target = this.c.fileOffset + this.pos + n;
+    this.readAt = Math.min(target, this.size);
+    this.eof = false;
+    this.c.fileOffset = target - this.c.len;
+    this.pos = this.c.len;
+  }
+
+  /** Bytes of the file left from `pos`, whether in memory or not. */
+  protected remainingInFile(): number {
+    return this.size - (this.c.fileOffset + this.pos);
+  }
+
+  protected fail(offset: number, problem: string, hint: string): void {
+    this.error = new CaptureError(this.path, offset, problem, hint);
+    this.done = true;
+  }
+}
+
+export function openForRead(path: string): number {
+  return openSync(path, 'r');
+}

@@ -1,0 +1,152 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
+import type { Batch } from '../packet/batch.js';
+import { PCAP_MAGIC_NS } from './pcap.js';
+import { MAX_PACKET, type InterfaceInfo } from './source.js';
+
+/**
+ * Writes packets out as a capture in the input's format: classic pcap (with nanosecond
+ * timestamps), or pcapng with one interface per input interface at the input's own timestamp
+ * resolution, so every timestamp round-trips exactly and tshark reads back the same packets.
+ * Output is buffered in one 1 MiB block; nothing is allocated per packet.
+ */
+export class CaptureWriter {
+  readonly format: 'pcap' | 'pcapng';
+  packets = 0;
+  private readonly fd: number;
+  private readonly buf = new Uint8Array(1 << 20);
+  private readonly dv = new DataView(this.buf.buffer);
+  private at = 0;
+
+  /** Interfaces of the input, a live list: pcapng sources discover interfaces as they read. */
+  private readonly interfaces: readonly InterfaceInfo[];
+  /** pcapng: interface description blocks written so far. */
+  private written = 0;
+
+  constructor(readonly path: string, interfaces: readonly InterfaceInfo[], format: 'pcap' | 'pcapng') {
+    const linkTypes = new Set(interfaces.map((f) => f.linkType));
+    if (format === 'pcap' && linkTypes.size > 1) throw new RangeError('pcap holds one link type; write pcapng');
+    this.format = format;
+    this.interfaces = interfaces;
+    this.fd = openSync(path, 'w');
+    if (this.format === 'pcap') {
+      const f = interfaces[0];
+      const dv = this.dv;
+      dv.setUint32(0, PCAP_MAGIC_NS, true);
+      dv.setUint16(4, 2, true);
+      dv.setUint16(6, 4, true);
+      dv.setUint32(8, 0, true);
+      dv.setUint32(12, 0, true);
+      dv.setUint32(16, f && f.snapLen > 0 ? f.snapLen : MAX_PACKET, true);
+      dv.setUint32(20, f ? f.linkType : 1, true);
+      this.at = 24;
+    } else {
+      this.block(0x0a0d0d0a, 16, (p) => {
+        this.dv.setUint32(p, 0x1a2b3c4d, true);
+        this.dv.setUint16(p + 4, 1, true);
+        this.dv.setUint16(p + 6, 0, true);
+        this.dv.setInt32(p + 8, -1, true); // section length unknown
+        this.dv.setInt32(p + 12, -1, true);
+      });
+    }
+  }
+
+  /** pcapng: describe interfaces up to and including `k` (each once, in order, before use). */
+  private describeInterfaces(k: number): void {
+    for (; this.written <= k; this.written++) {
+      const f = this.interfaces[this.written];
+      if (!f) throw new RangeError(`packet from interface ${k}, but the input has described ${this.interfaces.length}`);
+      // linktype, reserved, snaplen, if_tsresol, end of options
+      this.block(1, 8 + 8 + 4, (p) => {
+        this.dv.setUint16(p, f.linkType, true);
+        this.dv.setUint16(p + 2, 0, true);
+        this.dv.setUint32(p + 4, f.snapLen, true);
+        this.dv.setUint16(p + 8, 9, true);
+        this.dv.setUint16(p + 10, 1, true);
+        this.dv.setUint32(p + 12, tsresolByte(f.unitsPerSecond), true);
+        this.dv.setUint32(p + 16, 0, true);
+      });
+    }
+  }
+
+  /** Append packet i of the batch. */
+  write(b: Batch, i: number): void {
+    const len = b.capLen[i]!;
+    const pad = this.format === 'pcap' ? 0 : (4 - (len & 3)) & 3;
+    const need = (this.format === 'pcap' ? 16 : 32) + len + pad;
+    if (this.at + need + 64 > this.buf.length) this.flush();
+    if (this.format === 'pcapng' && b.iface[i]! >= this.written) this.describeInterfaces(b.iface[i]!);
+    const dv = this.dv;
+    let p = this.at;
+    const sec = b.tsSec[i]!;
+    const nsec = b.tsNsec[i]!;
+    if (this.format === 'pcap') {
+      dv.setUint32(p, sec, true);
+      dv.setUint32(p + 4, nsec, true);
+      dv.setUint32(p + 8, len, true);
+      dv.setUint32(p + 12, b.wireLen[i]!, true);
+      p += 16;
+    } else {
+      dv.setUint32(p, 6, true);
+      dv.setUint32(p + 4, need, true);
+      dv.setUint32(p + 8, b.iface[i]!, true);
+      // Back to a 64-bit count of the interface's units: sec * d + fraction, exactly, without
+      // BigInt, by splitting sec into 16-bit pieces so every product stays below 2^53.
+      const d = this.interfaces[b.iface[i]!]!.unitsPerSecond;
+      const frac = d === 1e9 ? nsec : Math.ceil((nsec * d) / 1e9 - 1e-6);
+      const s2 = Math.floor(sec / 4294967296);
+      const s1 = Math.floor((sec - s2 * 4294967296) / 65536);
+      const s0 = sec - s2 * 4294967296 - s1 * 65536;
+      const x1 = s1 * d;
+      const x1Hi = Math.floor(x1 / 65536);
+      const low = s0 * d + frac + (x1 - x1Hi * 65536) * 65536;
+      const carry = Math.floor(low / 4294967296);
+      dv.setUint32(p + 12, s2 * d + x1Hi + carry, true);
+      dv.setUint32(p + 16, low - carry * 4294967296, true);
+      dv.setUint32(p + 20, len, true);
+      dv.setUint32(p + 24, b.wireLen[i]!, true);
+      p += 28;
+    }
+    const src = b.bytes;
+    const from = b.off[i]!;
+    const out = this.buf;
+    if (len <= 64) for (let k = 0; k < len; k++) out[p + k] = src[from + k]!;
+    else out.set(src.subarray(from, from + len), p);
+    p += len;
+    if (this.format === 'pcapng') {
+      for (let k = 0; k < pad; k++) out[p + k] = 0;
+      p += pad;
+      dv.setUint32(p, need, true);
+      p += 4;
+    }
+    this.at = p;
+    this.packets++;
+  }
+
+  flush(): void {
+    let done = 0;
+    while (done < this.at) done += writeSync(this.fd, this.buf, done, this.at - done);
+    this.at = 0;
+  }
+
+  close(): void {
+    this.flush();
+    closeSync(this.fd);
+  }
+
+  /** A whole block: type, total length, body of `body` bytes filled by `fill`, trailing length. */
+  private block(type: number, body: number, fill: (p: number) => void): void {
+    const total = 12 + body;
+    this.dv.setUint32(this.at, type, true);
+    this.dv.setUint32(this.at + 4, total, true);
+    fill(this.at + 8);
+    this.dv.setUint32(this.at + 8 + body, total, true);
+    this.at += total;
+  }
+}
+
+/** if_tsresol for a resolution: 10^-n as n, 2^-n as 0x80 | n. */
+function tsresolByte(unitsPerSecond: number): number {
+  for (let n = 0; n <= 18; n++) if (10 ** n === unitsPerSecond) return n;
+  for (let n = 0; n < 64; n++) if (2 ** n === unitsPerSecond) return 0x80 | n;
+  return 9;
+}

@@ -1,0 +1,65 @@
+/** dplab's command line: one function per command, errors turned into one clear line each. */
+import { CaptureError } from '../capture/errors.js';
+import { DECODE_HELP, decodeCommand } from './decode.js';
+import { Exit, UsageError } from './errors.js';
+import { REPLAY_HELP, replayCommand } from './replay.js';
+
+const HELP = `dplab - a userspace dataplane lab: replay real packets through XDP-, conntrack-, NAT- and
+L7-style stages and see what each design costs, per stage, per packet and per flow.
+
+Usage: dplab COMMAND [options]
+
+Commands:
+  replay FILE    run a capture through the pipeline and print what happened and what it cost
+  decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
+
+Run "dplab COMMAND --help" for a command's options and examples.
+Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (802.1Q, QinQ,
+MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
+`;
+
+const COMMANDS: Record<string, { run: (argv: string[]) => number; help: string }> = {
+  replay: { run: replayCommand, help: REPLAY_HELP },
+  decode: { run: decodeCommand, help: DECODE_HELP },
+};
+
+export function main(argv: string[]): number {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    const topic = cmd === 'help' ? rest[0] : undefined;
+    process.stdout.write(topic && COMMANDS[topic] ? COMMANDS[topic].help : HELP);
+    return cmd === undefined ? Exit.USAGE : Exit.OK;
+  }
+  if (cmd === '--version' || cmd === '-V') {
+    process.stdout.write('dplab 0.1.0\n');
+    return Exit.OK;
+  }
+  const command = COMMANDS[cmd];
+  if (!command) {
+    process.stderr.write(`dplab: unknown command "${cmd}". Commands: ${Object.keys(COMMANDS).join(', ')}. See dplab --help\n`);
+    return Exit.USAGE;
+  }
+  try {
+    return command.run(rest);
+  } catch (e) {
+    return reportError(e, cmd);
+  }
+}
+
+export function reportError(e: unknown, cmd: string): number {
+  if (e instanceof CaptureError) {
+    process.stderr.write(`dplab: ${e.message}\n`);
+    return e.offset >= 0 ? Exit.DAMAGED : Exit.USAGE;
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`dplab ${e.command || cmd}: ${e.message}. See dplab ${e.command || cmd} --help\n`);
+    return Exit.USAGE;
+  }
+  const code = (e as { code?: string }).code;
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    process.stderr.write(`dplab ${cmd}: ${(e as Error).message}. See dplab ${cmd} --help\n`);
+    return Exit.USAGE;
+  }
+  process.stderr.write(`dplab: internal error, please report it with the command line: ${(e as Error)?.stack ?? String(e)}\n`);
+  return Exit.INTERNAL;
+}

@@ -1,0 +1,23 @@
+import type { PacketSource } from '../capture/source.js';
+import { isSupportedLinkType, linkTypeName } from '../capture/linktype.js';
+import { Exit } from './errors.js';
+
+/**
+ * After a run over a capture: say what could not be read (damage, unsupported link types) in one
+ * line each on stderr, and pick the exit code. `complete` is false when the run stopped early on
+ * purpose (--count), so an unread tail is not damage.
+ */
+export function reportCaptureProblems(src: PacketSource, complete = true): number {
+  let code: number = Exit.OK;
+  const unsupported = src.interfaces.filter((f) => !isSupportedLinkType(f.linkType));
+  for (const f of unsupported) {
+    process.stderr.write(`dplab: ${src.path}: link type ${f.linkType} (${linkTypeName(f.linkType)}) is not supported; `
+      + `its packets are counted as malformed (unsupported-link-type). dplab decodes Ethernet, Linux SLL/SLL2, raw IP and BSD loopback\n`);
+    code = Exit.DAMAGED;
+  }
+  if (complete && src.error) {
+    process.stderr.write(`dplab: ${src.error.message} (${src.packets.toLocaleString('en-US')} packets read)\n`);
+    code = Exit.DAMAGED;
+  }
+  return code;
+}

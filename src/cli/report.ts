@@ -1,0 +1,70 @@
+/** The text form of a replay report. */
+import type { SummaryJson } from '../packet/summary.js';
+import type { RunCounts } from '../pipeline/runner.js';
+import type { StageReport } from '../pipeline/stage.js';
+import { formatBytes, formatRate, table } from './output.js';
+
+export interface StageRow {
+  name: string;
+  calls: number;
+  packets: number;
+  dropped: number;
+  ns: number;
+  nsPerPacket: number;
+  packetsPerCall: number;
+}
+
+export interface ReplayReport {
+  file: string;
+  format: string;
+  interfaces: { name: string; linkType: number; snapLen: number }[];
+  complete: boolean;
+  error: { offset: number; message: string } | null;
+  wallSeconds: number;
+  packetsPerSecond: number;
+  capture: SummaryJson;
+  verdicts: RunCounts;
+  stages: StageRow[];
+  stageReports: Record<string, StageReport>;
+}
+
+function pct(n: number, of: number): string {
+  return of > 0 ? `${((100 * n) / of).toFixed(1)}%` : '-';
+}
+
+function breakdown(title: string, rec: Record<string, number>, of: number): string {
+  const rows = Object.entries(rec).sort((a, b) => b[1] - a[1]).map(([k, v]) => [`  ${k}`, v, pct(v, of)]);
+  if (rows.length === 0) return '';
+  return `${title}\n${table(['', 'packets', 'share'], rows).split('\n').slice(1).join('\n')}\n`;
+}
+
+export function renderReport(r: ReplayReport): string {
+  const c = r.capture;
+  let s = `${r.file}: ${r.format}, ${r.interfaces.length} interface${r.interfaces.length === 1 ? '' : 's'}`
+    + ` (${[...new Set(r.interfaces.map((f) => f.name))].join(', ')})\n`;
+  s += `  ${c.packets.toLocaleString('en-US')} packets, ${formatBytes(c.bytes)} on the wire, `
+    + `${c.captureSeconds.toFixed(3)} s of traffic; read in ${r.wallSeconds.toFixed(3)} s (${formatRate(r.packetsPerSecond)})\n`;
+  if (!r.complete && r.error) s += `  INCOMPLETE: ${r.error.message}\n`;
+  s += '\n';
+  s += breakdown('Link types', c.linkTypes, c.packets);
+  s += breakdown('L3', c.l3, c.packets);
+  s += breakdown('L4', c.l4, c.packets);
+  const notes: string[] = [];
+  if (c.vlanTagged) notes.push(`${c.vlanTagged.toLocaleString('en-US')} VLAN-tagged`);
+  if (c.fragments) notes.push(`${c.fragments.toLocaleString('en-US')} IP fragments`);
+  if (c.snaplenTruncated) notes.push(`${c.snaplenTruncated.toLocaleString('en-US')} cut by the snap length`);
+  if (notes.length) s += `Also: ${notes.join(', ')}\n`;
+  s += breakdown('Malformed', c.malformedByReason, c.packets);
+  s += '\n';
+
+  const v = r.verdicts;
+  s += `Verdicts: ${v.packets.toLocaleString('en-US')} in = ${v.forwarded.toLocaleString('en-US')} forwarded`
+    + ` + ${v.dropped.toLocaleString('en-US')} dropped + ${v.malformed.toLocaleString('en-US')} malformed\n`;
+  s += breakdown('Drops', v.dropsByReason, v.packets);
+  s += '\n';
+  s += table(['stage', 'calls', 'packets', 'dropped', 'ns/packet', 'packets/call', 'share of time'],
+    r.stages.map((st) => [st.name, st.calls, st.packets, st.dropped, st.nsPerPacket.toFixed(1), st.packetsPerCall.toFixed(1),
+      pct(st.ns, r.stages.reduce((a, x) => a + x.ns, 0))]));
+  s += '\n';
+  return s;
+}

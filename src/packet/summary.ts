@@ -1,0 +1,100 @@
+/**
+ * What a capture holds: packets and bytes by link type, L3 and L4 protocol, malformed packets by
+ * reason. Counting is per packet into typed arrays indexed by the code, so it allocates nothing.
+ */
+import { linkTypeName } from '../capture/linktype.js';
+import { Frag, type Batch } from './batch.js';
+import { MALFORMED_NAMES } from './decode.js';
+import { l3Name, protoName } from './format.js';
+
+export interface SummaryJson {
+  packets: number;
+  bytes: number;
+  capturedBytes: number;
+  firstTimestamp: number | null;
+  lastTimestamp: number | null;
+  captureSeconds: number;
+  linkTypes: Record<string, number>;
+  l3: Record<string, number>;
+  l4: Record<string, number>;
+  vlanTagged: number;
+  fragments: number;
+  snaplenTruncated: number;
+  malformed: number;
+  malformedByReason: Record<string, number>;
+}
+
+export class TrafficSummary {
+  packets = 0;
+  bytes = 0;
+  capturedBytes = 0;
+  vlanTagged = 0;
+  fragments = 0;
+  snaplenTruncated = 0;
+  malformed = 0;
+  firstSec = -1; firstNsec = 0;
+  lastSec = -1; lastNsec = 0;
+  private readonly byLink = new Float64Array(65536);
+  private readonly byL3 = new Float64Array(65536);
+  /** L4 protocol of IPv4 at [p], of IPv6 at [256 + p]. */
+  private readonly byL4 = new Float64Array(512);
+  private readonly byReason = new Float64Array(256);
+
+  add(b: Batch): void {
+    const n = b.count;
+    const { linkType, l3Type, proto, family, malformed, capLen, wireLen, vlan, frag, tsSec, tsNsec } = b;
+    for (let i = 0; i < n; i++) {
+      this.bytes += wireLen[i]!;
+      this.capturedBytes += capLen[i]!;
+      this.byLink[linkType[i]!]!++;
+      const m = malformed[i]!;
+      if (m !== 0) { this.malformed++; this.byReason[m]!++; continue; }
+      this.byL3[l3Type[i]!]!++;
+      const f = family[i]!;
+      if (f !== 0) this.byL4[(f === 6 ? 256 : 0) + proto[i]!]!++;
+      if (vlan[i] !== 0) this.vlanTagged++;
+      if (frag[i] !== Frag.NONE) this.fragments++;
+      if (capLen[i]! < wireLen[i]!) this.snaplenTruncated++;
+    }
+    this.packets += n;
+    if (n > 0) {
+      if (this.firstSec < 0) { this.firstSec = tsSec[0]!; this.firstNsec = tsNsec[0]!; }
+      this.lastSec = tsSec[n - 1]!; this.lastNsec = tsNsec[n - 1]!;
+    }
+  }
+
+  /** Seconds between the first and last packet, as the file orders them. */
+  get captureSeconds(): number {
+    if (this.firstSec < 0) return 0;
+    return this.lastSec - this.firstSec + (this.lastNsec - this.firstNsec) / 1e9;
+  }
+
+  toJSON(): SummaryJson {
+    const pick = (a: Float64Array, name: (k: number) => string, offset = 0, len = a.length): Record<string, number> => {
+      const out: Record<string, number> = {};
+      for (let k = 0; k < len; k++) if (a[offset + k]! > 0) out[name(k)] = (out[name(k)] ?? 0) + a[offset + k]!;
+      return out;
+    };
+    const l4: Record<string, number> = {};
+    for (let p = 0; p < 256; p++) {
+      if (this.byL4[p]! > 0) l4[`ipv4/${protoName(p)}`] = this.byL4[p]!;
+      if (this.byL4[256 + p]! > 0) l4[`ipv6/${protoName(p)}`] = this.byL4[256 + p]!;
+    }
+    return {
+      packets: this.packets,
+      bytes: this.bytes,
+      capturedBytes: this.capturedBytes,
+      firstTimestamp: this.firstSec < 0 ? null : this.firstSec + this.firstNsec / 1e9,
+      lastTimestamp: this.lastSec < 0 ? null : this.lastSec + this.lastNsec / 1e9,
+      captureSeconds: this.captureSeconds,
+      linkTypes: pick(this.byLink, (k) => `${k}/${linkTypeName(k)}`),
+      l3: pick(this.byL3, l3Name),
+      l4,
+      vlanTagged: this.vlanTagged,
+      fragments: this.fragments,
+      snaplenTruncated: this.snaplenTruncated,
+      malformed: this.malformed,
+      malformedByReason: pick(this.byReason, (k) => MALFORMED_NAMES[k] ?? `reason-${k}`),
+    };
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * The stage interface, in three lines:
+ *   - a stage is built from its validated config (a section of a profile) by its factory;
+ *   - `process(batch, self)` visits the packets whose verdict is still PASS, may drop them (verdict,
+ *     stage = self, reason) and may rewrite their bytes in place;
+ *   - `report()` returns its own counters for the run's report; `finish()` ends the run (expire state).
+ * Stages never read files, print or time themselves: the runner does that around them.
+ */
+import type { Batch } from '../packet/batch.js';
+
+export interface Stage {
+  /** Shown in reports: "xdp", "conntrack", "policy", ... */
+  readonly name: string;
+  /** Names of this stage's drop reasons, indexed by the code it writes to batch.reason. */
+  readonly reasons: readonly string[];
+  process(b: Batch, self: number): void;
+  /** Stage-specific figures: numbers (summed across workers) or nested records of numbers. */
+  report(): StageReport;
+  /** Called once after the last batch. */
+  finish?(): void;
+  /** A one-line description of what the stage did to packet i, for `dplab trace`. */
+  explain?(b: Batch, i: number): string;
+}
+
+export interface StageReport {
+  [key: string]: number | StageReport;
+}

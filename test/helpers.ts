@@ -1,0 +1,51 @@
+/** Shared test helpers: the shipped captures and their INDEX rows (counts from capinfos). */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openCapture } from '../src/capture/open.js';
+import type { PacketSource } from '../src/capture/source.js';
+import { Batch } from '../src/packet/batch.js';
+import { decodeBatch } from '../src/packet/decode.js';
+
+export const ROOT = join(import.meta.dirname, '..');
+export const CAPTURES = join(ROOT, 'captures');
+
+export interface IndexRow {
+  file: string;
+  format: string;
+  linktype: string;
+  /** capinfos' packet count; `readError` when capinfos stopped early. */
+  packets: number;
+  readError: boolean;
+}
+
+export function captureIndex(): IndexRow[] {
+  const lines = readFileSync(join(CAPTURES, 'INDEX.tsv'), 'utf8').trim().split('\n');
+  const head = lines[0]!.split('\t');
+  const col = (name: string): number => head.indexOf(name);
+  return lines.slice(1).map((l) => {
+    const c = l.split('\t');
+    const pk = c[col('packets')]!;
+    return { file: c[col('file')]!, format: c[col('format')]!, linktype: c[col('linktype')]!, packets: parseInt(pk, 10), readError: pk.includes('read error') };
+  });
+}
+
+/** Captures outside fuzz/ and malformed/: the ones every tool should read cleanly. */
+export function cleanCaptures(): IndexRow[] {
+  return captureIndex().filter((r) => !r.file.startsWith('fuzz/') && !r.file.startsWith('malformed/'));
+}
+
+/** Read a whole capture, calling `each` for every decoded batch. Returns the source (closed). */
+export function readAll(path: string, each?: (b: Batch) => void): PacketSource {
+  const src = openCapture(path);
+  const b = new Batch();
+  try {
+    while (src.fill(b) > 0) {
+      decodeBatch(b);
+      each?.(b);
+      src.release(b);
+    }
+  } finally {
+    src.close();
+  }
+  return src;
+}
