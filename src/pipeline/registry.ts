@@ -1,0 +1,42 @@
+/**
+ * Which stage names a profile may use, and how each is built from its section. Stages that need
+ * another stage's state (policy caching its decision in conntrack's flow entries) find it in the
+ * context, which the builder fills as it goes down the pipeline in order.
+ */
+import type { FlowTable } from '../conntrack/table.js';
+import { ProfileError, type Profile, type Section } from './profile.js';
+import type { Stage } from './stage.js';
+
+export interface StageContext {
+  /** The flow table of a conntrack stage earlier in the pipeline, or null. */
+  conntrack: FlowTable | null;
+}
+
+export type StageFactory = (section: Section, ctx: StageContext) => Stage;
+
+const factories = new Map<string, { create: StageFactory; summary: string }>();
+
+export function registerStage(name: string, summary: string, create: StageFactory): void {
+  factories.set(name, { create, summary });
+}
+
+export function stageNames(): { name: string; summary: string }[] {
+  return [...factories].map(([name, f]) => ({ name, summary: f.summary }));
+}
+
+/** Build a profile's stages in order; a bad key or value throws a ProfileError naming file and line. */
+export function buildStages(profile: Profile): Stage[] {
+  const ctx: StageContext = { conntrack: null };
+  const stages: Stage[] = [];
+  for (const name of profile.stages) {
+    const f = factories.get(name);
+    if (!f) {
+      throw new ProfileError(profile.file, profile.pipelineLine,
+        `unknown stage "${name}" (stages: ${[...factories.keys()].join(', ')})`);
+    }
+    const section = profile.sections.get(name)!;
+    stages.push(f.create(section, ctx));
+    section.rejectUnknown();
+  }
+  return stages;
+}
