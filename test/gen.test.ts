@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSynthPcap, type SynthOptions, type SynthSummary } from '../src/gen/synth.js';
+import { ROOT } from './helpers.js';
 
 const CHECKSUMS = ['-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE'];
 /** Status 1 is "good"; 0 is "bad" and 2 "unverified", so anything but 1 is a failure. */
@@ -146,5 +147,17 @@ describe('dplab gen: synthetic traffic', () => {
     expect(r.packets).toBe(1001);
     expect(countMatching(f, 'frame')).toBe(1001);
     expect(countMatching(f, PROBLEMS)).toBe(0);
+  });
+
+  it('the dplab gen command writes what the library writes, and rejects bad options', () => {
+    const f = join(dir, 'cli.pcap');
+    const ok = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', f, '--flows', '50', '--ipv6', '50%', '--seed', '9'], { encoding: 'utf8' });
+    expect(ok.status, ok.stderr).toBe(0);
+    const lib = join(dir, 'lib.pcap');
+    writeSynthPcap(lib, { flows: 50, ipv6Share: 0.5, seed: 9 });
+    expect(readFileSync(f).equals(readFileSync(lib))).toBe(true);
+    const bad = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', f, '--udp', '2'], { encoding: 'utf8' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain('UDP share must be a share between 0 and 1');
   });
 });

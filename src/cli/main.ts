@@ -2,6 +2,7 @@
 import { CaptureError } from '../capture/errors.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
+import { GEN_HELP, genCommand } from './gen.js';
 import { REPLAY_HELP, replayCommand } from './replay.js';
 
 const HELP = `dplab - a userspace dataplane lab: replay real packets through XDP-, conntrack-, NAT- and
@@ -12,6 +13,7 @@ Usage: dplab COMMAND [options]
 Commands:
   replay FILE    run a capture through the pipeline and print what happened and what it cost
   decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
+  gen FILE       write synthetic traffic (flows, IPv6/VLAN/UDP/attack shares) as a pcap
 
 Run "dplab COMMAND --help" for a command's options and examples.
 Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (802.1Q, QinQ,
@@ -21,6 +23,7 @@ MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 const COMMANDS: Record<string, { run: (argv: string[]) => number; help: string }> = {
   replay: { run: replayCommand, help: REPLAY_HELP },
   decode: { run: decodeCommand, help: DECODE_HELP },
+  gen: { run: genCommand, help: GEN_HELP },
 };
 
 export function main(argv: string[]): number {

@@ -1,0 +1,126 @@
+import { writeSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { generateSynth, MAX_PAYLOAD, SYNTH_DEFAULTS, writeSynthPcap, type SynthOptions, type SynthSummary } from '../gen/synth.js';
+import { Exit, UsageError } from './errors.js';
+import { formatBytes } from './output.js';
+
+const D = SYNTH_DEFAULTS;
+
+export const GEN_HELP = `dplab gen FILE [options]
+
+Write synthetic traffic to FILE as a pcap (Ethernet, microsecond timestamps; - for stdout). The
+same options and seed always give the same bytes, so a benchmark can regenerate its input.
+
+TCP flows look real: SYN, SYN-ACK, ACK, data both ways with correct seq/ack, then FIN/ACK,
+FIN/ACK, ACK, or an RST for a share of them. UDP flows alternate requests and replies. Attack
+packets are lone SYNs from 192.0.2.0/24 or 2001:db8:bad::/48, for a blocklist to drop. Many flows
+are active at once and their packets interleave; every checksum is correct.
+
+Size (give one of --flows and --packets):
+  --flows N              legitimate flows (default 1000); attack packets come on top
+  --packets N            exactly N packets in all, attack packets included
+  --packets-per-flow N   packets in each flow (default ${D.packetsPerFlow}); below 6 a TCP flow is cut short,
+                         1 makes every flow a lone SYN
+
+Mix (a share is a fraction or a percentage: 0.2 or 20%):
+  --ipv6 SHARE       of flows that are IPv6 (default ${D.ipv6Share})
+  --vlan SHARE       of flows with an 802.1Q tag, VLAN 100-103 (default ${D.vlanShare})
+  --udp SHARE        of flows that are UDP (default ${D.udpShare})
+  --rst SHARE        of TCP flows that end with an RST (default ${D.rstShare})
+  --attack SHARE     of all packets that are attack SYNs (default ${D.attackShare})
+  --payload BYTES    payload of each data packet, 1-${MAX_PAYLOAD} (default ${D.payloadSize})
+
+Shape:
+  --concurrency N    flows active at once (default ${D.concurrency})
+  --clients N        client hosts, 10.0.0.1 up (default ${D.clients})
+  --servers N        servers, 172.16.0.1 up, 1-254 (default ${D.servers})
+  --rate PPS         mean packets per second of the timeline (default ${D.rate.toLocaleString('en-US')})
+  --start TIME       first timestamp: seconds since 1970 or an ISO date (default ${new Date(D.startTime * 1000).toISOString()})
+  --seed N           seed of the generator (default ${D.seed})
+
+Examples:
+  dplab gen small.pcap --flows 100
+  dplab gen bench.pcap --packets 1000000 --payload 16 --attack 10%
+  dplab gen - --flows 20 | tshark -r - -q -z conv,tcp
+`;
+
+export function genCommand(argv: string[]): number {
+  const str = { type: 'string' } as const;
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      flows: str, packets: str, 'packets-per-flow': str, ipv6: str, vlan: str, udp: str, rst: str, attack: str,
+      payload: str, concurrency: str, clients: str, servers: str, rate: str, start: str, seed: str,
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) { process.stdout.write(GEN_HELP); return Exit.OK; }
+  if (positionals.length !== 1) throw new UsageError('gen needs exactly one output file (- for stdout)', 'gen');
+  if (values.flows !== undefined && values.packets !== undefined) throw new UsageError('give --flows or --packets, not both', 'gen');
+  const file = positionals[0]!;
+  const opts: SynthOptions = {
+    flows: count('--flows', values.flows),
+    packets: count('--packets', values.packets),
+    packetsPerFlow: count('--packets-per-flow', values['packets-per-flow']),
+    ipv6Share: share('--ipv6', values.ipv6),
+    vlanShare: share('--vlan', values.vlan),
+    udpShare: share('--udp', values.udp),
+    rstShare: share('--rst', values.rst),
+    attackShare: share('--attack', values.attack),
+    payloadSize: count('--payload', values.payload),
+    concurrency: count('--concurrency', values.concurrency),
+    clients: count('--clients', values.clients),
+    servers: count('--servers', values.servers),
+    rate: count('--rate', values.rate),
+    startTime: startTime(values.start),
+    seed: count('--seed', values.seed),
+  };
+  for (const k of Object.keys(opts) as (keyof SynthOptions)[]) if (opts[k] === undefined) delete opts[k];
+
+  const t0 = process.hrtime.bigint();
+  let summary: SynthSummary;
+  try {
+    summary = file === '-'
+      ? generateSynth(opts, (block, length) => { for (let at = 0; at < length;) at += writeSync(1, block, at, length - at); })
+      : writeSynthPcap(file, opts);
+  } catch (e) {
+    if (e instanceof RangeError) throw new UsageError(e.message, 'gen');
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code) throw new UsageError(`cannot write ${file}: ${(e as Error).message.replace(/^\w+: /, '').replace(/, \w+ '.*'$/, '')}`, 'gen');
+    throw e;
+  }
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const s = summary;
+  const n = (x: number): string => x.toLocaleString('en-US');
+  process.stderr.write(`dplab gen: wrote ${file === '-' ? 'stdout' : file}: ${n(s.packets)} packets (${formatBytes(s.bytes)}) in ${secs.toFixed(2)} s\n`
+    + `  ${n(s.tcpFlows)} TCP flows (${n(s.rstFlows)} end with RST), ${n(s.udpFlows)} UDP flows, ${n(s.attackPackets)} attack SYN${s.attackPackets === 1 ? '' : 's'}; `
+    + `${n(s.ipv6Packets)} IPv6 and ${n(s.vlanPackets)} VLAN-tagged packets; ${((s.lastMicros - s.firstMicros) / 1e6).toFixed(3)} s of traffic\n`);
+  return Exit.OK;
+}
+
+/** A whole number option; anything else is a usage error naming the option. */
+function count(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v.replace(/_/g, ''));
+  if (v.trim() === '' || !Number.isInteger(x)) throw new UsageError(`${name} wants a whole number, got "${v}"`, 'gen');
+  return x;
+}
+
+/** A share: 0.25 or 25%. */
+function share(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const pct = v.endsWith('%');
+  const x = Number(pct ? v.slice(0, -1) : v);
+  if (v.trim() === '' || !Number.isFinite(x)) throw new UsageError(`${name} wants a share such as 0.2 or 20%, got "${v}"`, 'gen');
+  return pct ? x / 100 : x;
+}
+
+/** Seconds since 1970, or an ISO 8601 date. */
+function startTime(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (/^\d+$/.test(v)) return Number(v);
+  const ms = Date.parse(v);
+  if (Number.isNaN(ms)) throw new UsageError(`--start wants seconds since 1970 or an ISO date such as 2024-01-01T00:00:00Z, got "${v}"`, 'gen');
+  return Math.floor(ms / 1000);
+}
