@@ -1,36 +1,52 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { openCapture } from '../capture/open.js';
-import { Batch } from '../packet/batch.js';
-import { TrafficSummary } from '../packet/summary.js';
-import { Pipeline } from '../pipeline/runner.js';
+import { loadProfile } from '../pipeline/profile.js';
+import { buildStages } from '../pipeline/registry.js';
+import { runCapture } from '../pipeline/run.js';
+import '../stages/index.js';
 import { Exit, UsageError } from './errors.js';
 import { Progress } from './output.js';
 import { reportCaptureProblems } from './problems.js';
-import { renderReport, type ReplayReport } from './report.js';
+import { renderReport } from './report.js';
+
+export const DEFAULT_PROFILE = 'ebpf';
 
 export const REPLAY_HELP = `dplab replay FILE [options]
 
-Read a pcap or pcapng capture, decode every packet and print a summary: packets and bytes by link
-type and protocol, malformed packets by reason, the capture's duration, and how fast dplab read it.
+Run a pcap or pcapng capture through a dataplane profile and print what happened and what it
+cost: the capture (link types, protocols, malformed packets), the verdicts (every packet is
+forwarded, dropped by a stage for a reason, or malformed), flow figures, and the per-stage table
+(calls, packets, ns/packet, packets/call, as VPP's "show runtime").
 
 Options:
-  --json FILE     also write the report as JSON (use - for stdout)
-  --no-progress   no progress bar (it is shown on stderr only when stderr is a terminal)
+  --profile NAME|FILE   the pipeline to run (default: ${DEFAULT_PROFILE}); built-in profiles are in
+                        profiles/ (dplab profiles lists them), or give a path to your own
+  --json FILE           also write the report as JSON (- for stdout)
+  --write FILE          write the forwarded packets to a capture (pcap in, pcap out; pcapng likewise)
+  --write-dropped FILE  write the dropped and malformed packets to a capture
+  --flows FILE          write one line per flow (tuple, packets and bytes each way, state, end)
+  --batch N             packets per batch (default 256)
+  --no-progress         no progress bar (shown on stderr only when it is a terminal)
 
 Exit status: 0 when the whole file was read; 2 when it is damaged or holds packets of an
-unsupported link type (the report still covers every packet read before the damage); 1 for a
-usage error or a file that cannot be opened.
+unsupported link type (the report still covers every packet before the damage); 1 for a
+usage error, a bad profile or a file that cannot be opened.
 
-Example:
-  dplab replay captures/zeek_http_bro.org.pcap --json report.json
+Examples:
+  dplab replay captures/large/zeek_echo-connections.pcap
+  dplab replay web.pcap --profile iptables --write-dropped dropped.pcap --json report.json
 `;
 
 export function replayCommand(argv: string[]): number {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
+      profile: { type: 'string' },
       json: { type: 'string' },
+      write: { type: 'string' },
+      'write-dropped': { type: 'string' },
+      flows: { type: 'string' },
+      batch: { type: 'string' },
       'no-progress': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -38,44 +54,33 @@ export function replayCommand(argv: string[]): number {
   });
   if (values.help) { process.stdout.write(REPLAY_HELP); return Exit.OK; }
   if (positionals.length !== 1) throw new UsageError('replay needs exactly one capture file', 'replay');
-  const file = positionals[0]!;
-  const src = openCapture(file);
-  const pipeline = new Pipeline([]);
-  const summary = new TrafficSummary();
-  const progress = new Progress('replay', src.size, !values['no-progress']);
-  const b = new Batch();
-  const t0 = process.hrtime.bigint();
-  try {
-    while (src.fill(b) > 0) {
-      pipeline.process(b);
-      summary.add(b);
-      src.release(b);
-      progress.update(src.position, src.packets);
-    }
-    pipeline.finish();
-  } finally {
-    progress.end();
-    src.close();
+  const batchSize = values.batch === undefined ? undefined : Number(values.batch);
+  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= 65536)) {
+    throw new UsageError(`--batch wants a whole number 1..65536, got "${values.batch}"`, 'replay');
   }
-  const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const report: ReplayReport = {
+  const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
+  const stages = buildStages(profile);
+  const file = positionals[0]!;
+  let progress: Progress | null = null;
+  const { report, source } = runCapture({
     file,
-    format: src.format,
-    interfaces: src.interfaces.map((f) => ({ name: f.name, linkType: f.linkType, snapLen: f.snapLen })),
-    complete: src.error === null,
-    error: src.error ? { offset: src.error.offset, message: src.error.message } : null,
-    wallSeconds,
-    packetsPerSecond: wallSeconds > 0 ? summary.packets / wallSeconds : 0,
-    capture: summary.toJSON(),
-    verdicts: pipeline.counts(),
-    stages: pipeline.runtime.map((r) => ({ ...r, nsPerPacket: r.packets ? r.ns / r.packets : 0, packetsPerCall: r.calls ? r.packets / r.calls : 0 })),
-    stageReports: pipeline.reports(),
-  };
+    profile: profile.name,
+    stages,
+    write: values.write,
+    writeDropped: values['write-dropped'],
+    flowLog: values.flows,
+    batchSize,
+    onBatch: (_b, src) => {
+      progress ??= new Progress('replay', src.size, !values['no-progress']);
+      progress.update(src.position, src.packets);
+    },
+  });
+  (progress as Progress | null)?.end();
   process.stdout.write(renderReport(report));
   if (values.json !== undefined) {
     const text = JSON.stringify(report, null, 2) + '\n';
     if (values.json === '-') process.stdout.write(text);
     else writeFileSync(values.json, text);
   }
-  return reportCaptureProblems(src);
+  return reportCaptureProblems(source);
 }

@@ -1,32 +1,7 @@
 /** The text form of a replay report. */
-import type { SummaryJson } from '../packet/summary.js';
-import type { RunCounts } from '../pipeline/runner.js';
+import type { RunReport } from '../pipeline/run.js';
 import type { StageReport } from '../pipeline/stage.js';
 import { formatBytes, formatRate, table } from './output.js';
-
-export interface StageRow {
-  name: string;
-  calls: number;
-  packets: number;
-  dropped: number;
-  ns: number;
-  nsPerPacket: number;
-  packetsPerCall: number;
-}
-
-export interface ReplayReport {
-  file: string;
-  format: string;
-  interfaces: { name: string; linkType: number; snapLen: number }[];
-  complete: boolean;
-  error: { offset: number; message: string } | null;
-  wallSeconds: number;
-  packetsPerSecond: number;
-  capture: SummaryJson;
-  verdicts: RunCounts;
-  stages: StageRow[];
-  stageReports: Record<string, StageReport>;
-}
 
 function pct(n: number, of: number): string {
   return of > 0 ? `${((100 * n) / of).toFixed(1)}%` : '-';
@@ -38,7 +13,7 @@ function breakdown(title: string, rec: Record<string, number>, of: number): stri
   return `${title}\n${table(['', 'packets', 'share'], rows).split('\n').slice(1).join('\n')}\n`;
 }
 
-export function renderReport(r: ReplayReport): string {
+export function renderReport(r: RunReport): string {
   const c = r.capture;
   let s = `${r.file}: ${r.format}, ${r.interfaces.length} interface${r.interfaces.length === 1 ? '' : 's'}`
     + ` (${[...new Set(r.interfaces.map((f) => f.name))].join(', ')})\n`;
@@ -62,9 +37,31 @@ export function renderReport(r: ReplayReport): string {
     + ` + ${v.dropped.toLocaleString('en-US')} dropped + ${v.malformed.toLocaleString('en-US')} malformed\n`;
   s += breakdown('Drops', v.dropsByReason, v.packets);
   s += '\n';
+  for (const [stage, rep] of Object.entries(r.stageReports)) {
+    const body = renderStageReport(rep, '  ');
+    if (body) s += `${stage}\n${body}`;
+  }
+  s += `\nProfile ${r.profile}: per-stage cost\n`;
   s += table(['stage', 'calls', 'packets', 'dropped', 'ns/packet', 'packets/call', 'share of time'],
     r.stages.map((st) => [st.name, st.calls, st.packets, st.dropped, st.nsPerPacket.toFixed(1), st.packetsPerCall.toFixed(1),
       pct(st.ns, r.stages.reduce((a, x) => a + x.ns, 0))]));
   s += '\n';
+  return s;
+}
+
+/** A stage's own figures, nested records indented; camelCase keys read as words. */
+function renderStageReport(rep: StageReport, indent: string): string {
+  let s = '';
+  for (const [k, v] of Object.entries(rep)) {
+    const label = k.replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+    if (typeof v === 'number') s += `${indent}${label}: ${v.toLocaleString('en-US')}\n`;
+    else {
+      const inner = Object.entries(v);
+      if (inner.length === 0) continue;
+      if (inner.every(([, x]) => typeof x === 'number')) {
+        s += `${indent}${label}: ${inner.map(([a, x]) => `${a} ${(x as number).toLocaleString('en-US')}`).join(', ')}\n`;
+      } else s += `${indent}${label}:\n${renderStageReport(v, indent + '  ')}`;
+    }
+  }
   return s;
 }

@@ -6,6 +6,7 @@
  *   - `report()` returns its own counters for the run's report; `finish()` ends the run (expire state).
  * Stages never read files, print or time themselves: the runner does that around them.
  */
+import type { FlowTable } from '../conntrack/table.js';
 import type { Batch } from '../packet/batch.js';
 
 export interface Stage {
@@ -20,6 +21,8 @@ export interface Stage {
   finish?(): void;
   /** A one-line description of what the stage did to packet i, for `dplab trace`. */
   explain?(b: Batch, i: number): string;
+  /** Stages that keep flows call `listener` as each flow ends (for the flow log). */
+  watchFlows?(listener: (table: FlowTable, entry: number, why: number) => void): void;
 }
 
 export interface StageReport {

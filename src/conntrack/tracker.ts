@@ -1,0 +1,361 @@
+/**
+ * Connection tracking per packet, modelled on Linux nf_conntrack: find or create the packet's
+ * flow, move its state on, and say what the packet is to the flow (CtInfo). Timeouts run on packet
+ * timestamps, so a replay is deterministic and as fast as the CPU allows.
+ *
+ * Differences from the kernel, on purpose:
+ *  - no TCP window tracking (as nf_conntrack_tcp_be_liberal=1), no checksum verification;
+ *  - fragments are not reassembled: a later fragment follows the flow of its first fragment
+ *    (remembered by IP id), and is untracked when that first fragment was not seen;
+ *  - counters count wire bytes (frame length, as tshark and a NIC see them); the kernel counts
+ *    IP bytes. Packet counts follow nf_conntrack_acct: INVALID and IGNOREd packets are not counted.
+ */
+import { Frag, type Batch } from '../packet/batch.js';
+import { Proto } from '../packet/decode.js';
+import { CtInfo } from './info.js';
+import { Destroy, FlowTable, Status } from './table.js';
+import { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext } from './tcp.js';
+
+/** Timeouts in seconds (nf_conntrack sysctl defaults). */
+export interface Timeouts {
+  tcp: Float64Array; // per TcpState
+  tcpUnacknowledged: number;
+  udp: number;
+  udpStream: number;
+  icmp: number;
+  generic: number;
+}
+
+export function defaultTimeouts(): Timeouts {
+  const tcp = new Float64Array(10);
+  tcp[TcpState.SYN_SENT] = 120;
+  tcp[TcpState.SYN_RECV] = 60;
+  tcp[TcpState.ESTABLISHED] = 432000;
+  tcp[TcpState.FIN_WAIT] = 120;
+  tcp[TcpState.CLOSE_WAIT] = 60;
+  tcp[TcpState.LAST_ACK] = 30;
+  tcp[TcpState.TIME_WAIT] = 120;
+  tcp[TcpState.CLOSE] = 10;
+  tcp[TcpState.SYN_SENT2] = 120;
+  return { tcp, tcpUnacknowledged: 300, udp: 30, udpStream: 120, icmp: 30, generic: 600 };
+}
+
+export interface ConntrackConfig {
+  capacity: number;
+  /** When the table is full: evict a non-assured entry (kernel early_drop), else drop the new flow. */
+  whenFull: 'evict' | 'drop-new';
+  /** Pick up TCP flows mid-stream from an ACK (nf_conntrack_tcp_loose). */
+  loose: boolean;
+  timeouts: Timeouts;
+}
+
+/** Drop reasons this module reports, indexed by the code track() returns. */
+export const CT_REASONS = [
+  'table-full', 'invalid-tcp-flags', 'invalid-tcp-state', 'invalid-tcp-start',
+  'icmp-error-without-flow', 'icmp-reply-without-request', 'invalid-icmp-type',
+] as const;
+const R_TABLE_FULL = 0;
+const R_TCP_FLAGS = 1;
+const R_TCP_STATE = 2;
+const R_TCP_START = 3;
+const R_ICMP_ORPHAN = 4;
+const R_ICMP_REPLY = 5;
+const R_ICMP_TYPE = 6;
+/** track() returns this for a packet that is fine (tracked or untracked). */
+export const CT_OK = -1;
+
+/** UDP flows become "streams" (longer timeout, assured) when still active this long after starting. */
+const UDP_STREAM_AFTER = 2;
+/** Entries the early-drop search looks at, as the kernel's NF_CT_EVICTION_RANGE. */
+const EVICTION_RANGE = 8;
+const FRAG_SLOTS = 4096;
+
+export type DestroyListener = (table: FlowTable, e: number, why: number) => void;
+
+export class Conntrack {
+  readonly table: FlowTable;
+  onDestroy: DestroyListener | null = null;
+
+  // counters
+  readonly created = new Float64Array(256); // by IP protocol
+  readonly destroyed = new Float64Array(4); // by Destroy.*
+  readonly info = new Float64Array(5); // packets by CtInfo
+  readonly invalid = new Float64Array(CT_REASONS.length);
+  /** TCP packets the state machine ignored (tracked, not counted). */
+  ignored = 0;
+  fragmentsFollowed = 0;
+  fragmentsOrphaned = 0;
+
+  /** Later IP fragments find their flow through the first fragment's (addresses, proto, IP id). */
+  private readonly fragKey = new Uint32Array(FRAG_SLOTS * 10); // src 4, dst 4, id, proto<<8|family
+  private readonly fragEntry = new Int32Array(FRAG_SLOTS).fill(-1);
+  private readonly fragGen = new Uint32Array(FRAG_SLOTS);
+  private readonly fragDir = new Uint8Array(FRAG_SLOTS);
+  private sweepAt = 0;
+
+  constructor(readonly config: ConntrackConfig) {
+    this.table = new FlowTable(config.capacity);
+  }
+
+  /**
+   * Track packet i at time `now` (seconds). Sets b.ctInfo/flow/dir. Returns CT_OK, or the reason
+   * code (CT_REASONS) why the packet is INVALID or could not get an entry.
+   */
+  track(b: Batch, i: number, now: number): number {
+    b.flow[i] = -1;
+    const family = b.family[i]!;
+    if (family === 0) { this.info[CtInfo.UNTRACKED]!++; return CT_OK; }
+    if (b.frag[i] === Frag.LATER) return this.followFragment(b, i);
+    const proto = b.proto[i]!;
+    let r: number;
+    if (proto === Proto.TCP) r = this.tcp(b, i, now);
+    else if (proto === Proto.ICMP || proto === Proto.ICMPV6) r = this.icmp(b, i, now, proto === Proto.ICMPV6);
+    else r = this.other(b, i, now, proto);
+    if (r !== CT_OK) { b.ctInfo[i] = CtInfo.INVALID; this.invalid[r]!++; }
+    this.info[b.ctInfo[i]!]!++;
+    if (b.frag[i] === Frag.FIRST && r === CT_OK && b.ctInfo[i] !== CtInfo.UNTRACKED) this.rememberFragment(b, i);
+    return r;
+  }
+
+  /** Look up packet i's own tuple; an expired entry is destroyed and not returned. */
+  private lookup(b: Batch, i: number, now: number, sp: number, dp: number): number {
+    const w = i << 2;
+    const t = this.table;
+    const r = t.find(b.hash[i]!, b.family[i]!, b.proto[i]!, b.src, w, b.dst, w, sp, dp);
+    if (r >= 0 && t.expires[r >> 1]! < now) {
+      this.destroy(r >> 1, Destroy.TIMEOUT);
+      return -1;
+    }
+    return r;
+  }
+
+  /** A new entry with packet i as its original direction; -1 when the table is full and nothing can go. */
+  private create(b: Batch, i: number, now: number, sp: number, dp: number): number {
+    const t = this.table;
+    const h = b.hash[i]!;
+    if (t.full) {
+      if (this.config.whenFull === 'drop-new') return -1;
+      const v = t.victim(h, now, EVICTION_RANGE);
+      if (v < 0) return -1;
+      this.destroy(v, t.expires[v]! < now ? Destroy.TIMEOUT : Destroy.EVICTED);
+    }
+    const w = i << 2;
+    const proto = b.proto[i]!;
+    const e = t.insert(h, b.family[i]!, proto, b.src, w, b.dst, w, sp, dp, now);
+    this.created[proto]!++;
+    return e;
+  }
+
+  private destroy(e: number, why: number): void {
+    this.destroyed[why]!++;
+    if (this.onDestroy) this.onDestroy(this.table, e, why);
+    this.table.remove(e);
+  }
+
+  /** Tie packet i to entry e (direction dir) and say what it is to the flow. */
+  private mark(b: Batch, i: number, e: number, dir: number): void {
+    const t = this.table;
+    if (dir === 1) t.status[e]! |= Status.SEEN_REPLY;
+    b.flow[i] = e;
+    b.dir[i] = dir;
+    b.ctInfo[i] = dir === 1 || (t.status[e]! & Status.SEEN_REPLY) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;
+  }
+
+  /** Count packet i on entry e (as nf_conntrack_acct: valid packets only). */
+  private count(b: Batch, i: number, e: number, dir: number, now: number): void {
+    const t = this.table;
+    const k = (e << 1) | dir;
+    t.packets[k]!++;
+    t.bytes[k]! += b.wireLen[i]!;
+    t.last[e] = now;
+  }
+
+  /** mark() and count(): the usual case. */
+  private account(b: Batch, i: number, e: number, dir: number, now: number): void {
+    this.mark(b, i, e, dir);
+    this.count(b, i, e, dir, now);
+  }
+
+  private tcp(b: Batch, i: number, now: number): number {
+    const flags = b.tcpFlags[i]!;
+    if (!tcpFlagsValid(flags)) return R_TCP_FLAGS;
+    const sp = b.sport[i]!;
+    const dp = b.dport[i]!;
+    const t = this.table;
+    const cls = tcpClass(flags);
+    let r = this.lookup(b, i, now, sp, dp);
+    if (r >= 0) {
+      const e = r >> 1;
+      const dir = r & 1;
+      const old = t.state[e]!;
+      const next = tcpNext(dir, cls, old);
+      if (cls === TcpClass.SYN && next === TcpState.SYN_SENT && (old === TcpState.TIME_WAIT || old === TcpState.CLOSE)) {
+        // A new connection on the tuple of a closed one (RFC 1122 TIME_WAIT reuse): the old entry
+        // goes and the SYN starts a flow of its own.
+        this.destroy(e, Destroy.REOPENED);
+        r = -1;
+      } else {
+        if (next === S_INVALID) {
+          b.flow[i] = e;
+          b.dir[i] = dir;
+          return R_TCP_STATE;
+        }
+        this.mark(b, i, e, dir);
+        // Ignored: plausible but unverifiable (a retransmitted SYN/ACK, a SYN to an open flow).
+        // The kernel lets it through without counting it or refreshing the entry.
+        if (next === S_IGNORE) {
+          this.ignored++;
+          t.ignored[(e << 1) | dir]!++;
+          t.ignoredBytes[(e << 1) | dir]! += b.wireLen[i]!;
+          return CT_OK;
+        }
+        if ((old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) t.status[e]! |= Status.ASSURED;
+        t.state[e] = next;
+        this.count(b, i, e, dir, now);
+        const to = cls === TcpClass.RST ? this.config.timeouts.tcp[TcpState.CLOSE]! : this.config.timeouts.tcp[next]!;
+        t.expires[e] = now + to;
+        return CT_OK;
+      }
+    }
+    const start = tcpNext(0, cls, TcpState.NONE);
+    if (start === S_INVALID || (start === TcpState.ESTABLISHED && !this.config.loose)) return R_TCP_START;
+    const e = this.create(b, i, now, sp, dp);
+    if (e < 0) return R_TABLE_FULL;
+    t.state[e] = start;
+    t.expires[e] = now + this.config.timeouts.tcp[start]!;
+    this.account(b, i, e, 0, now);
+    return CT_OK;
+  }
+
+  private other(b: Batch, i: number, now: number, proto: number): number {
+    const sp = b.sport[i]!;
+    const dp = b.dport[i]!;
+    const t = this.table;
+    const r = this.lookup(b, i, now, sp, dp);
+    let e: number;
+    let dir: number;
+    if (r >= 0) { e = r >> 1; dir = r & 1; } else {
+      e = this.create(b, i, now, sp, dp);
+      if (e < 0) return R_TABLE_FULL;
+      dir = 0;
+    }
+    this.account(b, i, e, dir, now);
+    const to = this.config.timeouts;
+    if (proto === Proto.UDP || proto === Proto.UDPLITE) {
+      if ((t.status[e]! & Status.SEEN_REPLY) !== 0 && now - t.first[e]! > UDP_STREAM_AFTER) {
+        t.status[e]! |= Status.ASSURED;
+        t.expires[e] = now + to.udpStream;
+      } else t.expires[e] = now + to.udp;
+    } else t.expires[e] = now + to.generic;
+    return CT_OK;
+  }
+
+  private icmp(b: Batch, i: number, now: number, v6: boolean): number {
+    const type = b.icmpType[i]!;
+    const t = this.table;
+    if (v6 ? type >= 1 && type <= 4 : type === 3 || type === 4 || type === 5 || type === 11 || type === 12) {
+      // An error: RELATED to the flow of the packet it quotes.
+      const w = i << 2;
+      const r = t.find(b.hash[i]!, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
+      if (r < 0 || t.expires[r >> 1]! < now) return R_ICMP_ORPHAN;
+      b.flow[i] = r >> 1;
+      b.dir[i] = (r & 1) ^ 1;
+      b.ctInfo[i] = CtInfo.RELATED;
+      return CT_OK;
+    }
+    if (v6 && ((type >= 130 && type <= 137) || type === 143)) {
+      b.ctInfo[i] = CtInfo.UNTRACKED; // neighbour discovery and MLD: the kernel leaves them untracked
+      return CT_OK;
+    }
+    const request = v6 ? type === 128 || type === 139 : type === 8 || type === 13 || type === 15 || type === 17;
+    const reply = v6 ? type === 129 || type === 140 : type === 0 || type === 14 || type === 16 || type === 18;
+    if (!request && !reply) return R_ICMP_TYPE;
+    const id = b.icmpId[i]!;
+    const r = this.lookup(b, i, now, id, id);
+    let e: number;
+    let dir: number;
+    if (r >= 0) {
+      e = r >> 1;
+      dir = r & 1;
+      // Ping to oneself: the tuple reads the same both ways, so the type tells the direction.
+      if (reply && dir === 0 && sameAddresses(b, i)) dir = 1;
+    } else {
+      if (reply) return R_ICMP_REPLY;
+      e = this.create(b, i, now, id, id);
+      if (e < 0) return R_TABLE_FULL;
+      dir = 0;
+    }
+    this.account(b, i, e, dir, now);
+    t.expires[e] = now + this.config.timeouts.icmp;
+    return CT_OK;
+  }
+
+  private fragSlot(b: Batch, i: number): number {
+    const w = i << 2;
+    let h = Math.imul(b.src[w]! ^ b.dst[w]! ^ b.src[w + 3]! ^ b.dst[w + 3]!, 0x9e3779b1 | 0) ^ b.ipId[i]!;
+    h = Math.imul(h ^ (h >>> 15), 0x85ebca6b | 0);
+    return (h >>> 17) & (FRAG_SLOTS - 1);
+  }
+
+  private rememberFragment(b: Batch, i: number): void {
+    const s = this.fragSlot(b, i);
+    const k = s * 10;
+    const w = i << 2;
+    const key = this.fragKey;
+    for (let j = 0; j < 4; j++) { key[k + j] = b.src[w + j]!; key[k + 4 + j] = b.dst[w + j]!; }
+    key[k + 8] = b.ipId[i]!;
+    key[k + 9] = (b.proto[i]! << 8) | b.family[i]!;
+    this.fragEntry[s] = b.flow[i]!;
+    this.fragGen[s] = this.table.gen[b.flow[i]!]!;
+    this.fragDir[s] = b.dir[i]!;
+  }
+
+  private followFragment(b: Batch, i: number): number {
+    const s = this.fragSlot(b, i);
+    const k = s * 10;
+    const w = i << 2;
+    const key = this.fragKey;
+    const e = this.fragEntry[s]!;
+    let hit = e >= 0 && this.fragGen[s] === this.table.gen[e] && (this.table.status[e]! & Status.USED) !== 0
+      && key[k + 8] === b.ipId[i] && key[k + 9] === ((b.proto[i]! << 8) | b.family[i]!);
+    for (let j = 0; j < 4 && hit; j++) hit = key[k + j] === b.src[w + j] && key[k + 4 + j] === b.dst[w + j];
+    if (!hit) {
+      this.fragmentsOrphaned++;
+      this.info[CtInfo.UNTRACKED]!++;
+      return CT_OK;
+    }
+    this.fragmentsFollowed++;
+    const t = this.table;
+    const dir = this.fragDir[s]!;
+    const kk = (e << 1) | dir;
+    t.packets[kk]!++;
+    t.bytes[kk]! += b.wireLen[i]!;
+    b.flow[i] = e;
+    b.dir[i] = dir;
+    b.ctInfo[i] = dir === 1 || (t.status[e]! & Status.SEEN_REPLY) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;
+    this.info[b.ctInfo[i]!]!++;
+    return CT_OK;
+  }
+
+  /** Expire up to `budget` entries past their timeout, walking the table a slice per call (as the kernel's gc worker). */
+  sweep(now: number, budget: number): void {
+    const t = this.table;
+    let at = this.sweepAt;
+    for (let k = 0; k < budget; k++) {
+      if (t.status[at] !== 0 && t.expires[at]! < now) this.destroy(at, Destroy.TIMEOUT);
+      if (++at === t.capacity) at = 0;
+    }
+    this.sweepAt = at;
+  }
+
+  /** End of input: every remaining entry is reported as ended. */
+  flush(): void {
+    const t = this.table;
+    for (let e = 0; e < t.capacity; e++) if (t.status[e] !== 0) this.destroy(e, Destroy.END);
+  }
+}
+
+function sameAddresses(b: Batch, i: number): boolean {
+  const w = i << 2;
+  return b.src[w] === b.dst[w] && b.src[w + 1] === b.dst[w + 1] && b.src[w + 2] === b.dst[w + 2] && b.src[w + 3] === b.dst[w + 3];
+}

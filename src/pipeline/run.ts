@@ -1,0 +1,127 @@
+/**
+ * One run over a capture: source -> decode -> stages -> sinks (report, pcap writers, flow log).
+ * The CLI commands are thin layers over this.
+ */
+import { openCapture } from '../capture/open.js';
+import type { PacketSource } from '../capture/source.js';
+import { CaptureWriter } from '../capture/writer.js';
+import { Batch, Verdict } from '../packet/batch.js';
+import { TrafficSummary, type SummaryJson } from '../packet/summary.js';
+import { FlowLog, flowRecord, type FlowRecord } from './flowlog.js';
+import { Pipeline, type RunCounts } from './runner.js';
+import type { Stage, StageReport } from './stage.js';
+
+export interface RunSpec {
+  file: string;
+  profile: string;
+  stages: Stage[];
+  /** Write forwarded / dropped packets to these capture files. */
+  write?: string;
+  writeDropped?: string;
+  /** Write the flow log (one line per flow) to this file. */
+  flowLog?: string;
+  /** Called for every flow as it ends. */
+  onFlow?: (r: FlowRecord) => void;
+  /** Called after every batch (progress, trace). */
+  onBatch?: (b: Batch, src: PacketSource) => void;
+  batchSize?: number;
+  /** Time stages (default true). */
+  timing?: boolean;
+}
+
+export interface StageRow {
+  name: string;
+  calls: number;
+  packets: number;
+  dropped: number;
+  ns: number;
+  nsPerPacket: number;
+  packetsPerCall: number;
+}
+
+export interface RunReport {
+  file: string;
+  format: string;
+  profile: string;
+  interfaces: { name: string; linkType: number; snapLen: number }[];
+  complete: boolean;
+  error: { offset: number; message: string } | null;
+  wallSeconds: number;
+  packetsPerSecond: number;
+  capture: SummaryJson;
+  verdicts: RunCounts;
+  stages: StageRow[];
+  stageReports: Record<string, StageReport>;
+  flowsLogged?: number;
+}
+
+export interface RunResult {
+  report: RunReport;
+  source: PacketSource;
+}
+
+export function runCapture(spec: RunSpec): RunResult {
+  const src = openCapture(spec.file);
+  const pipeline = new Pipeline(spec.stages, { timing: spec.timing ?? true });
+  const summary = new TrafficSummary();
+  const format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
+  let fwd: CaptureWriter | null = null;
+  let drop: CaptureWriter | null = null;
+  const log = spec.flowLog ? new FlowLog(spec.flowLog) : null;
+  if (log || spec.onFlow) {
+    for (const s of spec.stages) {
+      s.watchFlows?.((t, e, why) => {
+        const r = flowRecord(t, e, why);
+        log?.add(r);
+        spec.onFlow?.(r);
+      });
+    }
+  }
+  const b = new Batch(spec.batchSize);
+  const t0 = process.hrtime.bigint();
+  try {
+    while (src.fill(b) > 0) {
+      pipeline.process(b);
+      summary.add(b);
+      if (spec.write || spec.writeDropped) {
+        // Writers open on the first batch: a pcapng source knows its first interfaces by then.
+        if (spec.write) fwd ??= new CaptureWriter(spec.write, src.interfaces, format);
+        if (spec.writeDropped) drop ??= new CaptureWriter(spec.writeDropped, src.interfaces, format);
+        for (let i = 0; i < b.count; i++) {
+          if (b.verdict[i] === Verdict.PASS) fwd?.write(b, i);
+          else drop?.write(b, i);
+        }
+      }
+      spec.onBatch?.(b, src);
+      src.release(b);
+    }
+    pipeline.finish();
+  } finally {
+    src.close();
+    // An empty capture still gets (empty) output files, so scripts can rely on them.
+    if (spec.write) (fwd ?? new CaptureWriter(spec.write, src.interfaces.length ? src.interfaces : [defaultInterface()], format)).close();
+    if (spec.writeDropped) (drop ?? new CaptureWriter(spec.writeDropped, src.interfaces.length ? src.interfaces : [defaultInterface()], format)).close();
+    log?.close();
+  }
+  const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const report: RunReport = {
+    file: spec.file,
+    format: src.format,
+    profile: spec.profile,
+    interfaces: src.interfaces.map((f) => ({ name: f.name, linkType: f.linkType, snapLen: f.snapLen })),
+    complete: src.error === null,
+    error: src.error ? { offset: src.error.offset, message: src.error.message } : null,
+    wallSeconds,
+    packetsPerSecond: wallSeconds > 0 ? summary.packets / wallSeconds : 0,
+    capture: summary.toJSON(),
+    verdicts: pipeline.counts(),
+    stages: pipeline.runtime.map((r) => ({ ...r, nsPerPacket: r.packets ? r.ns / r.packets : 0, packetsPerCall: r.calls ? r.packets / r.calls : 0 })),
+    stageReports: pipeline.reports(),
+  };
+  if (log) report.flowsLogged = log.flows;
+  return { report, source: src };
+}
+
+function defaultInterface() {
+  return { linkType: 1, snapLen: 262144, name: 'eth', unitsPerSecond: 1e9, tsOffset: 0 };
+}

@@ -1,0 +1,157 @@
+/**
+ * conntrack: marks each flow once. The first packet of a flow creates an entry (NEW) and later
+ * stages (policy) cache their decision in it; every later packet only pays a lookup and a state
+ * update (ESTABLISHED / RELATED / INVALID). Semantics and defaults follow Linux nf_conntrack; see
+ * src/conntrack/tracker.ts for what is modelled and what is not.
+ *
+ * Config ([conntrack] section of a profile):
+ *   capacity: 262144            entries (nf_conntrack_max)
+ *   when-full: evict            evict a non-assured entry (kernel early_drop), or drop-new
+ *   invalid: drop               drop INVALID packets (as -m conntrack --ctstate INVALID -j DROP), or accept
+ *   loose: yes                  pick up TCP flows mid-stream from an ACK (nf_conntrack_tcp_loose)
+ *   timeout-tcp-established: 5d, timeout-udp: 30s, ... (see TIMEOUT_KEYS)
+ */
+import { Verdict, type Batch } from '../packet/batch.js';
+import { CT_INFO_NAMES } from '../conntrack/info.js';
+import { DESTROY_NAMES, Status, type FlowTable } from '../conntrack/table.js';
+import { TCP_STATE_NAMES, TcpState } from '../conntrack/tcp.js';
+import { Conntrack, CT_OK, CT_REASONS, defaultTimeouts, type Timeouts } from '../conntrack/tracker.js';
+import { protoName } from '../packet/format.js';
+import type { Section } from '../pipeline/profile.js';
+import { registerStage, type StageContext } from '../pipeline/registry.js';
+import type { Stage, StageReport } from '../pipeline/stage.js';
+
+const TIMEOUT_KEYS: [key: string, set: (t: Timeouts, v: number) => void][] = [
+  ['timeout-tcp-syn-sent', (t, v) => { t.tcp[TcpState.SYN_SENT] = v; }],
+  ['timeout-tcp-syn-recv', (t, v) => { t.tcp[TcpState.SYN_RECV] = v; }],
+  ['timeout-tcp-established', (t, v) => { t.tcp[TcpState.ESTABLISHED] = v; }],
+  ['timeout-tcp-fin-wait', (t, v) => { t.tcp[TcpState.FIN_WAIT] = v; }],
+  ['timeout-tcp-close-wait', (t, v) => { t.tcp[TcpState.CLOSE_WAIT] = v; }],
+  ['timeout-tcp-last-ack', (t, v) => { t.tcp[TcpState.LAST_ACK] = v; }],
+  ['timeout-tcp-time-wait', (t, v) => { t.tcp[TcpState.TIME_WAIT] = v; }],
+  ['timeout-tcp-close', (t, v) => { t.tcp[TcpState.CLOSE] = v; }],
+  ['timeout-udp', (t, v) => { t.udp = v; }],
+  ['timeout-udp-stream', (t, v) => { t.udpStream = v; }],
+  ['timeout-icmp', (t, v) => { t.icmp = v; }],
+  ['timeout-generic', (t, v) => { t.generic = v; }],
+];
+
+/** Entries the background sweep looks at per batch. */
+const SWEEP_PER_BATCH = 64;
+
+export class ConntrackStage implements Stage {
+  readonly name = 'conntrack';
+  readonly reasons: readonly string[] = CT_REASONS;
+  readonly ct: Conntrack;
+  private readonly dropInvalid: boolean;
+  private now = 0;
+  /** Snapshot of the table when the input ended (before the flush). */
+  private atEnd: StageReport | null = null;
+
+  constructor(section: Section) {
+    const timeouts = defaultTimeouts();
+    for (const [key, set] of TIMEOUT_KEYS) {
+      const e = section.get(key);
+      if (e) set(timeouts, section.seconds(key, 0));
+    }
+    this.ct = new Conntrack({
+      capacity: section.integer('capacity', 262144, 1, 1 << 24),
+      whenFull: section.choice('when-full', ['evict', 'drop-new'] as const, 'evict'),
+      loose: section.boolean('loose', true),
+      timeouts,
+    });
+    this.dropInvalid = section.choice('invalid', ['drop', 'accept'] as const, 'drop') === 'drop';
+  }
+
+  process(b: Batch, self: number): void {
+    const n = b.count;
+    const { verdict, tsSec, tsNsec, stage, reason } = b;
+    const ct = this.ct;
+    const dropInvalid = this.dropInvalid;
+    let now = this.now;
+    for (let i = 0; i < n; i++) {
+      if (verdict[i] !== Verdict.PASS) continue;
+      now = tsSec[i]! + tsNsec[i]! * 1e-9;
+      const r = ct.track(b, i, now);
+      if (r !== CT_OK && (dropInvalid || r === 0)) {
+        verdict[i] = Verdict.DROP;
+        stage[i] = self;
+        reason[i] = r;
+      }
+    }
+    this.now = now;
+    ct.sweep(now, SWEEP_PER_BATCH);
+  }
+
+  watchFlows(listener: (table: FlowTable, entry: number, why: number) => void): void {
+    this.ct.onDestroy = listener;
+  }
+
+  finish(): void {
+    this.atEnd = this.snapshot();
+    this.ct.flush();
+  }
+
+  private snapshot(): StageReport {
+    const t = this.ct.table;
+    const tcp: StageReport = {};
+    const byProto: StageReport = {};
+    let active = 0;
+    t.forEach((e) => {
+      if (t.expires[e]! < this.now) return;
+      active++;
+      const p = protoName(t.proto[e]!);
+      byProto[p] = ((byProto[p] as number | undefined) ?? 0) + 1;
+      if (t.proto[e] === 6) {
+        const s = TCP_STATE_NAMES[t.state[e]!]!;
+        tcp[s] = ((tcp[s] as number | undefined) ?? 0) + 1;
+      }
+    });
+    return { total: active, byProtocol: byProto, tcpByState: tcp };
+  }
+
+  report(): StageReport {
+    const ct = this.ct;
+    const created: StageReport = {};
+    let total = 0;
+    for (let p = 0; p < 256; p++) if (ct.created[p]! > 0) { created[protoName(p)] = ct.created[p]!; total += ct.created[p]!; }
+    const destroyed: StageReport = {};
+    DESTROY_NAMES.forEach((name, k) => { if (ct.destroyed[k]! > 0 && name !== 'end-of-input') destroyed[name] = ct.destroyed[k]!; });
+    const packets: StageReport = {};
+    CT_INFO_NAMES.forEach((name, k) => { if (ct.info[k]! > 0) packets[name] = ct.info[k]!; });
+    const invalid: StageReport = {};
+    CT_REASONS.forEach((name, k) => { if (ct.invalid[k]! > 0) invalid[name] = ct.invalid[k]!; });
+    return {
+      flowsCreated: total,
+      createdByProtocol: created,
+      destroyed,
+      activeAtEnd: this.atEnd ?? this.snapshot(),
+      peakEntries: ct.table.peak,
+      capacity: ct.table.capacity,
+      packetsByState: packets,
+      invalidByReason: invalid,
+      tcpIgnored: ct.ignored,
+      fragmentsFollowed: ct.fragmentsFollowed,
+      fragmentsWithoutFirst: ct.fragmentsOrphaned,
+    };
+  }
+
+  explain(b: Batch, i: number): string {
+    const info = CT_INFO_NAMES[b.ctInfo[i]!]!;
+    const e = b.flow[i]!;
+    if (e < 0) return info + (b.verdict[i] !== Verdict.PASS ? ` (${CT_REASONS[b.reason[i]!]})` : '');
+    const t = this.ct.table;
+    const state = t.proto[e] === 6 ? ` ${TCP_STATE_NAMES[t.state[e]!]}` : '';
+    const flags = `${(t.status[e]! & Status.SEEN_REPLY) ? ' seen-reply' : ''}${(t.status[e]! & Status.ASSURED) ? ' assured' : ''}`;
+    const dir = b.dir[i] === 0 ? 'original' : 'reply';
+    return `${info} flow #${e}${state}${flags}, ${dir} direction, ${t.packets[e << 1]}+${t.packets[(e << 1) | 1]} packets so far`;
+  }
+}
+
+registerStage('conntrack', 'track flows (Linux nf_conntrack states and timeouts); later stages decide once per flow',
+  (section: Section, ctx: StageContext) => {
+    const s = new ConntrackStage(section);
+    ctx.conntrack = s.ct.table;
+    return s;
+  });
+

@@ -1,0 +1,4 @@
+// Every stage registers itself when its module loads; importing this loads them all.
+import './conntrack.js';
+import './policy.js';
+import './xdp.js';
