@@ -15,8 +15,8 @@
 export const Status = { SEEN_REPLY: 1, ASSURED: 2, USED: 4 } as const;
 
 /** Why an entry went away, for flow records and counters. */
-export const Destroy = { TIMEOUT: 0, EVICTED: 1, REOPENED: 2, END: 3 } as const;
-export const DESTROY_NAMES = ['timeout', 'evicted', 'reopened', 'end-of-input'] as const;
+export const Destroy = { TIMEOUT: 0, EVICTED: 1, REOPENED: 2, END: 3, RESET: 4 } as const;
+export const DESTROY_NAMES = ['timeout', 'evicted', 'reopened', 'end-of-input', 'reset-before-reply'] as const;
 
 export class FlowTable {
   readonly capacity: number;

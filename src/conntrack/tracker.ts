@@ -78,7 +78,7 @@ export class Conntrack {
 
   // counters
   readonly created = new Float64Array(256); // by IP protocol
-  readonly destroyed = new Float64Array(4); // by Destroy.*
+  readonly destroyed = new Float64Array(5); // by Destroy.*
   readonly info = new Float64Array(5); // packets by CtInfo
   readonly invalid = new Float64Array(CT_REASONS.length);
   /** TCP packets the state machine ignored (tracked, not counted). */
@@ -200,6 +200,7 @@ export class Conntrack {
           b.dir[i] = dir;
           return R_TCP_STATE;
         }
+        const seenReply = (t.status[e]! & Status.SEEN_REPLY) !== 0;
         this.mark(b, i, e, dir);
         // Ignored: plausible but unverifiable (a retransmitted SYN/ACK, a SYN to an open flow).
         // The kernel lets it through without counting it or refreshing the entry.
@@ -209,9 +210,16 @@ export class Conntrack {
           t.ignoredBytes[(e << 1) | dir]! += b.wireLen[i]!;
           return CT_OK;
         }
-        if ((old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) t.status[e]! |= Status.ASSURED;
+        // ASSURED: a valid ACK in ESTABLISHED after SYN_RECV, or an answer to a picked-up flow.
+        if (seenReply && (old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) t.status[e]! |= Status.ASSURED;
         t.state[e] = next;
         this.count(b, i, e, dir, now);
+        if (!seenReply && cls === TcpClass.RST) {
+          // "If only reply is a RST, we can consider ourselves not to have an established
+          // connection" (nf_conntrack): the entry goes at once, e.g. a SYN answered by RST.
+          this.destroy(e, Destroy.RESET);
+          return CT_OK;
+        }
         const to = cls === TcpClass.RST ? this.config.timeouts.tcp[TcpState.CLOSE]! : this.config.timeouts.tcp[next]!;
         t.expires[e] = now + to;
         return CT_OK;
