@@ -98,10 +98,15 @@ export function decodePacket(b: Batch, i: number): void {
       break;
     case LinkType.NULL: {
       if (end - q < 4) { cut(b, i, Malformed.LINK_TRUNCATED); return; }
-      // The address family is in the byte order of the machine that captured: accept either.
-      let fam = x[q]! | (x[q + 1]! << 8) | (x[q + 2]! << 16) | (x[q + 3]! << 24);
-      if ((fam & 0xffff0000) !== 0) fam = (x[q]! << 24) | (x[q + 1]! << 16) | (x[q + 2]! << 8) | x[q + 3]!;
-      et = nullFamily(fam);
+      // The address family is in the byte order of the machine that captured, some systems wrote
+      // only 16 bits of it, and a value above 1500 is an Ethertype: read it as Wireshark does
+      // (packet-null.c; captures/linktype/ppp_null_loopback.pcap has 0f 00 08 00 for IPv4).
+      let fam = (x[q]! | (x[q + 1]! << 8) | (x[q + 2]! << 16) | (x[q + 3]! << 24)) >>> 0;
+      if ((fam & 0xffff0000) !== 0) {
+        if ((fam & 0xff000000) === 0 && (fam & 0x00ff0000) < 0x00060000) fam >>>= 16;
+        else fam = ((x[q]! << 24) | (x[q + 1]! << 16) | (x[q + 2]! << 8) | x[q + 3]!) >>> 0;
+      } else if ((fam & 0xff) === 0 && (fam & 0xff00) < 0x0600) fam >>>= 8;
+      et = fam > 1500 ? fam & 0xffff : nullFamily(fam);
       q += 4;
       break;
     }
