@@ -1,9 +1,12 @@
 /** dplab's command line: one function per command, errors turned into one clear line each. */
 import { CaptureError } from '../capture/errors.js';
+import { ProfileError } from '../pipeline/profile.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
+import { PROFILES_HELP, profilesCommand } from './profiles.js';
 import { REPLAY_HELP, replayCommand } from './replay.js';
+import { TRACE_HELP, traceCommand } from './trace.js';
 
 const HELP = `dplab - a userspace dataplane lab: replay real packets through XDP-, conntrack-, NAT- and
 L7-style stages and see what each design costs, per stage, per packet and per flow.
@@ -12,7 +15,9 @@ Usage: dplab COMMAND [options]
 
 Commands:
   replay FILE    run a capture through the pipeline and print what happened and what it cost
+  trace FILE     follow packets through the stages, with each decision and the conntrack state
   decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
+  profiles       list the built-in profiles and stages; check a profile file
   gen FILE       write synthetic traffic (flows, IPv6/VLAN/UDP/attack shares) as a pcap
 
 Run "dplab COMMAND --help" for a command's options and examples.
@@ -22,7 +27,9 @@ MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 
 const COMMANDS: Record<string, { run: (argv: string[]) => number; help: string }> = {
   replay: { run: replayCommand, help: REPLAY_HELP },
+  trace: { run: traceCommand, help: TRACE_HELP },
   decode: { run: decodeCommand, help: DECODE_HELP },
+  profiles: { run: profilesCommand, help: PROFILES_HELP },
   gen: { run: genCommand, help: GEN_HELP },
 };
 
@@ -53,6 +60,10 @@ export function reportError(e: unknown, cmd: string): number {
   if (e instanceof CaptureError) {
     process.stderr.write(`dplab: ${e.message}\n`);
     return e.offset >= 0 ? Exit.DAMAGED : Exit.USAGE;
+  }
+  if (e instanceof ProfileError) {
+    process.stderr.write(`dplab: profile ${e.message}\n`);
+    return Exit.USAGE;
   }
   if (e instanceof UsageError) {
     process.stderr.write(`dplab ${e.command || cmd}: ${e.message}. See dplab ${e.command || cmd} --help\n`);

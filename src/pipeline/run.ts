@@ -22,8 +22,8 @@ export interface RunSpec {
   flowLog?: string;
   /** Called for every flow as it ends. */
   onFlow?: (r: FlowRecord) => void;
-  /** Called after every batch (progress, trace). */
-  onBatch?: (b: Batch, src: PacketSource) => void;
+  /** Called after every batch (progress, trace); return true to stop reading. */
+  onBatch?: (b: Batch, src: PacketSource) => boolean | void;
   batchSize?: number;
   /** Time stages (default true). */
   timing?: boolean;
@@ -53,6 +53,8 @@ export interface RunReport {
   stages: StageRow[];
   stageReports: Record<string, StageReport>;
   flowsLogged?: number;
+  /** Set by `replay --repeat`: which run this report is. */
+  run?: { repeat: number; note: string };
 }
 
 export interface RunResult {
@@ -92,8 +94,9 @@ export function runCapture(spec: RunSpec): RunResult {
           else drop?.write(b, i);
         }
       }
-      spec.onBatch?.(b, src);
+      const stop = spec.onBatch?.(b, src) === true;
       src.release(b);
+      if (stop) break;
     }
     pipeline.finish();
   } finally {

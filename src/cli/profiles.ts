@@ -1,0 +1,49 @@
+import { parseArgs } from 'node:util';
+import { builtinProfiles, loadProfile } from '../pipeline/profile.js';
+import { buildStages, stageNames } from '../pipeline/registry.js';
+import '../stages/index.js';
+import { Exit } from './errors.js';
+
+export const PROFILES_HELP = `dplab profiles [NAME|FILE]
+
+List the built-in profiles (the pipelines dplab ships) and the stages a profile can use; with a
+name or a file, check that profile and print it.
+
+A profile is a small text file:
+
+  # mine: what it models, in one line
+  pipeline: xdp -> conntrack -> policy
+
+  [xdp]
+  block: 192.0.2.0/24, 2001:db8:bad::/48
+
+  [policy]
+  evaluator: trie              # chain (iptables), set (ipset), trie (eBPF LPM map)
+  rule: drop tcp port 23
+  rules: my.rules              # one rule per line, relative to the profile
+
+Examples:
+  dplab profiles
+  dplab profiles ./mine.profile && dplab replay web.pcap --profile ./mine.profile
+`;
+
+export function profilesCommand(argv: string[]): number {
+  const { values, positionals } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  if (values.help) { process.stdout.write(PROFILES_HELP); return Exit.OK; }
+  if (positionals.length > 0) {
+    const p = loadProfile(positionals[0]!);
+    // Building the stages validates every key and value.
+    buildStages(p);
+    process.stdout.write(`${p.file}: ok\n  ${p.description}\n  pipeline: ${p.stages.join(' -> ')}\n`);
+    return Exit.OK;
+  }
+  let s = 'Built-in profiles (dplab replay FILE --profile NAME):\n';
+  for (const name of builtinProfiles()) {
+    const p = loadProfile(name);
+    s += `  ${name.padEnd(16)} ${p.stages.join(' -> ')}\n  ${''.padEnd(16)} ${p.description.replace(/^[a-z0-9-]+:\s*/, '')}\n`;
+  }
+  s += '\nStages:\n';
+  for (const st of stageNames()) s += `  ${st.name.padEnd(16)} ${st.summary}\n`;
+  process.stdout.write(s);
+  return Exit.OK;
+}

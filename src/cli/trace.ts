@@ -1,0 +1,128 @@
+import { parseArgs } from 'node:util';
+import { Verdict, type Batch } from '../packet/batch.js';
+import { MALFORMED_NAMES } from '../packet/decode.js';
+import { ipToString, l3Name, protoName, timestampToString } from '../packet/format.js';
+import { loadProfile } from '../pipeline/profile.js';
+import { buildStages } from '../pipeline/registry.js';
+import { runCapture } from '../pipeline/run.js';
+import type { Stage } from '../pipeline/stage.js';
+import '../stages/index.js';
+import { Exit, UsageError } from './errors.js';
+import { LineWriter } from './output.js';
+import { reportCaptureProblems } from './problems.js';
+import { DEFAULT_PROFILE } from './replay.js';
+
+export const TRACE_HELP = `dplab trace FILE --packet N[-M] [--flow] [options]
+
+Show a packet's path through the pipeline, stage by stage, with each decision and the conntrack
+state after it (in the spirit of VPP "trace add" and OVS "ofproto/trace"). Every packet before
+it still runs through the pipeline, one at a time, so the state it meets is the real one.
+
+Options:
+  --packet N | N-M   the packet(s) to trace (numbers as in dplab decode and tshark)
+  --flow             trace every packet of the flow (both directions) of the --packet N given
+  --profile NAME|FILE  the pipeline (default: ${DEFAULT_PROFILE})
+  --limit N          with --flow, stop after N packets (default 100)
+
+Examples:
+  dplab trace captures/tcp_http/ppp_one_http_stream_fin.pcap --packet 1-3
+  dplab trace captures/large/zeek_echo-connections.pcap --packet 5 --flow --profile iptables
+`;
+
+const FLAGS = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR'];
+
+export function traceCommand(argv: string[]): number {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      packet: { type: 'string' },
+      flow: { type: 'boolean' },
+      profile: { type: 'string' },
+      limit: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+  });
+  if (values.help) { process.stdout.write(TRACE_HELP); return Exit.OK; }
+  if (positionals.length !== 1) throw new UsageError('trace needs exactly one capture file', 'trace');
+  const m = /^(\d+)(?:-(\d+))?$/.exec(values.packet ?? '');
+  if (!m) throw new UsageError('--packet wants a packet number N or a range N-M (e.g. --packet 12)', 'trace');
+  const from = Number(m[1]);
+  const to = m[2] ? Number(m[2]) : from;
+  if (from < 1 || to < from) throw new UsageError(`--packet ${values.packet} is not a range of packet numbers from 1`, 'trace');
+  if (values.flow && m[2]) throw new UsageError('--flow follows the flow of one packet: give --packet N', 'trace');
+  const limit = values.limit === undefined ? 100 : Number(values.limit);
+  if (!(limit >= 1)) throw new UsageError(`--limit wants a number, got "${values.limit}"`, 'trace');
+  const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
+  const stages = buildStages(profile);
+  const out = new LineWriter();
+  out.line(`Tracing ${positionals[0]} through profile ${profile.name}: ${profile.stages.join(' -> ')}`);
+  let flowKey: string | null = null;
+  let shown = 0;
+  const { source } = runCapture({
+    file: positionals[0]!,
+    profile: profile.name,
+    stages,
+    batchSize: 1,
+    timing: false,
+    onBatch: (b) => {
+      const n = b.num[0]!;
+      let show = n >= from && n <= to;
+      if (values.flow) {
+        if (n === from) flowKey = tupleKey(b, 0);
+        else if (flowKey !== null && n > from && tupleKey(b, 0) === flowKey) show = true;
+      }
+      if (show) {
+        out.line('');
+        for (const line of tracePacket(b, 0, stages)) out.line(line);
+        shown++;
+      }
+      return values.flow ? shown >= limit : n >= to;
+    },
+  });
+  if (shown === 0) out.line(`\nNo packet ${values.packet}: the capture has ${source.packets} packets.`);
+  out.flush();
+  return reportCaptureProblems(source, false);
+}
+
+/** Both directions of a flow give the same key. */
+function tupleKey(b: Batch, i: number): string {
+  const w = i << 2;
+  const f = b.family[i]!;
+  if (f === 0) return `l2 ${b.l3Type[i]}`;
+  const a = `${ipToString(f, b.src, w)} ${b.sport[i]}`;
+  const z = `${ipToString(f, b.dst, w)} ${b.dport[i]}`;
+  return `${b.proto[i]} ${a < z ? `${a} ${z}` : `${z} ${a}`}`;
+}
+
+export function tracePacket(b: Batch, i: number, stages: Stage[]): string[] {
+  const lines: string[] = [];
+  const w = i << 2;
+  const f = b.family[i]!;
+  let what: string;
+  if (f !== 0) {
+    const p = b.proto[i]!;
+    const ports = b.sport[i] || b.dport[i] ? [`:${b.sport[i]}`, `:${b.dport[i]}`] : ['', ''];
+    what = `${protoName(p)} ${ipToString(f, b.src, w)}${ports[0]} -> ${ipToString(f, b.dst, w)}${ports[1]}`;
+    if (p === 6) what += ` [${FLAGS.filter((_, k) => (b.tcpFlags[i]! >> k) & 1).join(',')}]`;
+    if (p === 1 || p === 58) what += ` type ${b.icmpType[i]} code ${b.icmpCode[i]}`;
+  } else what = l3Name(b.l3Type[i]!);
+  lines.push(`Packet ${b.num[i]}  ${timestampToString(b.tsSec[i]!, b.tsNsec[i]!)}  ${b.wireLen[i]} bytes  ${what}`);
+  const mal = b.malformed[i]!;
+  const decode = mal !== 0 ? `malformed: ${MALFORMED_NAMES[mal]} (dropped before any stage)`
+    : `ok: ${f ? `ipv${f}` : l3Name(b.l3Type[i]!)}${b.vlan[i] ? ` vlan ${b.vlan[i]}` : ''}${f ? `, flow hash 0x${b.hash[i]!.toString(16).padStart(8, '0')}` : ''}`;
+  lines.push(`  ${'decode'.padEnd(10)} ${decode}`);
+  const dropped = b.verdict[i] !== Verdict.PASS;
+  for (let s = 0; s < stages.length; s++) {
+    const st = stages[s]!;
+    let text: string;
+    if (mal !== 0 || (dropped && b.stage[i]! < s)) text = '(not reached)';
+    else {
+      text = st.explain ? st.explain(b, i) : 'pass';
+      if (dropped && b.stage[i] === s) text += `  => DROP (${st.reasons[b.reason[i]!] ?? b.reason[i]})`;
+    }
+    lines.push(`  ${st.name.padEnd(10)} ${text}`);
+  }
+  lines.push(`  => ${mal !== 0 ? 'malformed' : dropped ? `dropped by ${stages[b.stage[i]!]!.name}` : 'forwarded'}`);
+  return lines;
+}
