@@ -140,6 +140,38 @@ describe('the LPM table', () => {
   });
 });
 
+describe('the LPM table against a brute-force longest match', () => {
+  const bits = fc.integer({ min: 0, max: 0xffffffff });
+  const v4prefix = fc.tuple(bits, fc.integer({ min: 0, max: 32 }))
+    .map(([w, len]) => parsePrefix(`${prefixToString({ family: 4, words: [w >>> 0, 0, 0, 0], len: 32, normalised: false })}/${len}`));
+  const v6prefix = fc.tuple(fc.constantFrom(0x20010db8, 0xfe800000, 0), bits, fc.integer({ min: 0, max: 128 }))
+    .map(([w0, w1, len]) => parsePrefix(`${prefixToString({ family: 6, words: [w0, w1 >>> 0, 0, 1], len: 128, normalised: false })}/${len}`));
+
+  it('finds the longest prefix, and every prefix on the path, whatever the insertion order', () => {
+    fc.assert(fc.property(fc.array(fc.oneof(v4prefix, v6prefix), { maxLength: 60 }), fc.array(fc.oneof(v4prefix, v6prefix), { minLength: 1, maxLength: 40 }), (prefixes, probes) => {
+      const lpm = new Lpm(2);
+      const stored: { p: ReturnType<typeof parsePrefix>; v: number }[] = [];
+      prefixes.forEach((p, v) => {
+        const old = stored.findIndex((s) => prefixToString(s.p) === prefixToString(p));
+        expect(lpm.set(p, v)).toBe(old < 0 ? -1 : stored[old]!.v);
+        if (old >= 0) stored.splice(old, 1);
+        stored.push({ p, v });
+      });
+      expect(lpm.size).toBe(stored.length);
+      // Probe with the prefixes' own addresses (with random host bits) so lookups hit often.
+      const b = batchOf(probes.map((p) => ({ dst: prefixToString({ ...p, len: p.family === 4 ? 32 : 128 }) })));
+      const out = new Int32Array(129);
+      for (let i = 0; i < b.count; i++) {
+        const fam = b.family[i]!;
+        const holding = stored.filter((s) => prefixContains(s.p, fam, b.dst, 4 * i)).sort((x, y) => x.p.len - y.p.len);
+        expect(lpm.lookup(fam, b.dst, 4 * i)).toBe(holding.length ? holding[holding.length - 1]!.v : -1);
+        expect([...out.subarray(0, lpm.matches(fam, b.dst, 4 * i, out))]).toEqual(holding.map((s) => s.v));
+      }
+      for (const s of stored) expect(lpm.get(s.p)).toBe(s.v);
+    }), { numRuns: 500 });
+  });
+});
+
 describe('parsing rules', () => {
   it('reads the parts of a rule', () => {
     const r = parseRule('drop tcp from 198.51.100.0/24 to any port 23', 4);

@@ -23,7 +23,8 @@
  *     address: the entries keep the rule's number and sit together in order.
  *
  * `RuleTable` is the flattened form the evaluators share: one entry per (from, to) pair, fields in
- * typed arrays, and the two predicates every evaluator uses to check an entry against a packet.
+ * typed arrays. Each evaluator finds the entries whose destination holds the packet its own way,
+ * then checks the rest with the one predicate they share, `restMatches`.
  */
 import { Frag, type Batch } from '../packet/batch.js';
 import { parsePrefix, prefixToString, wordMask, ANY, type Prefix } from '../packet/cidr.js';
@@ -242,17 +243,6 @@ export class RuleTable {
     this.portLo = Int32Array.from(lo);
     this.portHi = Int32Array.from(hi);
   }
-}
-
-/** Whether packet i's destination lies in entry k's destination prefix. */
-export function dstMatches(t: RuleTable, k: number, b: Batch, i: number): boolean {
-  const a = b.dst;
-  const w = i << 2;
-  const r = k << 2;
-  const m = t.dstMask;
-  const p = t.dst;
-  return (a[w]! & m[r]!) === p[r]! && (a[w + 1]! & m[r + 1]!) === p[r + 1]!
-    && (a[w + 2]! & m[r + 2]!) === p[r + 2]! && (a[w + 3]! & m[r + 3]!) === p[r + 3]!;
 }
 
 /**
