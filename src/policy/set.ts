@@ -173,10 +173,10 @@ export class SetEvaluator implements Evaluator {
   stats(): Record<string, number> {
     return {
       entries: this.t.count,
-      'ipv4 prefix lengths': this.v4.lens.length,
-      'ipv6 prefix lengths': this.v6.lens.length,
-      'ipv4 keys': this.v4.keys,
-      'ipv6 keys': this.v6.keys,
+      ipv4PrefixLengths: this.v4.lens.length,
+      ipv6PrefixLengths: this.v6.lens.length,
+      ipv4Keys: this.v4.keys,
+      ipv6Keys: this.v6.keys,
     };
   }
 }

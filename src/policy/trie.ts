@@ -68,6 +68,6 @@ export class TrieEvaluator implements Evaluator {
   }
 
   stats(): Record<string, number> {
-    return { entries: this.t.count, prefixes: this.lpm.size, 'trie nodes': this.lpm.nodes };
+    return { entries: this.t.count, prefixes: this.lpm.size, trieNodes: this.lpm.nodes };
   }
 }

@@ -29,6 +29,9 @@ import type { Stage, StageReport } from '../pipeline/stage.js';
 /** Drop reasons (batch.reason). */
 const Reason = { RULE: 0, DEFAULT: 1 } as const;
 
+const NO_FLOWS_U8 = new Uint8Array(0);
+const NO_FLOWS_I32 = new Int32Array(0);
+
 /** What the stage did with a packet of the last batch, for explain(). */
 const How = { NOT_SEEN: 0, EVALUATED: 1, EVALUATED_STORED: 2, CACHED: 3, NOT_IP: 4 } as const;
 
@@ -80,6 +83,8 @@ export class PolicyStage implements Stage {
     const how = this.how;
     const which = this.which;
     const ct = this.ct;
+    const ctDecision = ct !== null ? ct.decision : NO_FLOWS_U8;
+    const ctRule = ct !== null ? ct.rule : NO_FLOWS_I32;
     const ev = this.ev;
     const entryRule = this.entryRule;
     const entryAction = this.entryAction;
@@ -105,9 +110,9 @@ export class PolicyStage implements Stage {
       const info = ctInfo[i];
       const f = flow[i]!;
       if (ct !== null && (info === CtInfo.NEW || info === CtInfo.ESTABLISHED || info === CtInfo.RELATED)
-        && ct.decision[f] !== Decision.NONE) {
-        decision = ct.decision[f]!;
-        rule = ct.rule[f]!;
+        && ctDecision[f] !== Decision.NONE) {
+        decision = ctDecision[f]!;
+        rule = ctRule[f]!;
         how[i] = How.CACHED;
         cached++;
       } else {
@@ -117,8 +122,8 @@ export class PolicyStage implements Stage {
         hits[rule + 1]++;
         // Only the flow's own packets in its original direction speak for the flow.
         if (ct !== null && (info === CtInfo.NEW || info === CtInfo.ESTABLISHED) && dir[i] === 0) {
-          ct.decision[f] = decision;
-          ct.rule[f] = rule;
+          ctDecision[f] = decision;
+          ctRule[f] = rule;
           how[i] = How.EVALUATED_STORED;
         } else {
           how[i] = How.EVALUATED;
