@@ -13,7 +13,7 @@
 import { Frag, type Batch } from '../packet/batch.js';
 import { Proto } from '../packet/decode.js';
 import { CtInfo } from './info.js';
-import { Destroy, FlowTable, Status } from './table.js';
+import { Destroy, FlowTable, REC, RF_EXPIRES, RF_LAST, R_STATE, Status } from './table.js';
 import { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext } from './tcp.js';
 
 /** Timeouts in seconds (nf_conntrack sysctl defaults). */
@@ -93,8 +93,11 @@ export class Conntrack {
   private readonly fragDir = new Uint8Array(FRAG_SLOTS);
   private sweepAt = 0;
 
+  private readonly tcpTimeouts: Float64Array;
+
   constructor(readonly config: ConntrackConfig) {
     this.table = new FlowTable(config.capacity);
+    this.tcpTimeouts = config.timeouts.tcp;
   }
 
   /**
@@ -122,7 +125,7 @@ export class Conntrack {
     const w = i << 2;
     const t = this.table;
     const r = t.find(b.hash[i]!, b.family[i]!, b.proto[i]!, b.src, w, b.dst, w, sp, dp);
-    if (r >= 0 && t.expires[r >> 1]! < now) {
+    if (r >= 0 && t.recF[((r >> 1) << 3) + RF_EXPIRES]! < now) {
       this.destroy(r >> 1, Destroy.TIMEOUT);
       return -1;
     }
@@ -137,7 +140,7 @@ export class Conntrack {
       if (this.config.whenFull === 'drop-new') return -1;
       const v = t.victim(h, now, EVICTION_RANGE);
       if (v < 0) return -1;
-      this.destroy(v, t.expires[v]! < now ? Destroy.TIMEOUT : Destroy.EVICTED);
+      this.destroy(v, t.expires(v) < now ? Destroy.TIMEOUT : Destroy.EVICTED);
     }
     const w = i << 2;
     const proto = b.proto[i]!;
@@ -154,20 +157,25 @@ export class Conntrack {
 
   /** Tie packet i to entry e (direction dir) and say what it is to the flow. */
   private mark(b: Batch, i: number, e: number, dir: number): void {
-    const t = this.table;
-    if (dir === 1) t.status[e]! |= Status.SEEN_REPLY;
+    const rec = this.table.rec;
+    const k = e * REC + R_STATE;
+    if (dir === 1) rec[k] = rec[k]! | (Status.SEEN_REPLY << 8);
     b.flow[i] = e;
     b.dir[i] = dir;
-    b.ctInfo[i] = dir === 1 || (t.status[e]! & Status.SEEN_REPLY) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;
+    b.ctInfo[i] = dir === 1 || (rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;
   }
 
   /** Count packet i on entry e (as nf_conntrack_acct: valid packets only). */
   private count(b: Batch, i: number, e: number, dir: number, now: number): void {
     const t = this.table;
-    const k = (e << 1) | dir;
-    t.packets[k]!++;
-    t.bytes[k]! += b.wireLen[i]!;
-    t.last[e] = now;
+    const c = (e << 2) + dir;
+    t.ctr[c]!++;
+    t.ctr[c + 2]! += b.wireLen[i]!;
+    t.recF[(e << 3) + RF_LAST] = now;
+  }
+
+  private setExpires(e: number, at: number): void {
+    this.table.recF[(e << 3) + RF_EXPIRES] = at;
   }
 
   /** mark() and count(): the usual case. */
@@ -187,7 +195,8 @@ export class Conntrack {
     if (r >= 0) {
       const e = r >> 1;
       const dir = r & 1;
-      const old = t.state[e]!;
+      const k = e * REC + R_STATE;
+      const old = t.rec[k]! & 0xff;
       const next = tcpNext(dir, cls, old);
       if (cls === TcpClass.SYN && next === TcpState.SYN_SENT && (old === TcpState.TIME_WAIT || old === TcpState.CLOSE)) {
         // A new connection on the tuple of a closed one (RFC 1122 TIME_WAIT reuse): the old entry
@@ -200,7 +209,7 @@ export class Conntrack {
           b.dir[i] = dir;
           return R_TCP_STATE;
         }
-        const seenReply = (t.status[e]! & Status.SEEN_REPLY) !== 0;
+        const seenReply = (t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0;
         this.mark(b, i, e, dir);
         // Ignored: plausible but unverifiable (a retransmitted SYN/ACK, a SYN to an open flow).
         // The kernel lets it through without counting it or refreshing the entry.
@@ -211,8 +220,9 @@ export class Conntrack {
           return CT_OK;
         }
         // ASSURED: a valid ACK in ESTABLISHED after SYN_RECV, or an answer to a picked-up flow.
-        if (seenReply && (old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) t.status[e]! |= Status.ASSURED;
-        t.state[e] = next;
+        let st = (t.rec[k]! & ~0xff) | next;
+        if (seenReply && (old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) st |= Status.ASSURED << 8;
+        t.rec[k] = st;
         this.count(b, i, e, dir, now);
         if (!seenReply && cls === TcpClass.RST) {
           // "If only reply is a RST, we can consider ourselves not to have an established
@@ -220,8 +230,7 @@ export class Conntrack {
           this.destroy(e, Destroy.RESET);
           return CT_OK;
         }
-        const to = cls === TcpClass.RST ? this.config.timeouts.tcp[TcpState.CLOSE]! : this.config.timeouts.tcp[next]!;
-        t.expires[e] = now + to;
+        this.setExpires(e, now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!));
         return CT_OK;
       }
     }
@@ -229,8 +238,8 @@ export class Conntrack {
     if (start === S_INVALID || (start === TcpState.ESTABLISHED && !this.config.loose)) return R_TCP_START;
     const e = this.create(b, i, now, sp, dp);
     if (e < 0) return R_TABLE_FULL;
-    t.state[e] = start;
-    t.expires[e] = now + this.config.timeouts.tcp[start]!;
+    t.rec[e * REC + R_STATE] = (t.rec[e * REC + R_STATE]! & ~0xff) | start;
+    this.setExpires(e, now + this.tcpTimeouts[start]!);
     this.account(b, i, e, 0, now);
     return CT_OK;
   }
@@ -250,11 +259,12 @@ export class Conntrack {
     this.account(b, i, e, dir, now);
     const to = this.config.timeouts;
     if (proto === Proto.UDP || proto === Proto.UDPLITE) {
-      if ((t.status[e]! & Status.SEEN_REPLY) !== 0 && now - t.first[e]! > UDP_STREAM_AFTER) {
-        t.status[e]! |= Status.ASSURED;
-        t.expires[e] = now + to.udpStream;
-      } else t.expires[e] = now + to.udp;
-    } else t.expires[e] = now + to.generic;
+      const k = e * REC + R_STATE;
+      if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.first[e]! > UDP_STREAM_AFTER) {
+        t.rec[k] = t.rec[k]! | (Status.ASSURED << 8);
+        this.setExpires(e, now + to.udpStream);
+      } else this.setExpires(e, now + to.udp);
+    } else this.setExpires(e, now + to.generic);
     return CT_OK;
   }
 
@@ -265,7 +275,7 @@ export class Conntrack {
       // An error: RELATED to the flow of the packet it quotes.
       const w = i << 2;
       const r = t.find(b.hash[i]!, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
-      if (r < 0 || t.expires[r >> 1]! < now) return R_ICMP_ORPHAN;
+      if (r < 0 || t.expires(r >> 1) < now) return R_ICMP_ORPHAN;
       b.flow[i] = r >> 1;
       b.dir[i] = (r & 1) ^ 1;
       b.ctInfo[i] = CtInfo.RELATED;
@@ -294,7 +304,7 @@ export class Conntrack {
       dir = 0;
     }
     this.account(b, i, e, dir, now);
-    t.expires[e] = now + this.config.timeouts.icmp;
+    this.setExpires(e, now + this.config.timeouts.icmp);
     return CT_OK;
   }
 
@@ -324,7 +334,7 @@ export class Conntrack {
     const w = i << 2;
     const key = this.fragKey;
     const e = this.fragEntry[s]!;
-    let hit = e >= 0 && this.fragGen[s] === this.table.gen[e] && (this.table.status[e]! & Status.USED) !== 0
+    let hit = e >= 0 && this.fragGen[s] === this.table.gen[e] && this.table.inUse(e)
       && key[k + 8] === b.ipId[i] && key[k + 9] === ((b.proto[i]! << 8) | b.family[i]!);
     for (let j = 0; j < 4 && hit; j++) hit = key[k + j] === b.src[w + j] && key[k + 4 + j] === b.dst[w + j];
     if (!hit) {
@@ -335,12 +345,12 @@ export class Conntrack {
     this.fragmentsFollowed++;
     const t = this.table;
     const dir = this.fragDir[s]!;
-    const kk = (e << 1) | dir;
-    t.packets[kk]!++;
-    t.bytes[kk]! += b.wireLen[i]!;
+    const c = (e << 2) + dir;
+    t.ctr[c]!++;
+    t.ctr[c + 2]! += b.wireLen[i]!;
     b.flow[i] = e;
     b.dir[i] = dir;
-    b.ctInfo[i] = dir === 1 || (t.status[e]! & Status.SEEN_REPLY) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;
+    b.ctInfo[i] = dir === 1 || (t.status(e) & Status.SEEN_REPLY) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;
     this.info[b.ctInfo[i]!]!++;
     return CT_OK;
   }
@@ -350,7 +360,7 @@ export class Conntrack {
     const t = this.table;
     let at = this.sweepAt;
     for (let k = 0; k < budget; k++) {
-      if (t.status[at] !== 0 && t.expires[at]! < now) this.destroy(at, Destroy.TIMEOUT);
+      if (t.inUse(at) && t.expires(at) < now) this.destroy(at, Destroy.TIMEOUT);
       if (++at === t.capacity) at = 0;
     }
     this.sweepAt = at;
@@ -359,7 +369,7 @@ export class Conntrack {
   /** End of input: every remaining entry is reported as ended. */
   flush(): void {
     const t = this.table;
-    for (let e = 0; e < t.capacity; e++) if (t.status[e] !== 0) this.destroy(e, Destroy.END);
+    for (let e = 0; e < t.capacity; e++) if (t.inUse(e)) this.destroy(e, Destroy.END);
   }
 }
 

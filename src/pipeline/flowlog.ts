@@ -30,23 +30,23 @@ export interface FlowRecord {
 
 /** Read entry e of the table into a record (called once per flow, never per packet). */
 export function flowRecord(t: FlowTable, e: number, why: number): FlowRecord {
-  const w = e << 2;
-  const proto = t.proto[e]!;
+  const proto = t.proto(e);
+  const family = t.family(e);
   return {
     proto,
-    family: t.family[e]!,
-    src: ipToString(t.family[e]!, t.src, w),
-    sport: t.sport[e]!,
-    dst: ipToString(t.family[e]!, t.dst, w),
-    dport: t.dport[e]!,
-    packets: [t.packets[e << 1]!, t.packets[(e << 1) | 1]!],
-    bytes: [t.bytes[e << 1]!, t.bytes[(e << 1) | 1]!],
+    family,
+    src: ipToString(family, t.rec, t.srcAt(e)),
+    sport: t.sport(e),
+    dst: ipToString(family, t.rec, t.dstAt(e)),
+    dport: t.dport(e),
+    packets: [t.packets(e, 0), t.packets(e, 1)],
+    bytes: [t.bytes(e, 0), t.bytes(e, 1)],
     ignored: [t.ignored[e << 1]!, t.ignored[(e << 1) | 1]!],
     ignoredBytes: [t.ignoredBytes[e << 1]!, t.ignoredBytes[(e << 1) | 1]!],
     first: t.first[e]!,
-    last: t.last[e]!,
-    state: proto === 6 ? TCP_STATE_NAMES[t.state[e]!]! : (t.status[e]! & Status.SEEN_REPLY) ? 'replied' : 'unreplied',
-    assured: (t.status[e]! & Status.ASSURED) !== 0,
+    last: t.last(e),
+    state: proto === 6 ? TCP_STATE_NAMES[t.state(e)]! : (t.status(e) & Status.SEEN_REPLY) ? 'replied' : 'unreplied',
+    assured: (t.status(e) & Status.ASSURED) !== 0,
     end: DESTROY_NAMES[why]!,
   };
 }

@@ -98,12 +98,12 @@ export class ConntrackStage implements Stage {
     const byProto: StageReport = {};
     let active = 0;
     t.forEach((e) => {
-      if (t.expires[e]! < this.now) return;
+      if (t.expires(e) < this.now) return;
       active++;
-      const p = protoName(t.proto[e]!);
+      const p = protoName(t.proto(e));
       byProto[p] = ((byProto[p] as number | undefined) ?? 0) + 1;
-      if (t.proto[e] === 6) {
-        const s = TCP_STATE_NAMES[t.state[e]!]!;
+      if (t.proto(e) === 6) {
+        const s = TCP_STATE_NAMES[t.state(e)]!;
         tcp[s] = ((tcp[s] as number | undefined) ?? 0) + 1;
       }
     });
@@ -141,10 +141,10 @@ export class ConntrackStage implements Stage {
     const e = b.flow[i]!;
     if (e < 0) return info + (b.verdict[i] !== Verdict.PASS ? ` (${CT_REASONS[b.reason[i]!]})` : '');
     const t = this.ct.table;
-    const state = t.proto[e] === 6 ? ` ${TCP_STATE_NAMES[t.state[e]!]}` : '';
-    const flags = `${(t.status[e]! & Status.SEEN_REPLY) ? ' seen-reply' : ''}${(t.status[e]! & Status.ASSURED) ? ' assured' : ''}`;
+    const state = t.proto(e) === 6 ? ` ${TCP_STATE_NAMES[t.state(e)]}` : '';
+    const flags = `${(t.status(e) & Status.SEEN_REPLY) ? ' seen-reply' : ''}${(t.status(e) & Status.ASSURED) ? ' assured' : ''}`;
     const dir = b.dir[i] === 0 ? 'original' : 'reply';
-    return `${info} flow #${e}${state}${flags}, ${dir} direction, ${t.packets[e << 1]}+${t.packets[(e << 1) | 1]} packets so far`;
+    return `${info} flow #${e}${state}${flags}, ${dir} direction, ${t.packets(e, 0)}+${t.packets(e, 1)} packets so far`;
   }
 }
 
