@@ -178,6 +178,7 @@ describe('xdp config errors name the file and line', () => {
     ['block: 10.0.0.300/8', 'site.profile:3: [xdp] block: "10.0.0.300/8" is not an IPv4 or IPv6 prefix'],
     ['block: 10.0.0.0/8,', 'site.profile:3: [xdp] block: "10.0.0.0/8," has an empty item'],
     ['block: 10.0.0.0/8\nallow: 10.0.0.0/8', 'site.profile:4: [xdp] allow: 10.0.0.0/8 is both blocked and allowed (also at site.profile:3)'],
+    ['block: any\nallow: ::/0', 'site.profile:4: [xdp] allow: ::/0 is both blocked and allowed (also at site.profile:3)'],
     ['rate-limit: 100', 'site.profile:3: [xdp] rate-limit: "100" is not a rate limit'],
     ['rate-limit: 0/s', 'site.profile:3: [xdp] rate-limit: "0" is not a positive number of packets'],
     ['rate-limit: 10/s burst 0', 'site.profile:3: [xdp] rate-limit: burst "0" is not a whole number of packets >= 1'],

@@ -38,6 +38,7 @@ const BLOCK = 1;
 const ALLOW = 2;
 
 export interface ListedPrefix {
+  /** A prefix of one family ("any" is listed as 0.0.0.0/0 and ::/0). */
   prefix: Prefix;
   kind: typeof BLOCK | typeof ALLOW;
   /** Where it was written: "web.profile:7", "blocklist.txt:12". */
@@ -56,7 +57,8 @@ export class XdpStage implements Stage {
   private readonly lpm = new Lpm();
   /** LPM value -> BLOCK / ALLOW. */
   private readonly kind: Uint8Array;
-  private readonly listed: ListedPrefix[] = [];
+  /** The prefixes; an LPM value is an index here. */
+  private readonly listed: readonly ListedPrefix[];
   private readonly limiter: SourceRateLimiter | null;
   private readonly rateText: string;
   private readonly counts = new Float64Array(6);
@@ -67,13 +69,8 @@ export class XdpStage implements Stage {
   constructor(cfg: XdpConfig) {
     this.blocked = cfg.prefixes.filter((p) => p.kind === BLOCK).length;
     this.allowed = cfg.prefixes.length - this.blocked;
-    for (const p of cfg.prefixes) {
-      // "any" is a prefix of both families; each family's trie holds it at its root.
-      for (const fam of p.prefix.family === 0 ? [4, 6] as const : [p.prefix.family]) {
-        this.lpm.set({ ...p.prefix, family: fam }, this.listed.length);
-        this.listed.push(p);
-      }
-    }
+    this.listed = cfg.prefixes;
+    cfg.prefixes.forEach((p, v) => this.lpm.set(p.prefix, v));
     this.kind = Uint8Array.from(this.listed, (p) => p.kind);
     this.limiter = cfg.rateLimit ? new SourceRateLimiter(cfg.rateLimit.rate, cfg.rateLimit.burst, cfg.rateTable) : null;
     this.rateText = cfg.rateLimit?.text ?? '';
@@ -167,15 +164,18 @@ export function xdpConfig(section: Section): XdpConfig {
     } catch (err) {
       throw fail((err as Error).message);
     }
-    const id = prefixToString(prefix);
-    const before = seen.get(id);
-    if (before) {
-      if (before.kind !== kind) throw fail(`${id} is both blocked and allowed (also at ${before.origin})`);
-      return; // block lists overlap; the same prefix twice changes nothing
+    // "any" is the /0 of each family: each family's trie holds it at its root.
+    for (const one of prefix.family === 0 ? [{ ...prefix, family: 4 as const }, { ...prefix, family: 6 as const }] : [prefix]) {
+      const id = prefixToString(one);
+      const before = seen.get(id);
+      if (before) {
+        if (before.kind !== kind) throw fail(`${id} is both blocked and allowed (also at ${before.origin})`);
+        continue; // block lists overlap; the same prefix twice changes nothing
+      }
+      const p: ListedPrefix = { prefix: one, kind, origin };
+      seen.set(id, p);
+      prefixes.push(p);
     }
-    const p: ListedPrefix = { prefix, kind, origin };
-    seen.set(id, p);
-    prefixes.push(p);
   };
   const list = (e: Entry, kind: typeof BLOCK | typeof ALLOW): void => {
     const items = e.value.split(',').map((x) => x.trim());
