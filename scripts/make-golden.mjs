@@ -65,8 +65,8 @@ const ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
 const CAPTURES = join(ROOT, 'captures');
 const GOLDEN = join(ROOT, 'test', 'golden');
 const FIXTURES = join(ROOT, 'test', 'fixtures');
-/** Synthetic captures in test/fixtures/ that get a golden file too (made by scripts/make-address-forms.mjs). */
-const FIXTURE_FILES = ['ipv6-address-forms.pcap'];
+/** Synthetic captures in test/fixtures/ that get a golden file too (made by scripts/make-fixtures.mjs). */
+const FIXTURE_FILES = ['ipv6-address-forms.pcap', 'pcap-v2.2-lengths.pcap', 'pcap-v2.3-lengths.pcap'];
 
 const TSHARK_OPTS = [
   '-n',
@@ -243,6 +243,9 @@ function filterName(short) {
   return shortNames.get(short) ?? short;
 }
 
+/** Header lengths of the transport layers whose end a snap length can fall exactly on (tcp: tcp.hdr_len). */
+const L4_HEADER = { udp: 8, udplite: 8, sctp: 12, icmp: 8, icmpv6: 4 };
+
 /**
  * Error-severity expert infos and malformed / short markers of the given frames, from -T pdml:
  * frame number -> "<layer>: <message>" list. Only frames that have any are asked for.
@@ -251,7 +254,12 @@ function filterName(short) {
  * the outer IPv4 header, "icmp/ip" the packet an ICMP error quotes, "tcp/x11" X11 carried in TCP.
  * The [Malformed Packet: X] and [Packet size limited during capture: X truncated] markers come
  * after the layers, so they are given the path of the last layer of protocol X: the exception that
- * made them stopped dissection there.
+ * made them stopped dissection there (the last layer when the marker names none).
+ *
+ * A snap length that ends exactly where a TCP/UDP/SCTP/ICMP header ends leaves that header whole
+ * but its payload uncaptured, and tshark puts the marker on the transport layer all the same. Such
+ * a marker reads "Packet size limited during capture, after the whole header": the layer's
+ * captured bytes (its pdml size) cover the header (tcp.hdr_len for TCP, the fixed size otherwise).
  */
 function problemsOf(file, frames) {
   const out = new Map();
@@ -262,24 +270,33 @@ function problemsOf(file, frames) {
     const num = Number(/<field name="num" [^>]*show="(\d+)"/.exec(packet)[1]);
     const list = [];
     const stack = [];
-    const lastPath = new Map();
+    /** protocol name -> its last layer: path, captured size, header length when known */
+    const last = new Map();
+    let lastTop = '';
     let message = '';
     for (const line of packet.split('\n')) {
       if (/^\s*<\/proto>/.test(line)) { stack.pop(); continue; }
-      const proto = /^\s*<proto name="([^"]+)"(?: showname="([^"]*)")?[^>]*?(\/?)>/.exec(line);
+      const proto = /^\s*<proto name="([^"]+)"((?: [a-z]+="[^"]*")*)\s*(\/?)>/.exec(line);
       if (proto) {
-        const [, name, showname = '', selfClosing] = proto;
-        const marker = /^\[(Malformed Packet|Packet size limited during capture): (.*?)( truncated)?\]$/.exec(unescape(showname));
-        if ((name === '_ws.malformed' || name === '_ws.short') && marker && stack.length === 0) {
-          const layer = filterName(marker[2]);
-          list.push(`${lastPath.get(layer) ?? layer}: ${marker[1]}`);
+        const [, name, attrs, selfClosing] = proto;
+        const attr = (a) => new RegExp(` ${a}="([^"]*)"`).exec(attrs)?.[1] ?? '';
+        if ((name === '_ws.malformed' || name === '_ws.short') && stack.length === 0) {
+          const marker = /^\[(Malformed Packet|Packet size limited during capture)(?:: (.*?)(?: truncated)?)?\]$/.exec(unescape(attr('showname')));
+          const kind = name === '_ws.short' ? 'Packet size limited during capture' : 'Malformed Packet';
+          const layer = last.get(marker?.[2] ? filterName(marker[2]) : lastTop);
+          const where = layer?.path ?? (marker?.[2] ? filterName(marker[2]) : lastTop);
+          const header = layer?.hdrLen ?? L4_HEADER[where];
+          const whole = kind !== 'Malformed Packet' && header !== undefined && layer !== undefined && layer.size >= header;
+          list.push(`${where}: ${kind}${whole ? ', after the whole header' : ''}`);
         }
         if (selfClosing) continue;
         stack.push(name);
-        const path = stack.filter((n) => n !== 'frame').join('/');
-        lastPath.set(name, path);
+        if (stack.length === 1 && name !== 'frame' && name !== 'geninfo') lastTop = name;
+        last.set(name, { path: stack.filter((n) => n !== 'frame').join('/'), size: Number(attr('size')), hdrLen: undefined });
         continue;
       }
+      const hdr = /<field name="tcp\.hdr_len" [^>]*show="(\d+)"/.exec(line);
+      if (hdr && stack[stack.length - 1] === 'tcp') last.get('tcp').hdrLen = Number(hdr[1]);
       const msg = /<field name="_ws\.expert\.message" [^>]*show="([^"]*)"/.exec(line);
       if (msg) message = unescape(msg[1]);
       const sev = /<field name="_ws\.expert\.severity" [^>]*show="(\d+)"/.exec(line);

@@ -13,6 +13,12 @@ const FILE_HEADER = 24;
 const RECORD_HEADER = 16;
 /** Link-type field: bits 16..25 are reserved and must be zero; bits 26..31 describe the FCS. */
 const LINKTYPE_RESERVED = 0x03ff0000;
+/**
+ * Before version 2.3 a record header had its two lengths the other way round (original, then
+ * captured), and some 2.3 files were written either way: libpcap (sf-pcap.c) and Wireshark
+ * (wiretap/libpcap.c) swap them always below 2.3, and in 2.3 when "captured" exceeds "original".
+ */
+const enum Lengths { NORMAL, SWAPPED, MAYBE_SWAPPED }
 
 export class PcapReader extends ChunkedFileSource {
   readonly format: string;
@@ -20,11 +26,12 @@ export class PcapReader extends ChunkedFileSource {
   private readonly le: boolean;
   private readonly nano: boolean;
   private readonly linkType: number;
+  private readonly lengths: Lengths;
 
   constructor(path: string, fd: number, opts?: SourceOptions) {
     super(path, fd, opts);
     if (this.ensure(FILE_HEADER) !== Refill.OK) {
-      this.le = true; this.nano = false; this.linkType = 0; this.format = 'pcap';
+      this.le = true; this.nano = false; this.linkType = 0; this.lengths = Lengths.NORMAL; this.format = 'pcap';
       this.fail(0, `file header is cut short (${this.size} bytes, a pcap header needs ${FILE_HEADER})`,
         'The file is truncated; recapture or copy it again');
       return;
@@ -41,6 +48,7 @@ export class PcapReader extends ChunkedFileSource {
     const snapLen = dv.getUint32(16, this.le);
     const ltField = dv.getUint32(20, this.le);
     this.linkType = ltField & 0xffff;
+    this.lengths = minor < 3 ? Lengths.SWAPPED : minor === 3 ? Lengths.MAYBE_SWAPPED : Lengths.NORMAL;
     this.pos = FILE_HEADER;
     if (magic !== PCAP_MAGIC_US && magic !== PCAP_MAGIC_NS) {
       this.fail(0, 'not a pcap file (bad magic number)', 'dplab reads pcap and pcapng captures');
@@ -67,6 +75,9 @@ export class PcapReader extends ChunkedFileSource {
     const le = this.le;
     const mul = this.nano ? 1 : 1000;
     const lt = this.linkType;
+    const inclAt = this.lengths === Lengths.SWAPPED ? 12 : 8;
+    const origAt = 20 - inclAt;
+    const maybeSwapped = this.lengths === Lengths.MAYBE_SWAPPED;
     const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, num } = b;
     let n = 0;
     let seen = this.packets;
@@ -76,7 +87,9 @@ export class PcapReader extends ChunkedFileSource {
       const len = c.len;
       let pos = this.pos;
       while (n < cap && pos + RECORD_HEADER <= len) {
-        const incl = dv.getUint32(pos + 8, le);
+        let incl = dv.getUint32(pos + inclAt, le);
+        let orig = dv.getUint32(pos + origAt, le);
+        if (maybeSwapped && incl > orig) { const t = incl; incl = orig; orig = t; }
         if (incl > MAX_PACKET) {
           this.pos = pos;
           this.fail(c.fileOffset + pos, `record ${seen + n + 1} claims ${incl} bytes (the most a packet can have is ${MAX_PACKET})`,
@@ -89,7 +102,7 @@ export class PcapReader extends ChunkedFileSource {
         tsNsec[n] = dv.getUint32(pos + 4, le) * mul;
         off[n] = pos + RECORD_HEADER;
         capLen[n] = incl;
-        wireLen[n] = dv.getUint32(pos + 12, le);
+        wireLen[n] = orig;
         linkType[n] = lt;
         iface[n] = 0;
         num[n] = seen + n + 1;
@@ -108,7 +121,7 @@ export class PcapReader extends ChunkedFileSource {
         const left = this.avail();
         if (left > 0) {
           const at = this.position;
-          const need = left >= RECORD_HEADER ? RECORD_HEADER + this.c.dv.getUint32(this.pos + 8, le) : RECORD_HEADER;
+          const need = left >= RECORD_HEADER ? RECORD_HEADER + this.recordLength(this.c.dv, this.pos) : RECORD_HEADER;
           this.fail(at, `record ${this.packets + 1} is cut short: it needs ${need} bytes, the file has ${left} left`,
             'The capture was probably cut off while being written; the packets before it were read');
         }
@@ -116,5 +129,13 @@ export class PcapReader extends ChunkedFileSource {
         return 0;
       }
     }
+  }
+
+  /** Captured length of the record whose header is at `pos` (outside the hot loop). */
+  private recordLength(dv: DataView, pos: number): number {
+    const a = dv.getUint32(pos + 8, this.le);
+    const b = dv.getUint32(pos + 12, this.le);
+    if (this.lengths === Lengths.SWAPPED) return b;
+    return this.lengths === Lengths.MAYBE_SWAPPED && a > b ? b : a;
   }
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+/**
+ * Writes the synthetic captures in test/fixtures/ that make-golden.mjs also runs tshark on, for
+ * cases the shipped captures do not cover:
+ *
+ * ipv6-address-forms.pcap
+ *   One raw-IPv6 packet (LINKTYPE_IPV6, no payload, next header 59) per address form whose text is
+ *   easy to get wrong: zero runs of every length and place, two equal runs, a single zero group,
+ *   and the embedded-IPv4 forms (::a.b.c.d, ::ffff:a.b.c.d) next to look-alikes that are not
+ *   embedded (64:ff9b::/96, ::ffff:0:a.b.c.d). Each address is both the source and destination.
+ * pcap-v2.2-lengths.pcap, pcap-v2.3-lengths.pcap
+ *   Files of pcap versions 2.2 and 2.3, whose record headers hold the two lengths the other way
+ *   round (2.2) or either way (2.3). Each record is a 42-byte Ethernet/IPv4/UDP head of a longer
+ *   frame, so captured and original lengths differ and a mix-up shows.
+ *
+ * Usage: node scripts/make-fixtures.mjs, then node scripts/make-golden.mjs.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+const OUT = join(dirname(new URL(import.meta.url).pathname), '..', 'test', 'fixtures');
+
+function fileHeader(minor, linkType) {
+  const h = Buffer.alloc(24);
+  h.writeUInt32LE(0xa1b2c3d4, 0);
+  h.writeUInt16LE(2, 4);
+  h.writeUInt16LE(minor, 6);
+  h.writeUInt32LE(65535, 16);
+  h.writeUInt32LE(linkType, 20);
+  return h;
+}
+
+/** A record header with its length fields in the given order. */
+function recordHeader(sec, first, second) {
+  const r = Buffer.alloc(16);
+  r.writeUInt32LE(sec, 0);
+  r.writeUInt32LE(first, 8);
+  r.writeUInt32LE(second, 12);
+  return r;
+}
+
+const ADDRESSES = [
+  '0:0:0:0:0:0:0:0', '0:0:0:0:0:0:0:1', '0:0:0:0:0:0:0:2', '0:0:0:0:0:0:0:ffff', '1:0:0:0:0:0:0:0',
+  '0:0:0:0:0:ffff:102:304', '0:0:0:0:0:ffff:0:0', '0:0:0:0:0:ffff:0:1', '0:0:0:0:0:0:102:304', '0:0:0:0:0:0:1:0',
+  '0:0:0:0:0:0:1:1', '0:0:0:0:0:0:ffff:1', '0:0:0:0:ffff:0:102:304', '64:ff9b:0:0:0:0:102:304', '0:0:0:0:0:1:0:0',
+  '1:0:0:1:0:0:0:1', '1:0:0:2:0:0:3:4', '2001:db8:0:0:1:0:0:1', '2001:db8:0:1:0:0:0:1', 'fe80:0:0:0:0:0:0:1',
+  '1:2:3:4:5:6:7:0', '1:0:2:3:4:5:6:7', '2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff', 'ff02:0:0:0:0:1:ff00:1',
+];
+
+function addressForms() {
+  const parts = [fileHeader(4, 229)]; // LINKTYPE_IPV6
+  ADDRESSES.forEach((text, k) => {
+    const addr = Buffer.alloc(16);
+    text.split(':').forEach((g, j) => addr.writeUInt16BE(parseInt(g, 16), 2 * j));
+    const ip = Buffer.alloc(40);
+    ip[0] = 0x60;
+    ip[6] = 59; // no next header
+    ip[7] = 64;
+    addr.copy(ip, 8);
+    addr.copy(ip, 24);
+    parts.push(recordHeader(1700000000 + k, 40, 40), ip);
+  });
+  return Buffer.concat(parts);
+}
+
+/** The first 42 bytes of an Ethernet/IPv4/UDP frame of `wire` bytes from 10.0.0.1:1000+k to 10.0.0.2:53. */
+function udpHead(wire, k) {
+  const f = Buffer.alloc(42);
+  f.writeUInt16BE(0x0800, 12);
+  f[14] = 0x45;
+  f.writeUInt16BE(wire - 14, 16);
+  f[22] = 64;
+  f[23] = 17;
+  f.writeUInt32BE(0x0a000001, 26);
+  f.writeUInt32BE(0x0a000002, 30);
+  f.writeUInt16BE(1000 + k, 34);
+  f.writeUInt16BE(53, 36);
+  f.writeUInt16BE(wire - 34, 38);
+  return f;
+}
+
+function versionFile(minor, orders) {
+  const parts = [fileHeader(minor, 1)];
+  orders.forEach((swapped, k) => {
+    const wire = 100 + k;
+    parts.push(swapped ? recordHeader(1700000100 + k, wire, 42) : recordHeader(1700000100 + k, 42, wire), udpHead(wire, k));
+  });
+  return Buffer.concat(parts);
+}
+
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, 'ipv6-address-forms.pcap'), addressForms());
+// 2.2: always original length first. 2.3: written either way.
+writeFileSync(join(OUT, 'pcap-v2.2-lengths.pcap'), versionFile(2, [true, true]));
+writeFileSync(join(OUT, 'pcap-v2.3-lengths.pcap'), versionFile(3, [false, true, false]));
