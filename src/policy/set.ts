@@ -37,19 +37,27 @@ function hash6(k0: number, k1: number, k2: number, k3: number, len: number): num
   return fmix(h);
 }
 
+/** Words per slot, and where each field sits in a slot (one cache line holds two slots). */
+const SLOT = 8;
+const KEY = 1;
+const START = 5;
+const COUNT = 6;
+
 /** One family's prefixes: lengths present, their masks, and an open-addressing table of keys. */
 class PrefixHash {
   /** Distinct prefix lengths, shortest first, and their masks (4 int32 words each). */
   readonly lens: Int32Array;
   readonly masks: Int32Array;
   readonly slotMask: number;
-  /** Per slot: prefix length (-1 = empty), key words (4), and its candidates [start, start + n). */
-  readonly slotLen: Int16Array;
-  readonly key: Int32Array;
-  readonly start: Int32Array;
-  readonly n: Int32Array;
+  /**
+   * Slot s at SLOT * s: [prefix length (-1 = empty), key words 0..3, first candidate, candidates,
+   * unused]: a probe reads one cache line.
+   */
+  readonly slots: Int32Array;
   /** Entry indexes, grouped by key, ascending within a group. */
   readonly cand: Int32Array;
+  /** Distinct destination prefixes. */
+  readonly keys: number;
 
   constructor(t: RuleTable, family: 4 | 6) {
     const groups = new Map<string, { len: number; w: number[]; entries: number[] }>();
@@ -70,28 +78,21 @@ class PrefixHash {
     let slots = 8;
     while (slots < 2 * groups.size) slots *= 2;
     this.slotMask = slots - 1;
-    this.slotLen = new Int16Array(slots).fill(-1);
-    this.key = new Int32Array(4 * slots);
-    this.start = new Int32Array(slots);
-    this.n = new Int32Array(slots);
+    this.slots = new Int32Array(SLOT * slots);
+    for (let s = 0; s < slots; s++) this.slots[SLOT * s] = -1;
     this.cand = new Int32Array(t.count);
     let at = 0;
     for (const g of groups.values()) {
       const [k0, k1, k2, k3] = g.w as [number, number, number, number];
       let s = (family === 4 ? hash4(k0, g.len) : hash6(k0, k1, k2, k3, g.len)) & this.slotMask;
-      while (this.slotLen[s] !== -1) s = (s + 1) & this.slotMask;
-      this.slotLen[s] = g.len;
-      this.key.set(g.w, 4 * s);
-      this.start[s] = at;
-      this.n[s] = g.entries.length;
+      while (this.slots[SLOT * s] !== -1) s = (s + 1) & this.slotMask;
+      this.slots[SLOT * s] = g.len;
+      this.slots.set(g.w, SLOT * s + KEY);
+      this.slots[SLOT * s + START] = at;
+      this.slots[SLOT * s + COUNT] = g.entries.length;
       for (const k of g.entries) this.cand[at++] = k;
     }
-  }
-
-  get keys(): number {
-    let n = 0;
-    for (const l of this.slotLen) if (l >= 0) n++;
-    return n;
+    this.keys = groups.size;
   }
 }
 
@@ -113,16 +114,17 @@ export class SetEvaluator implements Evaluator {
 
   private match4(b: Batch, i: number): number {
     const h = this.v4;
-    const { lens, masks, slotLen, key, slotMask } = h;
+    const { lens, masks, slots, slotMask } = h;
+    const wrap = slots.length - 1;
     const d = b.dst[i << 2]! | 0;
     let best = NO_MATCH;
     for (let j = 0; j < lens.length; j++) {
       const len = lens[j]!;
       const k0 = d & masks[j << 2]!;
-      let s = hash4(k0, len) & slotMask;
-      for (let l = slotLen[s]!; l >= 0; l = slotLen[s]!) {
-        if (l === len && key[s << 2] === k0) { best = this.scan(h, s, best, b, i); break; }
-        s = (s + 1) & slotMask;
+      let q = (hash4(k0, len) & slotMask) * SLOT;
+      for (let l = slots[q]!; l >= 0; l = slots[q]!) {
+        if (l === len && slots[q + KEY] === k0) { best = this.scan(h, q, best, b, i); break; }
+        q = (q + SLOT) & wrap;
       }
     }
     return best;
@@ -130,7 +132,8 @@ export class SetEvaluator implements Evaluator {
 
   private match6(b: Batch, i: number): number {
     const h = this.v6;
-    const { lens, masks, slotLen, key, slotMask } = h;
+    const { lens, masks, slots, slotMask } = h;
+    const wrap = slots.length - 1;
     const a = b.dst;
     const w = i << 2;
     const d0 = a[w]! | 0;
@@ -145,24 +148,24 @@ export class SetEvaluator implements Evaluator {
       const k1 = d1 & masks[m + 1]!;
       const k2 = d2 & masks[m + 2]!;
       const k3 = d3 & masks[m + 3]!;
-      let s = hash6(k0, k1, k2, k3, len) & slotMask;
-      for (let l = slotLen[s]!; l >= 0; l = slotLen[s]!) {
-        const q = s << 2;
-        if (l === len && key[q] === k0 && key[q + 1] === k1 && key[q + 2] === k2 && key[q + 3] === k3) {
-          best = this.scan(h, s, best, b, i);
+      let q = (hash6(k0, k1, k2, k3, len) & slotMask) * SLOT;
+      for (let l = slots[q]!; l >= 0; l = slots[q]!) {
+        if (l === len && slots[q + KEY] === k0 && slots[q + KEY + 1] === k1 && slots[q + KEY + 2] === k2 && slots[q + KEY + 3] === k3) {
+          best = this.scan(h, q, best, b, i);
           break;
         }
-        s = (s + 1) & slotMask;
+        q = (q + SLOT) & wrap;
       }
     }
     return best;
   }
 
-  /** The lowest of `best` and the first of slot s's candidates that matches packet i. */
-  private scan(h: PrefixHash, s: number, best: number, b: Batch, i: number): number {
+  /** The lowest of `best` and the first of the candidates of the slot at q that matches packet i. */
+  private scan(h: PrefixHash, q: number, best: number, b: Batch, i: number): number {
     const cand = h.cand;
-    const end = h.start[s]! + h.n[s]!;
-    for (let c = h.start[s]!; c < end; c++) {
+    const first = h.slots[q + START]!;
+    const end = first + h.slots[q + COUNT]!;
+    for (let c = first; c < end; c++) {
       const k = cand[c]!;
       if (k >= best) break;
       if (restMatches(this.t, k, b, i)) return k;

@@ -52,13 +52,15 @@ export class TrieEvaluator implements Evaluator {
   match(b: Batch, i: number): number {
     const found = this.lpm.matches(b.family[i]!, b.dst, i << 2, this.path);
     const path = this.path;
+    const start = this.start;
+    const count = this.n;
     const cand = this.cand;
     const t = this.t;
     let best = NO_MATCH;
     for (let j = 0; j < found; j++) {
       const g = path[j]!;
-      const end = this.start[g]! + this.n[g]!;
-      for (let c = this.start[g]!; c < end; c++) {
+      const end = start[g]! + count[g]!;
+      for (let c = start[g]!; c < end; c++) {
         const k = cand[c]!;
         if (k >= best) break;
         if (restMatches(t, k, b, i)) { best = k; break; }
