@@ -7,7 +7,12 @@
  *   captures/<path>        -> test/golden/<path>.tsv
  *   test/fixtures/<name>   -> test/golden/fixtures/<name>.tsv
  *
- * Run it from anywhere: `node scripts/make-golden.mjs` (needs tshark 4.x). The output depends only
+ * It also writes test/golden/damaged.tsv, a row per capture in fuzz/ and malformed/: the file type
+ * Wireshark recognised (capinfos -t; empty when capinfos cannot tell), and libpcap's reading of the
+ * file (tcpdump --count: packets, and the error it stopped with, if any). The bad-input test needs
+ * the second opinion where Wireshark's heuristics take a file for a patched-libpcap variant.
+ *
+ * Run it from anywhere: `node scripts/make-golden.mjs` (needs tshark 4.x, capinfos, tcpdump 4.99). The output depends only
  * on the captures and tshark's version, so re-running it rewrites identical files (the committed
  * files were made with TShark 4.0.17, Debian 12).
  *
@@ -331,14 +336,34 @@ function golden(file) {
   return rows.join('\n') + '\n';
 }
 
-function cleanCaptures() {
+function indexedCaptures() {
   const lines = readFileSync(join(CAPTURES, 'INDEX.tsv'), 'utf8').trim().split('\n');
   const col = lines[0].split('\t').indexOf('file');
-  return lines.slice(1).map((l) => l.split('\t')[col]).filter((p) => !p.startsWith('fuzz/') && !p.startsWith('malformed/')).sort();
+  return lines.slice(1).map((l) => l.split('\t')[col]).sort();
+}
+const isDamaged = (p) => p.startsWith('fuzz/') || p.startsWith('malformed/');
+
+/** Run a tool that may fail on a damaged file; its output either way. */
+function run(tool, args) {
+  try {
+    const stdout = execFileSync(tool, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    return { ok: true, stdout, stderr: '' };
+  } catch (e) {
+    return { ok: false, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+function damagedRow(rel) {
+  const file = join(CAPTURES, rel);
+  const type = /^File type:\s*(.*)$/m.exec(run('capinfos', ['-t', file]).stdout)?.[1] ?? '';
+  const tcpdump = run('tcpdump', ['--count', '-r', file]);
+  const packets = /^(\d+) packets?$/m.exec(tcpdump.stdout)?.[1] ?? '';
+  const error = tcpdump.ok ? '' : (/^tcpdump: (.*)$/m.exec(tcpdump.stderr)?.[1] ?? 'failed');
+  return [rel, type, packets, error].join('\t');
 }
 
 const jobs = [
-  ...cleanCaptures().map((rel) => [join(CAPTURES, rel), join(GOLDEN, `${rel}.tsv`)]),
+  ...indexedCaptures().filter((rel) => !isDamaged(rel)).map((rel) => [join(CAPTURES, rel), join(GOLDEN, `${rel}.tsv`)]),
   ...FIXTURE_FILES.map((n) => [join(FIXTURES, n), join(GOLDEN, 'fixtures', `${n}.tsv`)]),
 ];
 for (const [input, output] of jobs) {
@@ -347,3 +372,6 @@ for (const [input, output] of jobs) {
   writeFileSync(output, tsv);
   process.stdout.write(`${output.slice(ROOT.length + 1)}: ${tsv.split('\n').length - 2} packets\n`);
 }
+const damaged = indexedCaptures().filter(isDamaged).map(damagedRow);
+writeFileSync(join(GOLDEN, 'damaged.tsv'), ['file\twireshark_file_type\tlibpcap_packets\tlibpcap_error', ...damaged].join('\n') + '\n');
+process.stdout.write(`test/golden/damaged.tsv: ${damaged.length} captures\n`);

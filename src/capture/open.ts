@@ -1,10 +1,16 @@
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import type { Batch } from '../packet/batch.js';
 import { CaptureError } from './errors.js';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US, PcapReader } from './pcap.js';
 import { BT_SHB, PcapngReader } from './pcapng.js';
-import type { PacketSource, SourceOptions } from './source.js';
+import type { InterfaceInfo, PacketSource, SourceOptions } from './source.js';
 
-/** Open a capture file, recognising pcap and pcapng by their first bytes. Throws CaptureError. */
+/**
+ * Open a capture file, recognising pcap and pcapng by their first bytes. Throws CaptureError
+ * (offset -1) when the file cannot be opened at all. A file that opens but is not a capture (empty,
+ * unknown magic) is damage at byte 0, like a truncated header: the source comes back done, with
+ * its error set and no packets, so callers report it the same way.
+ */
 export function openCapture(path: string, opts?: SourceOptions): PacketSource {
   let fd: number;
   try {
@@ -15,11 +21,20 @@ export function openCapture(path: string, opts?: SourceOptions): PacketSource {
     throw new CaptureError(path, -1, describeOpenError(e), hintForOpenError(e));
   }
   const head = new Uint8Array(4);
-  const got = readSync(fd, head, 0, 4, 0);
-  if (got === 0) {
+  let got: number;
+  let size: number;
+  try {
+    got = readSync(fd, head, 0, 4, 0);
+    size = fstatSync(fd).size;
+  } catch (e) {
     closeSync(fd);
-    throw new CaptureError(path, 0, 'file is empty', 'Check that the capture finished writing');
+    throw new CaptureError(path, -1, describeOpenError(e), hintForOpenError(e));
   }
+  const unreadable = (problem: string, hint: string): PacketSource => {
+    closeSync(fd);
+    return new UnreadableCapture(path, size, new CaptureError(path, 0, problem, hint));
+  };
+  if (got === 0) return unreadable('file is empty', 'Check that the capture finished writing');
   const dv = new DataView(head.buffer);
   const be = got === 4 ? dv.getUint32(0, false) : -1;
   const le = got === 4 ? dv.getUint32(0, true) : -1;
@@ -27,14 +42,25 @@ export function openCapture(path: string, opts?: SourceOptions): PacketSource {
     return new PcapReader(path, fd, opts);
   }
   if (be === BT_SHB) return new PcapngReader(path, fd, opts);
-  closeSync(fd);
-  if (head[0] === 0x1f && head[1] === 0x8b) {
-    throw new CaptureError(path, 0, 'is gzip-compressed', `Decompress it first: gunzip -k ${path}`);
-  }
-  if (got < 4) throw new CaptureError(path, 0, `file is too short to be a capture (${got} bytes)`, 'Check that the capture finished writing');
+  if (head[0] === 0x1f && head[1] === 0x8b) return unreadable('is gzip-compressed', `Decompress it first: gunzip -k ${path}`);
+  if (got < 4) return unreadable(`file is too short to be a capture (${got} bytes)`, 'Check that the capture finished writing');
   const magic = be.toString(16).padStart(8, '0');
-  throw new CaptureError(path, 0, `not a pcap or pcapng file (it starts with 0x${magic})`,
+  return unreadable(`not a pcap or pcapng file (it starts with 0x${magic})`,
     'dplab reads pcap (tcpdump -w) and pcapng (Wireshark, dumpcap) captures; convert others with editcap');
+}
+
+/** A file that is not a capture: no packets, and the reason as its error. */
+class UnreadableCapture implements PacketSource {
+  readonly format = 'unknown';
+  readonly interfaces: readonly InterfaceInfo[] = [];
+  readonly blocked = false;
+  readonly done = true;
+  readonly position = 0;
+  readonly packets = 0;
+  constructor(readonly path: string, readonly size: number, readonly error: CaptureError) {}
+  fill(b: Batch): number { b.count = 0; return 0; }
+  release(): void {}
+  close(): void {}
 }
 
 function describeOpenError(e: unknown): string {

@@ -64,7 +64,7 @@ export class PcapReader extends ChunkedFileSource {
     }
     this.interfaces.push({
       linkType: this.linkType, snapLen, name: linkTypeName(this.linkType),
-      unitsPerSecond: this.nano ? 1e9 : 1e6, tsOffset: 0,
+      unitsPerSecond: this.nano ? 1e9 : 1e6, tsOffset: 0, at: 20,
     });
   }
 

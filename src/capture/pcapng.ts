@@ -189,7 +189,7 @@ export class PcapngReader extends ChunkedFileSource {
       if (blen < 20) return this.damaged(at, `interface description is too short (${blen} bytes)`);
       const lt = dv.getUint16(pos + 8, le);
       const ifc: Iface = {
-        index: this.interfaces.length, linkType: lt, snapLen: dv.getUint32(pos + 12, le), name: '', unitsPerSecond: 1e6, tsOffset: 0, nsMul: 1000, wide: false,
+        index: this.interfaces.length, linkType: lt, snapLen: dv.getUint32(pos + 12, le), name: '', unitsPerSecond: 1e6, tsOffset: 0, at, nsMul: 1000, wide: false,
       };
       if (!this.options(pos + 16, pos + blen - 4, ifc)) return false;
       if (ifc.name === '') ifc.name = `if${this.interfaces.length} (${linkTypeName(lt)})`;

@@ -35,6 +35,8 @@ export interface InterfaceInfo {
   unitsPerSecond: number;
   /** Seconds added to every timestamp (pcapng if_tsoffset). */
   tsOffset: number;
+  /** Byte offset in the file where the interface and its link type are described, when from a file. */
+  at?: number;
 }
 
 /** Largest packet dplab accepts: libpcap's and Wireshark's MAXIMUM_SNAPLEN. */

@@ -11,7 +11,7 @@ export function reportCaptureProblems(src: PacketSource, complete = true): numbe
   let code: number = Exit.OK;
   const unsupported = src.interfaces.filter((f) => !isSupportedLinkType(f.linkType));
   for (const f of unsupported) {
-    process.stderr.write(`dplab: ${src.path}: link type ${f.linkType} (${linkTypeName(f.linkType)}) is not supported; `
+    process.stderr.write(`dplab: ${src.path}${f.at === undefined ? '' : ` at byte ${f.at}`}: link type ${f.linkType} (${linkTypeName(f.linkType)}) is not supported; `
       + `its packets are counted as malformed (unsupported-link-type). dplab decodes Ethernet, Linux SLL/SLL2, raw IP and BSD loopback\n`);
     code = Exit.DAMAGED;
   }
