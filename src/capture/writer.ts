@@ -50,13 +50,17 @@ export class CaptureWriter {
     }
   }
 
-  /** pcapng: describe interfaces up to and including `k` (each once, in order, before use). */
+  /**
+   * pcapng: describe interfaces up to and including `k` (each once, in order, before use). A packet
+   * can bring many at once, so each block makes room for itself.
+   */
   private describeInterfaces(k: number): void {
     for (; this.written <= k; this.written++) {
       const f = this.interfaces[this.written];
       if (!f) throw new RangeError(`packet from interface ${k}, but the input has described ${this.interfaces.length}`);
+      if (this.at + IDB_BYTES > this.buf.length) this.flush();
       // linktype, reserved, snaplen, if_tsresol, end of options
-      this.block(1, 8 + 8 + 4, (p) => {
+      this.block(1, IDB_BYTES - 12, (p) => {
         this.dv.setUint16(p, f.linkType, true);
         this.dv.setUint16(p + 2, 0, true);
         this.dv.setUint32(p + 4, f.snapLen, true);
@@ -73,8 +77,8 @@ export class CaptureWriter {
     const len = b.capLen[i]!;
     const pad = this.format === 'pcap' ? 0 : (4 - (len & 3)) & 3;
     const need = (this.format === 'pcap' ? 16 : 32) + len + pad;
-    if (this.at + need + 64 > this.buf.length) this.flush();
     if (this.format === 'pcapng' && b.iface[i]! >= this.written) this.describeInterfaces(b.iface[i]!);
+    if (this.at + need > this.buf.length) this.flush();
     const dv = this.dv;
     let p = this.at;
     const sec = b.tsSec[i]!;
@@ -143,6 +147,9 @@ export class CaptureWriter {
     this.at += total;
   }
 }
+
+/** An Interface Description Block as written: header 8, link type, snap length, if_tsresol, end of options, trailer. */
+const IDB_BYTES = 32;
 
 /** if_tsresol for a resolution: 10^-n as n, 2^-n as 0x80 | n. */
 function tsresolByte(unitsPerSecond: number): number {
