@@ -8,4 +8,4 @@ if (!existsSync(main)) {
   process.exit(1);
 }
 const { main: run } = await import(main.href);
-process.exitCode = run(process.argv.slice(2));
+process.exitCode = await run(process.argv.slice(2));

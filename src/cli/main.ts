@@ -1,6 +1,10 @@
 /** dplab's command line: one function per command, errors turned into one clear line each. */
 import { CaptureError } from '../capture/errors.js';
+import { WorkerFailure } from '../pipeline/parallel.js';
 import { ProfileError } from '../pipeline/profile.js';
+import type { RunReport } from '../pipeline/run.js';
+import { StageFailure } from '../pipeline/runner.js';
+import { renderReport } from './report.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
@@ -25,7 +29,7 @@ Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (8
 MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 `;
 
-const COMMANDS: Record<string, { run: (argv: string[]) => number; help: string }> = {
+const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: string }> = {
   replay: { run: replayCommand, help: REPLAY_HELP },
   trace: { run: traceCommand, help: TRACE_HELP },
   decode: { run: decodeCommand, help: DECODE_HELP },
@@ -33,7 +37,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => number; help: string }
   gen: { run: genCommand, help: GEN_HELP },
 };
 
-export function main(argv: string[]): number {
+export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     const topic = cmd === 'help' ? rest[0] : undefined;
@@ -50,7 +54,7 @@ export function main(argv: string[]): number {
     return Exit.USAGE;
   }
   try {
-    return command.run(rest);
+    return await command.run(rest);
   } catch (e) {
     return reportError(e, cmd);
   }
@@ -60,6 +64,13 @@ export function reportError(e: unknown, cmd: string): number {
   if (e instanceof CaptureError) {
     process.stderr.write(`dplab: ${e.message}\n`);
     return e.offset >= 0 ? Exit.DAMAGED : Exit.USAGE;
+  }
+  if (e instanceof StageFailure || e instanceof WorkerFailure) {
+    // What was processed before the failure is still reported.
+    const partial = (e instanceof StageFailure ? e.partial : e.partial) as RunReport | null;
+    if (partial) process.stdout.write(renderReport(partial) + 'INCOMPLETE: the run stopped at the failure below.\n');
+    process.stderr.write(`dplab: ${e.message}. This is a bug in dplab or in a stage: please report it with the capture and profile\n`);
+    return Exit.INTERNAL;
   }
   if (e instanceof ProfileError) {
     process.stderr.write(`dplab: profile ${e.message}\n`);

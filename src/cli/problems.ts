@@ -1,4 +1,10 @@
 import type { PacketSource } from '../capture/source.js';
+
+/** What a run learned about its capture: a source, or the same facts from a workers' report. */
+export type CaptureOutcome = Pick<PacketSource, 'path' | 'packets'> & {
+  interfaces: readonly { linkType: number; at?: number }[];
+  error: { message: string } | null;
+};
 import { isSupportedLinkType, linkTypeName } from '../capture/linktype.js';
 import { Exit } from './errors.js';
 
@@ -7,7 +13,7 @@ import { Exit } from './errors.js';
  * line each on stderr, and pick the exit code. `complete` is false when the run stopped early on
  * purpose (--count), so an unread tail is not damage.
  */
-export function reportCaptureProblems(src: PacketSource, complete = true): number {
+export function reportCaptureProblems(src: CaptureOutcome, complete = true): number {
   let code: number = Exit.OK;
   const unsupported = src.interfaces.filter((f) => !isSupportedLinkType(f.linkType));
   for (const f of unsupported) {

@@ -1,12 +1,13 @@
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
-import { runCapture } from '../pipeline/run.js';
+import { defaultWorkers, runParallel } from '../pipeline/parallel.js';
+import { runCapture, type RunReport } from '../pipeline/run.js';
 import '../stages/index.js';
 import { Exit, UsageError } from './errors.js';
 import { Progress } from './output.js';
-import { reportCaptureProblems } from './problems.js';
+import { reportCaptureProblems, type CaptureOutcome } from './problems.js';
 import { renderReport } from './report.js';
 
 export const DEFAULT_PROFILE = 'ebpf';
@@ -26,6 +27,9 @@ Options:
   --write-dropped FILE  write the dropped and malformed packets to a capture
   --flows FILE          write one line per flow (tuple, packets and bytes each way, state, end)
   --batch N             packets per batch (default 256)
+  --workers N|auto      worker threads (default auto: one per core for captures of 32 MiB or
+                        more, else none); flows are sharded by their symmetric hash, as NIC RSS
+                        does, so any N gives the same verdicts and flows
   --repeat N            run the capture N times and report the last run: on a small capture
                         the first run's per-packet costs are mostly the JIT compiling dplab
   --no-progress         no progress bar (shown on stderr only when it is a terminal)
@@ -39,7 +43,7 @@ Examples:
   dplab replay web.pcap --profile iptables --write-dropped dropped.pcap --json report.json
 `;
 
-export function replayCommand(argv: string[]): number {
+export async function replayCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     options: {
@@ -50,6 +54,7 @@ export function replayCommand(argv: string[]): number {
       flows: { type: 'string' },
       batch: { type: 'string' },
       repeat: { type: 'string' },
+      workers: { type: 'string' },
       'no-progress': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -66,11 +71,31 @@ export function replayCommand(argv: string[]): number {
   const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
   buildStages(profile); // validate before reading anything
   const file = positionals[0]!;
-  let result: ReturnType<typeof runCapture> | null = null;
+  const workers = values.workers === undefined || values.workers === 'auto'
+    ? defaultWorkers(statSize(file)) : Number(values.workers);
+  if (!(Number.isInteger(workers) && workers >= 1 && workers <= 64)) throw new UsageError(`--workers wants a whole number 1..64 or auto, got "${values.workers}"`, 'replay');
+  let report: RunReport | null = null;
+  let outcome: CaptureOutcome | null = null;
   for (let run = 1; run <= repeat; run++) {
     const last = run === repeat;
+    const label = repeat > 1 ? `replay ${run}/${repeat}` : 'replay';
     let progress: Progress | null = null;
-    result = runCapture({
+    if (workers > 1) {
+      const r = await runParallel({
+        file, profile: values.profile ?? DEFAULT_PROFILE, workers, batchSize,
+        write: last ? values.write : undefined,
+        writeDropped: last ? values['write-dropped'] : undefined,
+        flowLog: last ? values.flows : undefined,
+        onProgress: (pos, size, packets) => {
+          progress ??= new Progress(label, size, !values['no-progress']);
+          progress.update(pos, packets);
+        },
+      }).finally(() => (progress as Progress | null)?.end());
+      report = r.report;
+      outcome = { path: file, packets: report.capture.packets, interfaces: report.interfaces, error: report.error };
+      continue;
+    }
+    const result = runCapture({
       file,
       profile: profile.name,
       // Fresh stages each run: every run starts from empty flow tables.
@@ -80,13 +105,15 @@ export function replayCommand(argv: string[]): number {
       flowLog: last ? values.flows : undefined,
       batchSize,
       onBatch: (_b, src) => {
-        progress ??= new Progress(repeat > 1 ? `replay ${run}/${repeat}` : 'replay', src.size, !values['no-progress']);
+        progress ??= new Progress(label, src.size, !values['no-progress']);
         progress.update(src.position, src.packets);
       },
     });
     (progress as Progress | null)?.end();
+    report = result.report;
+    outcome = result.source;
   }
-  const { report, source } = result!;
+  if (!report || !outcome) throw new Error('no run');
   if (repeat > 1) report.run = { repeat, note: `run ${repeat} of ${repeat}; the earlier runs warmed up the JIT` };
   process.stdout.write(renderReport(report));
   if (values.json !== undefined) {
@@ -94,5 +121,9 @@ export function replayCommand(argv: string[]): number {
     if (values.json === '-') process.stdout.write(text);
     else writeFileSync(values.json, text);
   }
-  return reportCaptureProblems(source);
+  return reportCaptureProblems(outcome);
+}
+
+function statSize(file: string): number {
+  try { return statSync(file).size; } catch { return 0; }
 }

@@ -20,6 +20,7 @@ export function renderReport(r: RunReport): string {
   s += `  ${c.packets.toLocaleString('en-US')} packets, ${formatBytes(c.bytes)} on the wire, `
     + `${c.captureSeconds.toFixed(3)} s of traffic; read in ${r.wallSeconds.toFixed(3)} s (${formatRate(r.packetsPerSecond)})\n`;
   if (!r.complete && r.error) s += `  INCOMPLETE: ${r.error.message}\n`;
+  if (r.workers) s += `  on ${r.workers} worker threads (each reads and decodes the whole capture, then runs its shard of the flows)\n`;
   if (r.run) s += `  (${r.run.note})\n`;
   else if (c.packets < 100000 && c.packets > 0) s += `  (a small capture: per-packet costs below include the JIT warming up; --repeat 5 measures warm runs)\n`;
   s += '\n';

@@ -366,10 +366,13 @@ export class Conntrack {
     this.sweepAt = at;
   }
 
-  /** End of input: every remaining entry is reported as ended. */
-  flush(): void {
+  /**
+   * End of input at time `now`: every remaining entry is reported, as timed out if it was past its
+   * timeout (whether or not the sweep had reached it yet), else as ended with the input.
+   */
+  flush(now: number): void {
     const t = this.table;
-    for (let e = 0; e < t.capacity; e++) if (t.inUse(e)) this.destroy(e, Destroy.END);
+    for (let e = 0; e < t.capacity; e++) if (t.inUse(e)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
   }
 }
 

@@ -8,7 +8,8 @@ import { CaptureWriter } from '../capture/writer.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { TrafficSummary, type SummaryJson } from '../packet/summary.js';
 import { FlowLog, flowRecord, type FlowRecord } from './flowlog.js';
-import { Pipeline, type RunCounts } from './runner.js';
+import { isForeign, Pipeline, StageFailure, type RunCounts } from './runner.js';
+import type { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
 
 export interface RunSpec {
@@ -27,6 +28,10 @@ export interface RunSpec {
   batchSize?: number;
   /** Time stages (default true). */
   timing?: boolean;
+  /** As one of several workers: the shard this run owns. */
+  sharder?: Sharder;
+  /** Set bit (num - 1) for every forwarded packet this run owns (shared between workers). */
+  forwardedBits?: Uint8Array;
 }
 
 export interface StageRow {
@@ -37,13 +42,15 @@ export interface StageRow {
   ns: number;
   nsPerPacket: number;
   packetsPerCall: number;
+  /** With workers, this stage ran on every packet in every worker (per-source state). */
+  allPackets?: boolean;
 }
 
 export interface RunReport {
   file: string;
   format: string;
   profile: string;
-  interfaces: { name: string; linkType: number; snapLen: number }[];
+  interfaces: { name: string; linkType: number; snapLen: number; at?: number }[];
   complete: boolean;
   error: { offset: number; message: string } | null;
   wallSeconds: number;
@@ -53,6 +60,8 @@ export interface RunReport {
   stages: StageRow[];
   stageReports: Record<string, StageReport>;
   flowsLogged?: number;
+  /** Worker threads that ran the pipeline (absent: it ran inline). */
+  workers?: number;
   /** Set by `replay --repeat`: which run this report is. */
   run?: { repeat: number; note: string };
 }
@@ -64,7 +73,8 @@ export interface RunResult {
 
 export function runCapture(spec: RunSpec): RunResult {
   const src = openCapture(spec.file);
-  const pipeline = new Pipeline(spec.stages, { timing: spec.timing ?? true });
+  const pipeline = new Pipeline(spec.stages, { timing: spec.timing ?? true, sharder: spec.sharder });
+  const bits = spec.forwardedBits ?? null;
   const summary = new TrafficSummary();
   const format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
   let fwd: CaptureWriter | null = null;
@@ -81,6 +91,28 @@ export function runCapture(spec: RunSpec): RunResult {
   }
   const b = new Batch(spec.batchSize);
   const t0 = process.hrtime.bigint();
+  const report = (): RunReport => {
+    const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const r: RunReport = {
+      file: spec.file,
+      format: src.format,
+      profile: spec.profile,
+      interfaces: src.interfaces.map((f) => ({ name: f.name, linkType: f.linkType, snapLen: f.snapLen, ...(f.at === undefined ? {} : { at: f.at }) })),
+      complete: src.error === null,
+      error: src.error ? { offset: src.error.offset, message: src.error.message } : null,
+      wallSeconds,
+      packetsPerSecond: wallSeconds > 0 ? summary.packets / wallSeconds : 0,
+      capture: summary.toJSON(),
+      verdicts: pipeline.counts(),
+      stages: pipeline.runtime.map((x, k) => ({
+        ...x, nsPerPacket: x.packets ? x.ns / x.packets : 0, packetsPerCall: x.calls ? x.packets / x.calls : 0,
+        ...(k > 0 && spec.stages[k - 1]!.seesAllPackets ? { allPackets: true } : {}),
+      })),
+      stageReports: pipeline.reports(),
+    };
+    if (log) r.flowsLogged = log.flows;
+    return r;
+  };
   try {
     while (src.fill(b) > 0) {
       pipeline.process(b);
@@ -94,11 +126,22 @@ export function runCapture(spec: RunSpec): RunResult {
           else drop?.write(b, i);
         }
       }
+      if (bits) {
+        for (let i = 0; i < b.count; i++) {
+          if (b.verdict[i] !== Verdict.PASS || isForeign(b, i)) continue;
+          const k = b.num[i]! - 1;
+          if ((k >>> 3) < bits.length) Atomics.or(bits, k >>> 3, 1 << (k & 7));
+        }
+      }
       const stop = spec.onBatch?.(b, src) === true;
       src.release(b);
       if (stop) break;
     }
     pipeline.finish();
+  } catch (e) {
+    // A stage failed: what was processed before it is still reported.
+    if (e instanceof StageFailure) e.partial = report();
+    throw e;
   } finally {
     src.close();
     // An empty capture still gets (empty) output files, so scripts can rely on them.
@@ -106,23 +149,7 @@ export function runCapture(spec: RunSpec): RunResult {
     if (spec.writeDropped) (drop ?? new CaptureWriter(spec.writeDropped, src.interfaces.length ? src.interfaces : [defaultInterface()], format)).close();
     log?.close();
   }
-  const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const report: RunReport = {
-    file: spec.file,
-    format: src.format,
-    profile: spec.profile,
-    interfaces: src.interfaces.map((f) => ({ name: f.name, linkType: f.linkType, snapLen: f.snapLen })),
-    complete: src.error === null,
-    error: src.error ? { offset: src.error.offset, message: src.error.message } : null,
-    wallSeconds,
-    packetsPerSecond: wallSeconds > 0 ? summary.packets / wallSeconds : 0,
-    capture: summary.toJSON(),
-    verdicts: pipeline.counts(),
-    stages: pipeline.runtime.map((r) => ({ ...r, nsPerPacket: r.packets ? r.ns / r.packets : 0, packetsPerCall: r.calls ? r.packets / r.calls : 0 })),
-    stageReports: pipeline.reports(),
-  };
-  if (log) report.flowsLogged = log.flows;
-  return { report, source: src };
+  return { report: report(), source: src };
 }
 
 function defaultInterface() {

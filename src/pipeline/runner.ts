@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { Verdict, type Batch } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
+import { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
 
 export interface StageRuntime {
@@ -30,7 +31,22 @@ export interface RunCounts {
 export interface PipelineOptions {
   /** Time every stage call (default true). Off only to measure what timing itself costs. */
   timing?: boolean;
+  /** Run as one of several workers: only the packets this sharder owns are this pipeline's. */
+  sharder?: Sharder;
 }
+
+/** A stage threw: which one, on which packets. */
+export class StageFailure extends Error {
+  /** The report of everything processed before the failure (set by the run loop). */
+  partial: unknown = null;
+  constructor(readonly stage: string, readonly firstPacket: number, readonly lastPacket: number, override readonly cause: unknown) {
+    super(`stage ${stage} failed while processing packets ${firstPacket}-${lastPacket}: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'StageFailure';
+  }
+}
+
+/** A packet another worker owns: every stage skips it, the accounting ignores it. */
+const FOREIGN = 2;
 
 export class Pipeline {
   readonly runtime: StageRuntime[];
@@ -39,10 +55,22 @@ export class Pipeline {
   private readonly malformedBy = new Float64Array(256);
   private forwarded = 0;
   private readonly timing: boolean;
+  private readonly sharder: Sharder | null;
+  /** Stages [0, replicated) see every packet in every worker (they keep per-source state). */
+  private readonly replicated: number;
+  private mine = new Uint8Array(0);
 
   constructor(readonly stages: Stage[], opts: PipelineOptions = {}) {
     if (stages.length > 250) throw new RangeError('a pipeline has at most 250 stages');
     this.timing = opts.timing ?? true;
+    this.sharder = opts.sharder ?? null;
+    let r = 0;
+    while (r < stages.length && stages[r]!.seesAllPackets) r++;
+    const late = stages.slice(r).find((s) => s.seesAllPackets);
+    if (late && this.sharder) {
+      throw new RangeError(`stage ${late.name} keeps per-source state, so with several workers it must come before every per-flow stage`);
+    }
+    this.replicated = this.sharder ? r : 0;
     this.runtime = [{ name: 'decode', calls: 0, packets: 0, dropped: 0, ns: 0 },
       ...stages.map((s) => ({ name: s.name, calls: 0, packets: 0, dropped: 0, ns: 0 }))];
     this.drops = new Float64Array(Math.max(1, stages.length) * 65536);
@@ -54,26 +82,53 @@ export class Pipeline {
     let t0 = timing ? performance.now() : 0;
     decodeBatch(b);
     let t1 = timing ? performance.now() : 0;
+    const sharder = this.sharder;
+    let mine = this.mine;
+    let owned = b.count;
+    if (sharder) {
+      if (mine.length < b.capacity) mine = this.mine = new Uint8Array(b.capacity);
+      owned = sharder.mark(b, mine);
+    }
     const dec = this.runtime[0]!;
     dec.calls++;
-    dec.packets += b.count;
+    dec.packets += owned;
     dec.ns += (t1 - t0) * 1e6;
-    let alive = countAlive(b);
-    dec.dropped += b.count - alive;
+    let alive = sharder ? countAliveMine(b, mine) : countAlive(b);
+    dec.dropped += owned - alive;
     const stages = this.stages;
-    for (let s = 0; s < stages.length; s++) {
-      if (alive === 0) break;
-      const rt = this.runtime[s + 1]!;
-      t0 = t1;
-      if (timing) t0 = performance.now();
-      stages[s]!.process(b, s);
-      if (timing) t1 = performance.now();
-      const after = countAlive(b);
-      rt.calls++;
-      rt.packets += alive;
-      rt.dropped += alive - after;
-      rt.ns += (t1 - t0) * 1e6;
-      alive = after;
+    let s = 0;
+    try {
+      // Stages with per-source state run on every packet in every worker, so each worker's copy
+      // of that state is the one a single pipeline would have. Only owned packets are counted.
+      for (; s < this.replicated; s++) {
+        const rt = this.runtime[s + 1]!;
+        if (timing) t0 = performance.now();
+        stages[s]!.process(b, s);
+        if (timing) t1 = performance.now();
+        const after = countAliveMine(b, mine);
+        rt.calls++;
+        rt.packets += alive;
+        rt.dropped += alive - after;
+        rt.ns += (t1 - t0) * 1e6;
+        alive = after;
+      }
+      if (sharder) hideForeign(b, mine);
+      // Every stage is called even when no packet is left for it: stages keep time by the
+      // batches (conntrack's expiry sweep), and must keep it the same in every worker.
+      for (; s < stages.length; s++) {
+        const rt = this.runtime[s + 1]!;
+        if (timing) t0 = performance.now();
+        stages[s]!.process(b, s);
+        if (timing) t1 = performance.now();
+        const after = countAlive(b);
+        if (alive > 0) rt.calls++;
+        rt.packets += alive;
+        rt.dropped += alive - after;
+        rt.ns += (t1 - t0) * 1e6;
+        alive = after;
+      }
+    } catch (e) {
+      throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
     }
     this.account(b);
   }
@@ -81,7 +136,9 @@ export class Pipeline {
   private account(b: Batch): void {
     const { verdict, malformed, stage, reason } = b;
     for (let i = 0; i < b.count; i++) {
-      if (verdict[i] === Verdict.PASS) this.forwarded++;
+      const v = verdict[i];
+      if (v === FOREIGN) continue;
+      if (v === Verdict.PASS) this.forwarded++;
       else if (malformed[i] !== 0) this.malformedBy[malformed[i]!]!++;
       else this.drops[stage[i]! * 65536 + reason[i]!]!++;
     }
@@ -119,6 +176,24 @@ export class Pipeline {
     for (const s of this.stages) out[s.name] = s.report();
     return out;
   }
+}
+
+function countAliveMine(b: Batch, mine: Uint8Array): number {
+  const v = b.verdict;
+  let n = 0;
+  for (let i = 0; i < b.count; i++) if (v[i] === Verdict.PASS && mine[i] === 1) n++;
+  return n;
+}
+
+/** Packets of other shards leave the alive set (dropped ones stay dropped; they are not ours either). */
+function hideForeign(b: Batch, mine: Uint8Array): void {
+  const v = b.verdict;
+  for (let i = 0; i < b.count; i++) if (mine[i] === 0) v[i] = FOREIGN;
+}
+
+/** Whether packet i of the last batch was this pipeline's (always, without sharding). */
+export function isForeign(b: Batch, i: number): boolean {
+  return b.verdict[i] === FOREIGN;
 }
 
 export function countAlive(b: Batch): number {

@@ -21,6 +21,12 @@ export interface Stage {
   finish?(): void;
   /** A one-line description of what the stage did to packet i, for `dplab trace`. */
   explain?(b: Batch, i: number): string;
+  /**
+   * True for a stage that keeps state per source rather than per flow (a per-source rate limit):
+   * with several workers it runs on every packet in every worker, so no worker's state depends on
+   * how flows were sharded.
+   */
+  readonly seesAllPackets?: boolean;
   /** Stages that keep flows call `listener` as each flow ends (for the flow log). */
   watchFlows?(listener: (table: FlowTable, entry: number, why: number) => void): void;
 }

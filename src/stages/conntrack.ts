@@ -79,6 +79,9 @@ export class ConntrackStage implements Stage {
         reason[i] = r;
       }
     }
+    // The clock is the capture's: the last packet of the batch, whoever owns it, so every worker's
+    // table ages the same way.
+    if (n > 0) now = Math.max(now, tsSec[n - 1]! + tsNsec[n - 1]! * 1e-9);
     this.now = now;
     ct.sweep(now, SWEEP_PER_BATCH);
   }
@@ -89,7 +92,7 @@ export class ConntrackStage implements Stage {
 
   finish(): void {
     this.atEnd = this.snapshot();
-    this.ct.flush();
+    this.ct.flush(this.now);
   }
 
   private snapshot(): StageReport {

@@ -53,6 +53,8 @@ export interface XdpConfig {
 
 export class XdpStage implements Stage {
   readonly name = 'xdp';
+  /** The rate limiter keeps state per source: with workers, every worker runs it on every packet. */
+  readonly seesAllPackets: boolean;
   readonly reasons: readonly string[] = REASONS;
   private readonly lpm = new Lpm();
   /** LPM value -> BLOCK / ALLOW. */
@@ -74,6 +76,7 @@ export class XdpStage implements Stage {
     this.kind = Uint8Array.from(this.listed, (p) => p.kind);
     this.limiter = cfg.rateLimit ? new SourceRateLimiter(cfg.rateLimit.rate, cfg.rateLimit.burst, cfg.rateTable) : null;
     this.rateText = cfg.rateLimit?.text ?? '';
+    this.seesAllPackets = this.limiter !== null;
   }
 
   process(b: Batch, self: number): void {
