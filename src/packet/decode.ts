@@ -5,7 +5,7 @@
  */
 import { LinkType } from '../capture/linktype.js';
 import { Frag, L3, Verdict, type Batch } from './batch.js';
-import { flowHash } from './hash.js';
+import { flowHash, symHash } from './hash.js';
 
 /** Why a packet could not be decoded. 0 = decoded. */
 export const Malformed = {
@@ -65,12 +65,107 @@ function cut(b: Batch, i: number, reason: number): void {
 export function decodeBatch(b: Batch): void {
   b.decoded.fill(0);
   const n = b.count;
-  const malformed = b.malformed;
-  const verdict = b.verdict;
+  const x = b.bytes;
+  const v = viewOf(x);
+  const { off, capLen, linkType, malformed, verdict, l3Type, vlan, l3, l4: l4s, pay, l3End, family, proto, ipId, ttl,
+    src, dst, sport, dport, tcpFlags, seq, ack, win, hash } = b;
   for (let i = 0; i < n; i++) {
+    // The common case inline, every field array in a local and multi-byte fields read through one
+    // DataView: Ethernet with at most one 802.1Q tag, IPv4 without options or IPv6 without
+    // extension headers, not a fragment, a whole TCP or UDP header. It writes exactly what
+    // decodePacket would; anything else, or anything short, goes to decodePacket.
+    fast: {
+      const p = off[i]!;
+      const end = p + capLen[i]!;
+      if (linkType[i] !== LinkType.ETHERNET || end - p < 14 + 20) break fast;
+      let q = p + 14;
+      let et = v.getUint16(p + 12);
+      let tag = 0;
+      if (et === ET_VLAN) {
+        if (end - q < 4 + 20) break fast;
+        tag = v.getUint16(q) & 0x0fff;
+        et = v.getUint16(q + 2);
+        q += 4;
+      }
+      let l4: number; let ipEnd: number; let pr: number;
+      if (et === L3.IPV4) {
+        if (x[q] !== 0x45) break fast; // version 4, no options
+        const total = v.getUint16(q + 2);
+        if (total < 20 || q + total > end) break fast;
+        if ((v.getUint16(q + 6) & 0x3fff) !== 0) break fast; // a fragment
+        pr = x[q + 9]!;
+        l4 = q + 20;
+        ipEnd = q + total;
+      } else if (et === L3.IPV6) {
+        if (end - q < 40 || x[q]! >> 4 !== 6) break fast;
+        pr = x[q + 6]!;
+        l4 = q + 40;
+        ipEnd = l4 + v.getUint16(q + 4);
+        if (ipEnd > end) break fast;
+      } else break fast;
+      const avail = ipEnd - l4;
+      let doff = 0;
+      let ulen = 0;
+      if (pr === Proto.TCP) {
+        if (avail < 20) break fast;
+        doff = (x[l4 + 12]! >> 4) << 2;
+        if (doff < 20 || doff > avail) break fast;
+      } else if (pr === Proto.UDP) {
+        if (avail < 8) break fast;
+        ulen = v.getUint16(l4 + 4);
+        if (ulen < 8 || ulen > avail) break fast;
+      } else break fast;
+
+      const w = i << 2;
+      l3[i] = q;
+      l3Type[i] = et;
+      vlan[i] = tag;
+      proto[i] = pr;
+      l4s[i] = l4;
+      l3End[i] = ipEnd;
+      const sp = v.getUint16(l4);
+      const dp = v.getUint16(l4 + 2);
+      sport[i] = sp;
+      dport[i] = dp;
+      if (pr === Proto.TCP) {
+        seq[i] = v.getUint32(l4 + 4);
+        ack[i] = v.getUint32(l4 + 8);
+        tcpFlags[i] = x[l4 + 13]!;
+        win[i] = v.getUint16(l4 + 14);
+        pay[i] = l4 + doff;
+      } else {
+        pay[i] = l4 + 8;
+        if (ulen < avail) l3End[i] = l4 + ulen; // trailing bytes are not UDP payload
+      }
+      if (et === L3.IPV4) {
+        family[i] = 4;
+        src[w] = v.getUint32(q + 12);
+        dst[w] = v.getUint32(q + 16);
+        ttl[i] = x[q + 8]!;
+        ipId[i] = v.getUint16(q + 4);
+      } else {
+        family[i] = 6;
+        for (let k = 0; k < 16; k += 4) {
+          src[w + (k >> 2)] = v.getUint32(q + 8 + k);
+          dst[w + (k >> 2)] = v.getUint32(q + 24 + k);
+        }
+        ttl[i] = x[q + 7]!;
+      }
+      hash[i] = symHash(pr, src, w, dst, w, sp, dp);
+      continue;
+    }
     decodePacket(b, i);
     if (malformed[i] !== 0) verdict[i] = Verdict.DROP;
   }
+}
+
+let viewBytes: Uint8Array | null = null;
+let view: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
+
+/** A DataView over a chunk: made once per chunk (the reader reuses a few), never per packet. */
+function viewOf(x: Uint8Array): DataView<ArrayBufferLike> {
+  if (x !== viewBytes) { viewBytes = x; view = new DataView(x.buffer, x.byteOffset, x.byteLength); }
+  return view;
 }
 
 export function decodePacket(b: Batch, i: number): void {
