@@ -40,10 +40,17 @@ export class TrafficSummary {
   private readonly byL4 = new Float64Array(512);
   private readonly byReason = new Float64Array(256);
 
-  add(b: Batch): void {
+  /**
+   * Count the batch's packets; with `mine` (a worker's shard), only the packets marked 1, so the
+   * workers' summaries add up to the capture's. The first and last timestamps are always the
+   * batch's, so every worker agrees on the capture's duration.
+   */
+  add(b: Batch, mine: Uint8Array | null = null): void {
     const n = b.count;
     const { linkType, l3Type, proto, family, malformed, capLen, wireLen, vlan, frag, tsSec, tsNsec } = b;
+    let counted = n;
     for (let i = 0; i < n; i++) {
+      if (mine !== null && mine[i] === 0) { counted--; continue; }
       this.bytes += wireLen[i]!;
       this.capturedBytes += capLen[i]!;
       this.byLink[linkType[i]!]!++;
@@ -56,7 +63,7 @@ export class TrafficSummary {
       if (frag[i] !== Frag.NONE) this.fragments++;
       if (capLen[i]! < wireLen[i]!) this.snaplenTruncated++;
     }
-    this.packets += n;
+    this.packets += counted;
     if (n > 0) {
       if (this.firstSec < 0) { this.firstSec = tsSec[0]!; this.firstNsec = tsNsec[0]!; }
       this.lastSec = tsSec[n - 1]!; this.lastNsec = tsNsec[n - 1]!;
@@ -97,4 +104,27 @@ export class TrafficSummary {
       malformedByReason: pick(this.byReason, (k) => MALFORMED_NAMES[k] ?? `reason-${k}`),
     };
   }
+}
+
+/** The summary of a capture from the summaries of its shards (numbers add; times are shared). */
+export function addSummaries(a: SummaryJson, b: SummaryJson): SummaryJson {
+  const add = (x: Record<string, number>, y: Record<string, number>): Record<string, number> => {
+    const out = { ...x };
+    for (const [k, v] of Object.entries(y)) out[k] = (out[k] ?? 0) + v;
+    return out;
+  };
+  return {
+    ...a,
+    packets: a.packets + b.packets,
+    bytes: a.bytes + b.bytes,
+    capturedBytes: a.capturedBytes + b.capturedBytes,
+    linkTypes: add(a.linkTypes, b.linkTypes),
+    l3: add(a.l3, b.l3),
+    l4: add(a.l4, b.l4),
+    vlanTagged: a.vlanTagged + b.vlanTagged,
+    fragments: a.fragments + b.fragments,
+    snaplenTruncated: a.snaplenTruncated + b.snaplenTruncated,
+    malformed: a.malformed + b.malformed,
+    malformedByReason: add(a.malformedByReason, b.malformedByReason),
+  };
 }

@@ -16,6 +16,7 @@ import { Piscina } from 'piscina';
 import { openCapture } from '../capture/open.js';
 import { CaptureWriter } from '../capture/writer.js';
 import { Batch } from '../packet/batch.js';
+import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
 import { StageFailure, type RunCounts } from './runner.js';
 import type { RunReport, StageRow } from './run.js';
@@ -138,8 +139,8 @@ function addCounts(a: Record<string, number>, b: Record<string, number>): Record
 }
 
 /**
- * One report from the workers' parts. Every worker read the whole capture, so the capture
- * summary is any one worker's; verdicts and stage costs are sums (ns is CPU time over all
+ * One report from the workers' parts. Capture summaries, verdicts and stage costs are sums (each
+ * worker counts the packets it owns; ns is CPU time over all
  * workers); stage figures are summed, except for stages that see every packet in every worker,
  * whose figures are one worker's (each worker's copy saw the whole capture).
  */
@@ -170,10 +171,12 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
     const all = first.stages.find((s) => s.name === name)?.allPackets === true;
     stageReports[name] = all ? first.stageReports[name]! : parts.reduce((a, p) => addReports(a, p.stageReports[name] ?? {}), {} as StageReport);
   }
+  const capture = parts.slice(1).reduce((a, p) => addSummaries(a, p.capture), first.capture);
   const merged: RunReport = {
     ...first,
+    capture,
     wallSeconds,
-    packetsPerSecond: wallSeconds > 0 ? first.capture.packets / wallSeconds : 0,
+    packetsPerSecond: wallSeconds > 0 ? capture.packets / wallSeconds : 0,
     verdicts,
     stages,
     stageReports,

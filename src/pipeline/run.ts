@@ -116,7 +116,7 @@ export function runCapture(spec: RunSpec): RunResult {
   try {
     while (src.fill(b) > 0) {
       pipeline.process(b);
-      summary.add(b);
+      summary.add(b, pipeline.owned());
       if (spec.write || spec.writeDropped) {
         // Writers open on the first batch: a pcapng source knows its first interfaces by then.
         if (spec.write) fwd ??= new CaptureWriter(spec.write, src.interfaces, format);

@@ -144,6 +144,11 @@ export class Pipeline {
     }
   }
 
+  /** With a sharder: which packets of the last batch were this pipeline's (1), else null. */
+  owned(): Uint8Array | null {
+    return this.sharder ? this.mine : null;
+  }
+
   finish(): void {
     for (const s of this.stages) s.finish?.();
   }
