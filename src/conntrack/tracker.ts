@@ -11,6 +11,7 @@
  *    IP bytes. Packet counts follow nf_conntrack_acct: INVALID and IGNOREd packets are not counted.
  */
 import { Frag, type Batch } from '../packet/batch.js';
+import { FragmentKeys } from '../packet/fragments.js';
 import { Proto } from '../packet/decode.js';
 import { CtInfo } from './info.js';
 import { Destroy, FlowTable, REC, RF_EXPIRES, RF_LAST, R_STATE, Status } from './table.js';
@@ -68,7 +69,8 @@ export const CT_OK = -1;
 const UDP_STREAM_AFTER = 2;
 /** Entries the early-drop search looks at, as the kernel's NF_CT_EVICTION_RANGE. */
 const EVICTION_RANGE = 8;
-const FRAG_SLOTS = 4096;
+/** Datagrams in flight whose first fragment conntrack remembers (the sharder's map is as big). */
+const FRAG_SLOTS = 1 << 16;
 
 export type DestroyListener = (table: FlowTable, e: number, why: number) => void;
 
@@ -87,7 +89,7 @@ export class Conntrack {
   fragmentsOrphaned = 0;
 
   /** Later IP fragments find their flow through the first fragment's (addresses, proto, IP id). */
-  private readonly fragKey = new Uint32Array(FRAG_SLOTS * 10); // src 4, dst 4, id, proto<<8|family
+  private readonly fragments = new FragmentKeys(FRAG_SLOTS);
   private readonly fragEntry = new Int32Array(FRAG_SLOTS).fill(-1);
   private readonly fragGen = new Uint32Array(FRAG_SLOTS);
   private readonly fragDir = new Uint8Array(FRAG_SLOTS);
@@ -308,36 +310,18 @@ export class Conntrack {
     return CT_OK;
   }
 
-  private fragSlot(b: Batch, i: number): number {
-    const w = i << 2;
-    let h = Math.imul(b.src[w]! ^ b.dst[w]! ^ b.src[w + 3]! ^ b.dst[w + 3]!, 0x9e3779b1 | 0) ^ b.ipId[i]!;
-    h = Math.imul(h ^ (h >>> 15), 0x85ebca6b | 0);
-    return (h >>> 17) & (FRAG_SLOTS - 1);
-  }
-
   private rememberFragment(b: Batch, i: number): void {
-    const s = this.fragSlot(b, i);
-    const k = s * 10;
-    const w = i << 2;
-    const key = this.fragKey;
-    for (let j = 0; j < 4; j++) { key[k + j] = b.src[w + j]!; key[k + 4 + j] = b.dst[w + j]!; }
-    key[k + 8] = b.ipId[i]!;
-    key[k + 9] = (b.proto[i]! << 8) | b.family[i]!;
+    const s = this.fragments.remember(b, i);
     this.fragEntry[s] = b.flow[i]!;
     this.fragGen[s] = this.table.gen[b.flow[i]!]!;
     this.fragDir[s] = b.dir[i]!;
   }
 
   private followFragment(b: Batch, i: number): number {
-    const s = this.fragSlot(b, i);
-    const k = s * 10;
-    const w = i << 2;
-    const key = this.fragKey;
-    const e = this.fragEntry[s]!;
-    let hit = e >= 0 && this.fragGen[s] === this.table.gen[e] && this.table.inUse(e)
-      && key[k + 8] === b.ipId[i] && key[k + 9] === ((b.proto[i]! << 8) | b.family[i]!);
-    for (let j = 0; j < 4 && hit; j++) hit = key[k + j] === b.src[w + j] && key[k + 4 + j] === b.dst[w + j];
-    if (!hit) {
+    const s = this.fragments.find(b, i);
+    const e = s < 0 ? -1 : this.fragEntry[s]!;
+    // The flow may have ended (and its entry been reused) since its first fragment.
+    if (e < 0 || this.fragGen[s] !== this.table.gen[e] || !this.table.inUse(e)) {
       this.fragmentsOrphaned++;
       this.info[CtInfo.UNTRACKED]!++;
       return CT_OK;

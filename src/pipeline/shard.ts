@@ -9,13 +9,14 @@
  * the same decision in every worker, with no coordination.
  */
 import { Frag, type Batch } from '../packet/batch.js';
+import { FragmentKeys } from '../packet/fragments.js';
 import { symHash } from '../packet/hash.js';
 
 const FRAG_SLOTS = 1 << 16;
 
 export class Sharder {
-  private readonly key = new Uint32Array(FRAG_SLOTS * 10);
-  private readonly ports = new Int32Array(FRAG_SLOTS).fill(-1);
+  private readonly fragments = new FragmentKeys(FRAG_SLOTS);
+  private readonly ports = new Int32Array(FRAG_SLOTS);
 
   constructor(readonly shards: number, readonly me: number) {
     if (!(shards >= 1 && shards <= 256 && me >= 0 && me < shards)) throw new RangeError(`bad shard ${me} of ${shards}`);
@@ -44,29 +45,14 @@ export class Sharder {
     return owned;
   }
 
-  private slot(b: Batch, i: number): number {
-    const w = i << 2;
-    let h = Math.imul(b.src[w]! ^ b.dst[w]! ^ b.src[w + 3]! ^ b.dst[w + 3]!, 0x9e3779b1 | 0) ^ b.ipId[i]!;
-    h = Math.imul(h ^ (h >>> 15), 0x85ebca6b | 0);
-    return (h >>> 16) & (FRAG_SLOTS - 1);
-  }
-
   private fragment(b: Batch, i: number, f: number, h: number): number {
-    const s = this.slot(b, i);
-    const k = s * 10;
-    const w = i << 2;
-    const key = this.key;
-    const tag = (b.proto[i]! << 8) | b.family[i]!;
     if (f === Frag.FIRST) {
-      for (let j = 0; j < 4; j++) { key[k + j] = b.src[w + j]!; key[k + 4 + j] = b.dst[w + j]!; }
-      key[k + 8] = b.ipId[i]!;
-      key[k + 9] = tag;
-      this.ports[s] = (b.sport[i]! << 16) | b.dport[i]!;
+      this.ports[this.fragments.remember(b, i)] = (b.sport[i]! << 16) | b.dport[i]!;
       return h;
     }
+    const s = this.fragments.find(b, i);
+    if (s < 0) return h;
     const p = this.ports[s]!;
-    if (p === -1 || key[k + 8] !== b.ipId[i] || key[k + 9] !== tag) return h;
-    for (let j = 0; j < 4; j++) if (key[k + j] !== b.src[w + j] || key[k + 4 + j] !== b.dst[w + j]) return h;
-    return symHash(b.proto[i]!, b.src, w, b.dst, w, p >>> 16, p & 0xffff);
+    return symHash(b.proto[i]!, b.src, i << 2, b.dst, i << 2, p >>> 16, p & 0xffff);
   }
 }
