@@ -73,4 +73,15 @@ describe('a failing worker', () => {
     expect(f.partial!.verdicts.packets).toBeGreaterThan(40000 / 2);
     expect(f.partial!.verdicts.packets).toBeLessThan(82582);
   });
+
+  it('that dies outright is reported with the other workers\' results', async () => {
+    const file = join(CAPTURES, 'large/zeek_echo-connections.pcap');
+    const err = await runParallel({ file, profile: 'ebpf', workers: 2, failAt: { stage: 'conntrack', packet: 40000, how: 'exit' } })
+      .then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkerFailure);
+    expect((err as WorkerFailure).message).toMatch(/worker \d died/);
+    const partial = (err as WorkerFailure).partial!;
+    expect(partial.verdicts.packets).toBeGreaterThan(0);
+    expect(partial.verdicts.packets).toBeLessThan(82582);
+  });
 });

@@ -37,6 +37,8 @@ export interface Entry {
 export class Section {
   readonly entries: Entry[] = [];
   private readonly used = new Set<Entry>();
+  /** Every key the stage asked for, present or not: what it knows, for the unknown-key error. */
+  private readonly asked = new Set<string>();
 
   constructor(readonly name: string, readonly file: string, readonly line: number) {}
 
@@ -49,6 +51,7 @@ export class Section {
 
   /** Every value of a repeatable key, in file order. */
   all(key: string): Entry[] {
+    this.asked.add(key);
     const out = this.entries.filter((e) => e.key === key);
     for (const e of out) this.used.add(e);
     return out;
@@ -104,7 +107,7 @@ export class Section {
   rejectUnknown(): void {
     for (const e of this.entries) {
       if (!this.used.has(e)) {
-        const known = [...new Set([...this.used].map((u) => u.key))];
+        const known = [...this.asked];
         throw this.error(e, `unknown key${known.length ? ` (this section knows: ${known.join(', ')})` : ''}`);
       }
     }

@@ -24,8 +24,11 @@ export interface ShardTask {
   forwardedBits?: Uint8Array;
   /** Shared: [bytes read, packets read] per shard, for the progress bar. */
   progress?: Float64Array;
-  /** Test hook: throw in this stage at this packet number, to prove failures are reported. */
-  failAt?: { stage: string; packet: number };
+  /**
+   * Test hook: at this packet, in this stage, throw (a stage bug) or exit the thread (a worker
+   * that dies), to prove both are reported without a hang.
+   */
+  failAt?: { stage: string; packet: number; how?: 'throw' | 'exit' };
 }
 
 export interface ShardResult {
@@ -66,14 +69,16 @@ export default function runShard(task: ShardTask): ShardResult {
   }
 }
 
-function injectFailure(stages: ReturnType<typeof buildStages>, at: { stage: string; packet: number }): void {
+function injectFailure(stages: ReturnType<typeof buildStages>, at: NonNullable<ShardTask['failAt']>): void {
   const s = stages.find((x) => x.name === at.stage);
   if (!s) return;
-  const process = s.process.bind(s);
+  const original = s.process.bind(s);
   s.process = (b, self) => {
     for (let i = 0; i < b.count; i++) {
-      if (b.num[i] === at.packet && b.verdict[i] === 0) throw new Error(`injected failure at packet ${at.packet}`);
+      if (b.num[i] !== at.packet || b.verdict[i] !== 0) continue;
+      if (at.how === 'exit') process.exit(70);
+      throw new Error(`injected failure at packet ${at.packet}`);
     }
-    process(b, self);
+    original(b, self);
   };
 }

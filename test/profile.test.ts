@@ -1,0 +1,68 @@
+/**
+ * Profiles: the shipped ones build, and a bad profile gets one error naming the file, the line
+ * and the key, before any packet is read.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { builtinProfiles, loadProfile, parseProfile, ProfileError } from '../src/pipeline/profile.js';
+import { buildStages } from '../src/pipeline/registry.js';
+import '../src/stages/index.js';
+import { ROOT } from './helpers.js';
+
+function errorOf(text: string): string {
+  try {
+    buildStages(parseProfile(text, 'my.profile'));
+  } catch (e) {
+    expect(e).toBeInstanceOf(ProfileError);
+    return (e as Error).message;
+  }
+  throw new Error('expected a ProfileError');
+}
+
+describe('profiles', () => {
+  it('ships the profiles the README lists, and each builds', () => {
+    expect(builtinProfiles()).toEqual(expect.arrayContaining(['ebpf', 'iptables', 'ipset', 'stateless', 'conntrack-only']));
+    for (const name of builtinProfiles()) expect(buildStages(loadProfile(name)).map((s) => s.name)).toEqual(loadProfile(name).stages);
+  });
+
+  it('names file, line and key for an unknown key', () => {
+    expect(errorOf('pipeline: conntrack\n\n[conntrack]\ncapacity: 1000\ncapasity: 2000\n'))
+      .toMatch(/^my\.profile:5: \[conntrack\] capasity: unknown key \(this section knows: .*\bcapacity\b.*\bwhen-full\b.*\)$/);
+  });
+
+  it('names file, line and key for a bad value', () => {
+    expect(errorOf('pipeline: conntrack\n[conntrack]\nwhen-full: panic\n')).toBe('my.profile:3: [conntrack] when-full: "panic" is not one of: evict, drop-new');
+    expect(errorOf('pipeline: conntrack\n[conntrack]\ncapacity: lots\n')).toBe('my.profile:3: [conntrack] capacity: "lots" is not a whole number');
+    expect(errorOf('pipeline: conntrack\n[conntrack]\ntimeout-udp: soon\n')).toBe('my.profile:3: [conntrack] timeout-udp: "soon" is not a duration (e.g. 30s, 2m, 5d)');
+  });
+
+  it('names the line of an unknown stage and of a section for a stage not in the pipeline', () => {
+    expect(errorOf('# x\npipeline: xdp -> contrack\n')).toMatch(/^my\.profile:2: unknown stage "contrack" \(stages: /);
+    expect(errorOf('pipeline: xdp\n[policy]\ndefault: drop\n')).toBe('my.profile:2: section [policy] configures a stage that is not in the pipeline (xdp)');
+    expect(errorOf('block: 10.0.0.0/8\npipeline: xdp\n')).toBe('my.profile:1: "block" must be inside a [section]; only "pipeline:" comes before the sections');
+    expect(errorOf('pipeline: xdp\n[xdp]\nblock 10.0.0.0/8\n')).toBe('my.profile:3: expected "key: value", got "block 10.0.0.0/8"');
+  });
+
+  it('the CLI prints the error as one line and exits 1 without reading the capture', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dplab-profile-'));
+    try {
+      const bad = join(dir, 'bad.profile');
+      writeFileSync(bad, 'pipeline: conntrack\n[conntrack]\ninvalid: maybe\n');
+      let status = 0; let stderr = '';
+      try {
+        execFileSync('node', [join(ROOT, 'bin/dplab.js'), 'replay', join(ROOT, 'captures/dns/zeek_dns53.pcap'), '--profile', bad], { stdio: 'pipe' });
+      } catch (e) {
+        status = (e as { status: number }).status;
+        stderr = String((e as { stderr: Buffer }).stderr);
+      }
+      expect(status).toBe(1);
+      expect(stderr.trim().split('\n')).toEqual([`dplab: profile ${bad}:3: [conntrack] invalid: "maybe" is not one of: drop, accept`]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
