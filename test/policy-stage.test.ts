@@ -223,7 +223,7 @@ describe('rules from the profile and from rule files', () => {
     p.process(b);
     expect(policy!.explain!(b, 0)).toBe('rule 3 (accept tcp port 443) matched: accept');
     expect(policy!.explain!(b, 1)).toBe('rule 4 (drop tcp) matched: drop');
-    expect(policy!.report().rules).toMatchObject({ written: 4 });
+    expect(policy!.describe!().rules).toMatchObject({ written: 4 });
   });
 
   const err = (section: string, file = 'site.profile'): string => {

@@ -27,9 +27,11 @@ Options:
   --write-dropped FILE  write the dropped and malformed packets to a capture
   --flows FILE          write one line per flow (tuple, packets and bytes each way, state, end)
   --batch N             packets per batch (default 256)
-  --workers N|auto      worker threads (default auto: one per core for captures of 32 MiB or
-                        more, else none); flows are sharded by their symmetric hash, as NIC RSS
-                        does, so any N gives the same verdicts and flows
+  --workers N|auto      worker threads (default auto: none on 2 cores or fewer, where they were
+                        measured not to pay; else one per core for captures of 256 MiB or more).
+                        Flows are sharded by their symmetric hash, as NIC RSS does, so any N gives
+                        the same verdicts and flows (as long as the flow table never fills: each
+                        worker holds its share of the configured capacity)
   --repeat N            run the capture N times and report the last run: on a small capture
                         the first run's per-packet costs are mostly the JIT compiling dplab
   --no-progress         no progress bar (shown on stderr only when it is a terminal)

@@ -41,7 +41,7 @@ export function renderReport(r: RunReport): string {
   s += breakdown('Drops', v.dropsByReason, v.packets);
   s += '\n';
   for (const [stage, rep] of Object.entries(r.stageReports)) {
-    const body = renderStageReport(rep, '  ');
+    const body = renderStageReport({ ...rep, ...(r.stageConfig?.[stage] ?? {}) }, '  ');
     if (body) s += `${stage}\n${body}`;
   }
   s += `\nProfile ${r.profile}: per-stage cost\n`;

@@ -27,11 +27,17 @@ import type { ShardResult, ShardTask } from './worker.js';
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'pipeline', 'worker.js');
 
 /** Below this size a capture runs inline: starting workers would cost more than they save. */
-export const PARALLEL_MIN_BYTES = 32 << 20;
+export const PARALLEL_MIN_BYTES = 256 << 20;
 
-/** The default number of workers for a file: every core for big captures, none for small ones. */
-export function defaultWorkers(fileSize: number): number {
-  return fileSize < PARALLEL_MIN_BYTES ? 1 : Math.min(availableParallelism(), 8);
+/**
+ * The default number of workers: what was fastest where it was measured (bench/workers.js). Every
+ * worker decodes the whole capture, so the speed-up is capped by decoding's share; on 2 vCPUs,
+ * which also slow each other down, 2 workers ran a 310 MB capture 1.2-1.3x faster warm but no
+ * faster from a cold start (pool start-up), so 2 cores or fewer run inline. With more cores and a
+ * big capture, one worker per core (at most 8).
+ */
+export function defaultWorkers(fileSize: number, cores = availableParallelism()): number {
+  return cores <= 2 || fileSize < PARALLEL_MIN_BYTES ? 1 : Math.min(cores, 8);
 }
 
 export interface ParallelSpec {
@@ -174,6 +180,7 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
   const capture = parts.slice(1).reduce((a, p) => addSummaries(a, p.capture), first.capture);
   const merged: RunReport = {
     ...first,
+    stageConfig: first.stageConfig,
     capture,
     wallSeconds,
     packetsPerSecond: wallSeconds > 0 ? capture.packets / wallSeconds : 0,

@@ -10,6 +10,8 @@ import type { Stage } from './stage.js';
 export interface StageContext {
   /** The flow table of a conntrack stage earlier in the pipeline, or null. */
   conntrack: FlowTable | null;
+  /** Workers the flows are sharded over (1 inline): per-flow tables split their capacity. */
+  shards: number;
 }
 
 export type StageFactory = (section: Section, ctx: StageContext) => Stage;
@@ -25,8 +27,8 @@ export function stageNames(): { name: string; summary: string }[] {
 }
 
 /** Build a profile's stages in order; a bad key or value throws a ProfileError naming file and line. */
-export function buildStages(profile: Profile): Stage[] {
-  const ctx: StageContext = { conntrack: null };
+export function buildStages(profile: Profile, shards = 1): Stage[] {
+  const ctx: StageContext = { conntrack: null, shards };
   const stages: Stage[] = [];
   for (const name of profile.stages) {
     const f = factories.get(name);

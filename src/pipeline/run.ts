@@ -59,6 +59,8 @@ export interface RunReport {
   verdicts: RunCounts;
   stages: StageRow[];
   stageReports: Record<string, StageReport>;
+  /** Each stage's configuration figures (kept once when workers' reports merge). */
+  stageConfig: Record<string, StageReport>;
   flowsLogged?: number;
   /** Worker threads that ran the pipeline (absent: it ran inline). */
   workers?: number;
@@ -109,6 +111,7 @@ export function runCapture(spec: RunSpec): RunResult {
         ...(k > 0 && spec.stages[k - 1]!.seesAllPackets ? { allPackets: true } : {}),
       })),
       stageReports: pipeline.reports(),
+      stageConfig: pipeline.configs(),
     };
     if (log) r.flowsLogged = log.flows;
     return r;

@@ -181,6 +181,12 @@ export class Pipeline {
     for (const s of this.stages) out[s.name] = s.report();
     return out;
   }
+
+  configs(): Record<string, StageReport> {
+    const out: Record<string, StageReport> = {};
+    for (const s of this.stages) if (s.describe) out[s.name] = s.describe();
+    return out;
+  }
 }
 
 function countAliveMine(b: Batch, mine: Uint8Array): number {

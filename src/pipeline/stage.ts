@@ -15,8 +15,10 @@ export interface Stage {
   /** Names of this stage's drop reasons, indexed by the code it writes to batch.reason. */
   readonly reasons: readonly string[];
   process(b: Batch, self: number): void;
-  /** Stage-specific figures: numbers (summed across workers) or nested records of numbers. */
+  /** What the stage counted: numbers (summed across workers) or nested records of numbers. */
   report(): StageReport;
+  /** Figures about the stage's configuration (table sizes, rules): the same in every worker. */
+  describe?(): StageReport;
   /** Called once after the last batch. */
   finish?(): void;
   /** A one-line description of what the stage did to packet i, for `dplab trace`. */

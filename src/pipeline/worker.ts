@@ -39,7 +39,7 @@ export interface ShardResult {
 
 export default function runShard(task: ShardTask): ShardResult {
   const profile = loadProfile(task.profile);
-  const stages = buildStages(profile);
+  const stages = buildStages(profile, task.shards);
   if (task.failAt) injectFailure(stages, task.failAt);
   try {
     const { report } = runCapture({

@@ -48,14 +48,22 @@ export class ConntrackStage implements Stage {
   /** Snapshot of the table when the input ended (before the flush). */
   private atEnd: StageReport | null = null;
 
-  constructor(section: Section) {
+  /** Entries configured, and the workers they are split over. */
+  private readonly capacity: number;
+  private readonly shards: number;
+
+  constructor(section: Section, shards = 1) {
     const timeouts = defaultTimeouts();
     for (const [key, set] of TIMEOUT_KEYS) {
       const e = section.get(key);
       if (e) set(timeouts, section.seconds(key, 0));
     }
+    this.capacity = section.integer('capacity', 262144, 1, 1 << 24);
+    this.shards = shards;
     this.ct = new Conntrack({
-      capacity: section.integer('capacity', 262144, 1, 1 << 24),
+      // With workers the flows are sharded, so each worker's table holds its share: the total
+      // stays what the profile says.
+      capacity: Math.ceil(this.capacity / shards),
       whenFull: section.choice('when-full', ['evict', 'drop-new'] as const, 'evict'),
       loose: section.boolean('loose', true),
       timeouts,
@@ -84,6 +92,10 @@ export class ConntrackStage implements Stage {
     if (n > 0) now = Math.max(now, tsSec[n - 1]! + tsNsec[n - 1]! * 1e-9);
     this.now = now;
     ct.sweep(now, SWEEP_PER_BATCH);
+  }
+
+  describe(): StageReport {
+    return { capacity: this.capacity, ...(this.shards > 1 ? { tables: this.shards, capacityPerTable: this.ct.table.capacity } : {}) };
   }
 
   watchFlows(listener: (table: FlowTable, entry: number, why: number) => void): void {
@@ -130,7 +142,6 @@ export class ConntrackStage implements Stage {
       destroyed,
       activeAtEnd: this.atEnd ?? this.snapshot(),
       peakEntries: ct.table.peak,
-      capacity: ct.table.capacity,
       packetsByState: packets,
       invalidByReason: invalid,
       tcpIgnored: ct.ignored,
@@ -153,7 +164,7 @@ export class ConntrackStage implements Stage {
 
 registerStage('conntrack', 'track flows (Linux nf_conntrack states and timeouts); later stages decide once per flow',
   (section: Section, ctx: StageContext) => {
-    const s = new ConntrackStage(section);
+    const s = new ConntrackStage(section, ctx.shards);
     ctx.conntrack = s.ct.table;
     return s;
   });

@@ -158,8 +158,11 @@ export class PolicyStage implements Stage {
       dropped: this.dropped,
       notIp: this.notIp,
       hits,
-      rules: { written: rules.length, ...this.ev.stats() },
     };
+  }
+
+  describe(): StageReport {
+    return { rules: { written: this.table.rules.length, ...this.ev.stats() } };
   }
 
   explain(b: Batch, i: number): string {

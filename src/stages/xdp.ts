@@ -123,14 +123,15 @@ export class XdpStage implements Stage {
       'blocked-src': c[How.BLOCKED_SRC]!,
       'blocked-dst': c[How.BLOCKED_DST]!,
       'rate-limited': c[How.RATE_LIMITED]!,
-      prefixes: {
-        blocked: this.blocked,
-        allowed: this.allowed,
-        trieNodes: this.lpm.nodes,
-      },
     };
     const l = this.limiter;
-    if (l) out.rateTable = { capacity: l.capacity, inUse: l.inUse, evictions: l.evictions, evictedActive: l.evictedActive };
+    if (l) out.rateTable = { inUse: l.inUse, evictions: l.evictions, evictedActive: l.evictedActive };
+    return out;
+  }
+
+  describe(): StageReport {
+    const out: StageReport = { prefixes: { blocked: this.blocked, allowed: this.allowed, trieNodes: this.lpm.nodes } };
+    if (this.limiter) out.rateTableCapacity = this.limiter.capacity;
     return out;
   }
 
