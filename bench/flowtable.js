@@ -22,18 +22,17 @@
 // numbered in insertion order in all four, so any lookup that returned the wrong flow shows.
 //
 //   node bench/flowtable.js [--rounds 7] [--json FILE]
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { LRUCache } from 'lru-cache';
+import { median, synthCapture } from './lib/common.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const DIST = resolve(process.env.DPLAB_DIST ?? join(HERE, '../dist'));
 const load = async (m) => import(pathToFileURL(join(DIST, m)).href);
-const { writeSynthPcap } = await load('gen/synth.js');
 const { openCapture } = await load('capture/open.js');
 const { Batch } = await load('packet/batch.js');
 const { decodeBatch } = await load('packet/decode.js');
@@ -80,22 +79,6 @@ const INPUTS = [
 
 // --- inputs: generated once into bench/out/, named by their parameters ---
 
-function synthCapture(gen) {
-  mkdirSync(OUT, { recursive: true });
-  const name = `synth-${Object.entries(gen).map(([k, v]) => `${k}${v}`).join('-')}`;
-  const file = join(OUT, `${name}.pcap`);
-  const metaFile = join(OUT, `${name}.json`);
-  const generator = createHash('sha256').update(readFileSync(join(DIST, 'gen/synth.js'))).digest('hex').slice(0, 16);
-  const key = JSON.stringify({ gen, generator });
-  if (existsSync(file) && existsSync(metaFile)) {
-    const meta = JSON.parse(readFileSync(metaFile, 'utf8'));
-    if (meta.key === key && statSync(file).size === meta.summary.bytes) return { file, summary: meta.summary };
-  }
-  process.stderr.write(`generating ${file} ...\n`);
-  const summary = writeSynthPcap(file, gen);
-  writeFileSync(metaFile, JSON.stringify({ key, summary }, null, 2) + '\n');
-  return { file, summary };
-}
 
 /** Decode the capture once into typed arrays: one row per TCP/UDP packet. */
 function decodeKeys(file) {
@@ -259,11 +242,6 @@ const CONTENDERS = [
 ];
 const runNumericMap = new Function('matchEntry', 'storeEntry', `return ${runNumeric.toString()}`)(matchEntry, storeEntry);
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 function timeOne(c, keys) {
   const table = c.make();

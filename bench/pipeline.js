@@ -20,18 +20,17 @@
 //
 //   node bench/pipeline.js [--rounds 5] [--part a,b,c] [--only ebpf,iptables] [--json FILE]
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median, synthCapture } from './lib/common.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 // DPLAB_DIST=/other/dist measures another build (a prototype, a branch) in exactly the same way.
 const DIST = resolve(process.env.DPLAB_DIST ?? join(HERE, '../dist'));
 const load = async (m) => import(pathToFileURL(join(DIST, m)).href);
-const { writeSynthPcap } = await load('gen/synth.js');
 const { runCapture } = await load('pipeline/run.js');
 const { loadProfile, parseProfile, builtinProfiles } = await load('pipeline/profile.js');
 const { buildStages } = await load('pipeline/registry.js');
@@ -79,31 +78,9 @@ const GEN = {
   ipv6Share: 0.2, vlanShare: 0.1, udpShare: 0.2, attackShare: 0.05,
 };
 
-/** The capture for these generator options: generated once, regenerated when the generator changes. */
-function synthCapture(gen) {
-  mkdirSync(OUT, { recursive: true });
-  const name = `synth-${Object.entries(gen).map(([k, v]) => `${k}${v}`).join('-')}`;
-  const file = join(OUT, `${name}.pcap`);
-  const metaFile = join(OUT, `${name}.json`);
-  const generator = createHash('sha256').update(readFileSync(join(DIST, 'gen/synth.js'))).digest('hex').slice(0, 16);
-  const key = JSON.stringify({ gen, generator });
-  if (existsSync(file) && existsSync(metaFile)) {
-    const meta = JSON.parse(readFileSync(metaFile, 'utf8'));
-    if (meta.key === key && statSync(file).size === meta.summary.bytes) return { file, summary: meta.summary };
-  }
-  process.stderr.write(`generating ${file} ...\n`);
-  const summary = writeSynthPcap(file, gen);
-  writeFileSync(metaFile, JSON.stringify({ key, summary }, null, 2) + '\n');
-  return { file, summary };
-}
 
 // --- helpers ---
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '-');
 const int = (x) => Math.round(x).toLocaleString('en-US');
 

@@ -23,6 +23,7 @@
 //
 //   node bench/workers.js [--rounds 5] [--ipc-rounds 15] [--json FILE]
 import { isMainThread } from 'node:worker_threads';
+import { median, synthCapture } from './lib/common.js';
 
 /** The piscina task of part 3 (this file is its worker module too). */
 export function noop(x) {
@@ -32,8 +33,7 @@ export function noop(x) {
 if (isMainThread) await main();
 
 async function main() {
-  const { createHash } = await import('node:crypto');
-  const { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } = await import('node:fs');
+  const { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } = await import('node:fs');
   const { cpus, loadavg } = await import('node:os');
   const { dirname, join, resolve } = await import('node:path');
   const { fileURLToPath, pathToFileURL } = await import('node:url');
@@ -44,7 +44,6 @@ async function main() {
   const HERE = dirname(fileURLToPath(import.meta.url));
   const DIST = resolve(process.env.DPLAB_DIST ?? join(HERE, '../dist'));
   const load = async (m) => import(pathToFileURL(join(DIST, m)).href);
-  const { writeSynthPcap } = await load('gen/synth.js');
   const { runCapture } = await load('pipeline/run.js');
   const { runParallel, workerPool } = await load('pipeline/parallel.js');
   const { loadProfile, builtinProfiles } = await load('pipeline/profile.js');
@@ -87,28 +86,7 @@ async function main() {
   // profile's full capacity), and this bench must compare the same work.
   const BIG = { ...BASE, packets: 4_000_000, rate: 5_000 };
 
-  function synthCapture(gen) {
-    mkdirSync(OUT, { recursive: true });
-    const name = `synth-${Object.entries(gen).map(([k, v]) => `${k}${v}`).join('-')}`;
-    const file = join(OUT, `${name}.pcap`);
-    const metaFile = join(OUT, `${name}.json`);
-    const generator = createHash('sha256').update(readFileSync(join(DIST, 'gen/synth.js'))).digest('hex').slice(0, 16);
-    const key = JSON.stringify({ gen, generator });
-    if (existsSync(file) && existsSync(metaFile)) {
-      const meta = JSON.parse(readFileSync(metaFile, 'utf8'));
-      if (meta.key === key && statSync(file).size === meta.summary.bytes) return { file, summary: meta.summary };
-    }
-    process.stderr.write(`generating ${file} ...\n`);
-    const summary = writeSynthPcap(file, gen);
-    writeFileSync(metaFile, JSON.stringify({ key, summary }, null, 2) + '\n');
-    return { file, summary };
-  }
   const outDirMiB = () => readdirSync(OUT).reduce((a, f) => { try { return a + statSync(join(OUT, f)).size; } catch { return a; } }, 0) / 2 ** 20;
-  function median(xs) {
-    const s = [...xs].sort((a, b) => a - b);
-    const m = s.length >> 1;
-    return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-  }
   const int = (x) => Math.round(x).toLocaleString('en-US');
   const la = () => loadavg().map((x) => x.toFixed(2)).join(' ');
   function printTable(head, cells, indent = '') {
