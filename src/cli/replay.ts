@@ -27,8 +27,8 @@ Options:
   --write-dropped FILE  write the dropped and malformed packets to a capture
   --flows FILE          write one line per flow (tuple, packets and bytes each way, state, end)
   --batch N             packets per batch (default 256)
-  --workers N|auto      worker threads (default auto: none on 2 cores or fewer, where they were
-                        measured not to pay; else one per core for captures of 256 MiB or more).
+  --workers N|auto      worker threads (default auto: one per core for captures of 256 MiB or
+                        more, none below, where starting them costs more than they save).
                         Flows are sharded by their symmetric hash, as NIC RSS does, so any N gives
                         the same verdicts and flows (as long as the flow table never fills: each
                         worker holds its share of the configured capacity)

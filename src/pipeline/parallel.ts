@@ -30,14 +30,14 @@ const WORKER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist',
 export const PARALLEL_MIN_BYTES = 256 << 20;
 
 /**
- * The default number of workers: what was fastest where it was measured (bench/workers.js). Every
- * worker decodes the whole capture, so the speed-up is capped by decoding's share; on 2 vCPUs,
- * which also slow each other down, 2 workers ran a 310 MB capture 1.2-1.3x faster warm but no
- * faster from a cold start (pool start-up), so 2 cores or fewer run inline. With more cores and a
- * big capture, one worker per core (at most 8).
+ * The default number of workers: what was fastest where it was measured (bench/workers.js, 2
+ * vCPUs). Every worker decodes the whole capture, so the speed-up is capped by decoding's share:
+ * 2 workers ran a 310 MB capture 1.5x faster on a warm pool, and ~1.07x from a cold start (a new
+ * pool costs ~0.6 s), so captures below 256 MiB run inline and bigger ones on one worker per core
+ * (at most 8).
  */
 export function defaultWorkers(fileSize: number, cores = availableParallelism()): number {
-  return cores <= 2 || fileSize < PARALLEL_MIN_BYTES ? 1 : Math.min(cores, 8);
+  return cores < 2 || fileSize < PARALLEL_MIN_BYTES ? 1 : Math.min(cores, 8);
 }
 
 export interface ParallelSpec {
