@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, readSync } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
 import { CaptureError } from './errors.js';
 
@@ -200,8 +200,4 @@ export abstract class ChunkedFileSource implements PacketSource {
     this.error = new CaptureError(this.path, offset, problem, hint);
     this.done = true;
   }
-}
-
-export function openForRead(path: string): number {
-  return openSync(path, 'r');
 }

@@ -1,7 +1,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
 import { PCAP_MAGIC_NS } from './pcap.js';
-import { MAX_PACKET, type InterfaceInfo } from './source.js';
+import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 
 /**
  * Writes packets out as a capture in the input's format: classic pcap (with nanosecond
@@ -156,4 +156,40 @@ function tsresolByte(unitsPerSecond: number): number {
   for (let n = 0; n <= 18; n++) if (10 ** n === unitsPerSecond) return n;
   for (let n = 0; n < 64; n++) if (2 ** n === unitsPerSecond) return 0x80 | n;
   return 9;
+}
+
+/**
+ * Forwarded packets to one capture, the others to another (either optional), in the source's
+ * format. Each file opens with the first packet, when a pcapng source knows its first interfaces;
+ * a capture with no packets still gets its (empty) files, so scripts can rely on them.
+ */
+export class SplitWriter {
+  private readonly format: 'pcap' | 'pcapng';
+  private fwd: CaptureWriter | null = null;
+  private drop: CaptureWriter | null = null;
+
+  constructor(private readonly src: PacketSource, private readonly forwarded?: string, private readonly dropped?: string) {
+    this.format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
+  }
+
+  get active(): boolean {
+    return this.forwarded !== undefined || this.dropped !== undefined;
+  }
+
+  write(b: Batch, i: number, forwarded: boolean): void {
+    if (forwarded) {
+      if (this.forwarded === undefined) return;
+      (this.fwd ??= new CaptureWriter(this.forwarded, this.src.interfaces, this.format)).write(b, i);
+    } else {
+      if (this.dropped === undefined) return;
+      (this.drop ??= new CaptureWriter(this.dropped, this.src.interfaces, this.format)).write(b, i);
+    }
+  }
+
+  close(): void {
+    const ifaces = this.src.interfaces.length ? this.src.interfaces
+      : [{ linkType: 1, snapLen: MAX_PACKET, name: 'eth', unitsPerSecond: 1e9, tsOffset: 0 }];
+    if (this.forwarded !== undefined) (this.fwd ?? new CaptureWriter(this.forwarded, ifaces, this.format)).close();
+    if (this.dropped !== undefined) (this.drop ?? new CaptureWriter(this.dropped, ifaces, this.format)).close();
+  }
 }

@@ -3,7 +3,7 @@ import { openCapture } from '../capture/open.js';
 import { Batch } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
 import { ipToString, l3Name, protoName, timestampToString } from '../packet/format.js';
-import { Exit, UsageError } from './errors.js';
+import { Exit, UsageError, wholeNumber } from './errors.js';
 import { LineWriter } from './output.js';
 import { reportCaptureProblems } from './problems.js';
 
@@ -38,8 +38,7 @@ export function decodeCommand(argv: string[]): number {
   });
   if (values.help) { process.stdout.write(DECODE_HELP); return Exit.OK; }
   if (positionals.length !== 1) throw new UsageError('decode needs exactly one capture file', 'decode');
-  const limit = values.count === undefined ? Infinity : Number(values.count);
-  if (!(limit >= 0)) throw new UsageError(`--count wants a number, got "${values.count}"`, 'decode');
+  const limit = wholeNumber(values.count, '--count', 'decode', 0, Infinity, Infinity);
   const src = openCapture(positionals[0]!);
   const out = new LineWriter();
   if (values.header) out.line('number\ttimestamp\tprotocol\tsrc\tsport\tdst\tdport\tlength\treason');

@@ -16,3 +16,17 @@ export const Exit = {
   /** dplab itself failed (a bug or a worker crash): please report it. */
   INTERNAL: 3,
 } as const;
+
+/**
+ * An option that takes a whole number in [min, max]: the number, `fallback` when the option was
+ * not given, or a UsageError that quotes what was given.
+ */
+export function wholeNumber(text: string | undefined, option: string, command: string, min: number, max: number, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    const range = max === Infinity ? `of ${min} or more` : `${min}..${max}`;
+    throw new UsageError(`${option} wants a whole number ${range}, got "${text}"`, command);
+  }
+  return n;
+}

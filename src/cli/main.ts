@@ -67,7 +67,7 @@ export function reportError(e: unknown, cmd: string): number {
   }
   if (e instanceof StageFailure || e instanceof WorkerFailure) {
     // What was processed before the failure is still reported.
-    const partial = (e instanceof StageFailure ? e.partial : e.partial) as RunReport | null;
+    const partial = e.partial as RunReport | null;
     if (partial) process.stdout.write(renderReport(partial) + 'INCOMPLETE: the run stopped at the failure below.\n');
     process.stderr.write(`dplab: ${e.message}. This is a bug in dplab or in a stage: please report it with the capture and profile\n`);
     return Exit.INTERNAL;

@@ -1,11 +1,12 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import { defaultWorkers, runParallel } from '../pipeline/parallel.js';
 import { runCapture, type RunReport } from '../pipeline/run.js';
 import '../stages/index.js';
-import { Exit, UsageError } from './errors.js';
+import { Exit, UsageError, wholeNumber } from './errors.js';
 import { Progress } from './output.js';
 import { reportCaptureProblems, type CaptureOutcome } from './problems.js';
 import { renderReport } from './report.js';
@@ -64,18 +65,13 @@ export async function replayCommand(argv: string[]): Promise<number> {
   });
   if (values.help) { process.stdout.write(REPLAY_HELP); return Exit.OK; }
   if (positionals.length !== 1) throw new UsageError('replay needs exactly one capture file', 'replay');
-  const batchSize = values.batch === undefined ? undefined : Number(values.batch);
-  if (batchSize !== undefined && !(Number.isInteger(batchSize) && batchSize >= 1 && batchSize <= 65536)) {
-    throw new UsageError(`--batch wants a whole number 1..65536, got "${values.batch}"`, 'replay');
-  }
-  const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
-  if (!(Number.isInteger(repeat) && repeat >= 1 && repeat <= 1000)) throw new UsageError(`--repeat wants a whole number 1..1000, got "${values.repeat}"`, 'replay');
+  const batchSize = wholeNumber(values.batch, '--batch', 'replay', 1, 65536, DEFAULT_BATCH_SIZE);
+  const repeat = wholeNumber(values.repeat, '--repeat', 'replay', 1, 1000, 1);
   const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
   buildStages(profile); // validate before reading anything
   const file = positionals[0]!;
   const workers = values.workers === undefined || values.workers === 'auto'
-    ? defaultWorkers(statSize(file)) : Number(values.workers);
-  if (!(Number.isInteger(workers) && workers >= 1 && workers <= 64)) throw new UsageError(`--workers wants a whole number 1..64 or auto, got "${values.workers}"`, 'replay');
+    ? defaultWorkers(statSize(file)) : wholeNumber(values.workers, '--workers (or auto)', 'replay', 1, 64, 1);
   let report: RunReport | null = null;
   let outcome: CaptureOutcome | null = null;
   for (let run = 1; run <= repeat; run++) {

@@ -7,7 +7,7 @@ import { buildStages } from '../pipeline/registry.js';
 import { runCapture } from '../pipeline/run.js';
 import type { Stage } from '../pipeline/stage.js';
 import '../stages/index.js';
-import { Exit, UsageError } from './errors.js';
+import { Exit, UsageError, wholeNumber } from './errors.js';
 import { LineWriter } from './output.js';
 import { reportCaptureProblems } from './problems.js';
 import { DEFAULT_PROFILE } from './replay.js';
@@ -51,8 +51,7 @@ export function traceCommand(argv: string[]): number {
   const to = m[2] ? Number(m[2]) : from;
   if (from < 1 || to < from) throw new UsageError(`--packet ${values.packet} is not a range of packet numbers from 1`, 'trace');
   if (values.flow && m[2]) throw new UsageError('--flow follows the flow of one packet: give --packet N', 'trace');
-  const limit = values.limit === undefined ? 100 : Number(values.limit);
-  if (!(limit >= 1)) throw new UsageError(`--limit wants a number, got "${values.limit}"`, 'trace');
+  const limit = wholeNumber(values.limit, '--limit', 'trace', 1, Infinity, 100);
   const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
   const stages = buildStages(profile);
   const out = new LineWriter();

@@ -55,7 +55,8 @@ export const CT_REASONS = [
   'table-full', 'invalid-tcp-flags', 'invalid-tcp-state', 'invalid-tcp-start',
   'icmp-error-without-flow', 'icmp-reply-without-request', 'invalid-icmp-type',
 ] as const;
-const R_TABLE_FULL = 0;
+/** track()'s code for a flow that found no room: dropped whatever `invalid:` says. */
+export const R_TABLE_FULL = 0;
 const R_TCP_FLAGS = 1;
 const R_TCP_STATE = 2;
 const R_TCP_START = 3;

@@ -14,11 +14,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { openCapture } from '../capture/open.js';
-import { CaptureWriter } from '../capture/writer.js';
+import { SplitWriter } from '../capture/writer.js';
 import { Batch } from '../packet/batch.js';
 import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
-import { StageFailure, type RunCounts } from './runner.js';
+import type { RunCounts } from './runner.js';
 import type { RunReport, StageRow } from './run.js';
 import type { StageReport } from './stage.js';
 import type { ShardResult, ShardTask } from './worker.js';
@@ -212,26 +212,18 @@ function mergeFlowLogs(path: string, parts: string[]): void {
 /** Re-read the capture and write each packet where its verdict bit says. */
 function splitByVerdict(file: string, bits: Uint8Array, write?: string, writeDropped?: string): void {
   const src = openCapture(file);
-  const format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
+  const split = new SplitWriter(src, write, writeDropped);
   const b = new Batch();
-  let fwd: CaptureWriter | null = null;
-  let drop: CaptureWriter | null = null;
   try {
     while (src.fill(b) > 0) {
-      if (write) fwd ??= new CaptureWriter(write, src.interfaces, format);
-      if (writeDropped) drop ??= new CaptureWriter(writeDropped, src.interfaces, format);
       for (let i = 0; i < b.count; i++) {
         const k = b.num[i]! - 1;
-        if ((bits[k >>> 3]! >> (k & 7)) & 1) fwd?.write(b, i);
-        else drop?.write(b, i);
+        split.write(b, i, ((bits[k >>> 3]! >> (k & 7)) & 1) === 1);
       }
       src.release(b);
     }
   } finally {
     src.close();
-    fwd?.close();
-    drop?.close();
+    split.close();
   }
 }
-
-export { StageFailure };

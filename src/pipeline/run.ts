@@ -4,11 +4,11 @@
  */
 import { openCapture } from '../capture/open.js';
 import type { PacketSource } from '../capture/source.js';
-import { CaptureWriter } from '../capture/writer.js';
+import { SplitWriter } from '../capture/writer.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { TrafficSummary, type SummaryJson } from '../packet/summary.js';
 import { FlowLog, flowRecord, type FlowRecord } from './flowlog.js';
-import { isForeign, Pipeline, StageFailure, type RunCounts } from './runner.js';
+import { Pipeline, StageFailure, type RunCounts } from './runner.js';
 import type { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
 
@@ -78,9 +78,7 @@ export function runCapture(spec: RunSpec): RunResult {
   const pipeline = new Pipeline(spec.stages, { timing: spec.timing ?? true, sharder: spec.sharder });
   const bits = spec.forwardedBits ?? null;
   const summary = new TrafficSummary();
-  const format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
-  let fwd: CaptureWriter | null = null;
-  let drop: CaptureWriter | null = null;
+  const split = new SplitWriter(src, spec.write, spec.writeDropped);
   const log = spec.flowLog ? new FlowLog(spec.flowLog) : null;
   if (log || spec.onFlow) {
     for (const s of spec.stages) {
@@ -120,18 +118,11 @@ export function runCapture(spec: RunSpec): RunResult {
     while (src.fill(b) > 0) {
       pipeline.process(b);
       summary.add(b, pipeline.owned());
-      if (spec.write || spec.writeDropped) {
-        // Writers open on the first batch: a pcapng source knows its first interfaces by then.
-        if (spec.write) fwd ??= new CaptureWriter(spec.write, src.interfaces, format);
-        if (spec.writeDropped) drop ??= new CaptureWriter(spec.writeDropped, src.interfaces, format);
-        for (let i = 0; i < b.count; i++) {
-          if (b.verdict[i] === Verdict.PASS) fwd?.write(b, i);
-          else drop?.write(b, i);
-        }
-      }
+      if (split.active) for (let i = 0; i < b.count; i++) split.write(b, i, b.verdict[i] === Verdict.PASS);
       if (bits) {
+        // Packets of other shards are not PASS here (the pipeline hid them), so only ours count.
         for (let i = 0; i < b.count; i++) {
-          if (b.verdict[i] !== Verdict.PASS || isForeign(b, i)) continue;
+          if (b.verdict[i] !== Verdict.PASS) continue;
           const k = b.num[i]! - 1;
           if ((k >>> 3) < bits.length) Atomics.or(bits, k >>> 3, 1 << (k & 7));
         }
@@ -147,14 +138,8 @@ export function runCapture(spec: RunSpec): RunResult {
     throw e;
   } finally {
     src.close();
-    // An empty capture still gets (empty) output files, so scripts can rely on them.
-    if (spec.write) (fwd ?? new CaptureWriter(spec.write, src.interfaces.length ? src.interfaces : [defaultInterface()], format)).close();
-    if (spec.writeDropped) (drop ?? new CaptureWriter(spec.writeDropped, src.interfaces.length ? src.interfaces : [defaultInterface()], format)).close();
+    split.close();
     log?.close();
   }
   return { report: report(), source: src };
-}
-
-function defaultInterface() {
-  return { linkType: 1, snapLen: 262144, name: 'eth', unitsPerSecond: 1e9, tsOffset: 0 };
 }

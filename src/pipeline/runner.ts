@@ -202,11 +202,6 @@ function hideForeign(b: Batch, mine: Uint8Array): void {
   for (let i = 0; i < b.count; i++) if (mine[i] === 0) v[i] = FOREIGN;
 }
 
-/** Whether packet i of the last batch was this pipeline's (always, without sharding). */
-export function isForeign(b: Batch, i: number): boolean {
-  return b.verdict[i] === FOREIGN;
-}
-
 export function countAlive(b: Batch): number {
   const v = b.verdict;
   let n = 0;

@@ -15,7 +15,7 @@ import { Verdict, type Batch } from '../packet/batch.js';
 import { CT_INFO_NAMES } from '../conntrack/info.js';
 import { DESTROY_NAMES, Status, type FlowTable } from '../conntrack/table.js';
 import { TCP_STATE_NAMES, TcpState } from '../conntrack/tcp.js';
-import { Conntrack, CT_OK, CT_REASONS, defaultTimeouts, type Timeouts } from '../conntrack/tracker.js';
+import { Conntrack, CT_OK, CT_REASONS, defaultTimeouts, R_TABLE_FULL, type Timeouts } from '../conntrack/tracker.js';
 import { protoName } from '../packet/format.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
@@ -81,7 +81,7 @@ export class ConntrackStage implements Stage {
       if (verdict[i] !== Verdict.PASS) continue;
       now = tsSec[i]! + tsNsec[i]! * 1e-9;
       const r = ct.track(b, i, now);
-      if (r !== CT_OK && (dropInvalid || r === 0)) {
+      if (r !== CT_OK && (dropInvalid || r === R_TABLE_FULL)) {
         verdict[i] = Verdict.DROP;
         stage[i] = self;
         reason[i] = r;
