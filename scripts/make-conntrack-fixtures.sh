@@ -25,4 +25,7 @@ editcap -F pcap -r "$src" "$out/starts-with-fin.pcap" "$fin-15"
 # RST teardowns and unanswered SYNs on plain Ethernet (the shipped RST capture is VLAN+PPPoE,
 # which a Linux middlebox without 802.1Q cannot see into): synthetic, from dplab gen.
 node bin/dplab.js gen "$out/rst-and-lone-syns.pcap" --flows 40 --packets-per-flow 8 --vlan 0 --udp 0 --rst 50% --attack 10% --seed 7
+
+# TCP simultaneous open (both ends send a SYN): no shipped capture has one; hand-built frames.
+node scripts/make-simultaneous-open.mjs "$out/simultaneous-open.pcap"
 ls -l "$out"

@@ -37,6 +37,7 @@ const SCENARIOS: [file: string, what: string][] = [
   ['test/fixtures/conntrack/mid-stream.pcap', 'a connection picked up mid-stream'],
   ['test/fixtures/conntrack/starts-with-fin.pcap', 'a flow whose first packet is a FIN'],
   ['test/fixtures/conntrack/rst-and-lone-syns.pcap', 'RST teardowns and unanswered SYNs, IPv4 and IPv6'],
+  ['test/fixtures/conntrack/simultaneous-open.pcap', 'TCP simultaneous open: crossing SYNs, then SYN/ACKs'],
 ];
 
 const FOREVER = ['tcp-syn-sent', 'tcp-syn-recv', 'tcp-established', 'tcp-fin-wait', 'tcp-close-wait', 'tcp-last-ack',

@@ -8,7 +8,8 @@
  *  - fragments are not reassembled: a later fragment follows the flow of its first fragment
  *    (remembered by IP id), and is untracked when that first fragment was not seen;
  *  - counters count wire bytes (frame length, as tshark and a NIC see them); the kernel counts
- *    IP bytes. Packet counts follow nf_conntrack_acct: INVALID and IGNOREd packets are not counted.
+ *    IP bytes. Packet counts follow nf_conntrack_acct: INVALID and IGNOREd packets are not counted,
+ *    nor is a SYN seen again before any reply (a retransmission, or a simultaneous open's).
  */
 import { Frag, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
@@ -226,6 +227,16 @@ export class Conntrack {
         let st = (t.rec[k]! & ~0xff) | next;
         if (seenReply && (old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) st |= Status.ASSURED << 8;
         t.rec[k] = st;
+        if (!seenReply && cls === TcpClass.SYN && old === TcpState.SYN_SENT) {
+          // A SYN before any reply: a retransmission, or the other end's SYN of a simultaneous open
+          // (now SYN_SENT2). The kernel moves the state on but neither counts the packet nor renews
+          // the timeout, so port reuse cannot keep the entry alive ("do not renew timeout on SYN
+          // retransmit", nf_conntrack_tcp_packet); it is counted as ignored here.
+          this.ignored++;
+          t.ignored[(e << 1) | dir]!++;
+          t.ignoredBytes[(e << 1) | dir]! += b.wireLen[i]!;
+          return CT_OK;
+        }
         this.count(b, i, e, dir, now);
         if (!seenReply && cls === TcpClass.RST) {
           // "If only reply is a RST, we can consider ourselves not to have an established
@@ -340,24 +351,38 @@ export class Conntrack {
     return CT_OK;
   }
 
-  /** Expire up to `budget` entries past their timeout, walking the table a slice per call (as the kernel's gc worker). */
+  /**
+   * Expire the entries past their timeout among the next `budget` slots, walking the slot array a
+   * slice per call (as the kernel's gc worker). By slot, not entry number: slots are laid out the
+   * same whatever the batch size, entry numbers are not. Whether the sweep has reached an expired
+   * entry changes no verdict (every lookup checks the timeout itself), only when it is logged.
+   */
   sweep(now: number, budget: number): void {
     const t = this.table;
+    const n = t.slotCount;
     let at = this.sweepAt;
     for (let k = 0; k < budget; k++) {
-      if (t.inUse(at) && t.expires(at) < now) this.destroy(at, Destroy.TIMEOUT);
-      if (++at === t.capacity) at = 0;
+      const e = t.slotEntry(at);
+      // A removal shifts a later entry back into this slot: look at the slot again.
+      if (e >= 0 && t.expires(e) < now) { this.destroy(e, Destroy.TIMEOUT); continue; }
+      if (++at === n) at = 0;
     }
     this.sweepAt = at;
   }
 
   /**
    * End of input at time `now`: every remaining entry is reported, as timed out if it was past its
-   * timeout (whether or not the sweep had reached it yet), else as ended with the input.
+   * timeout (whether or not the sweep had reached it yet), else as ended with the input. In slot
+   * order, so the flow log is the same for any batch size.
    */
   flush(now: number): void {
     const t = this.table;
-    for (let e = 0; e < t.capacity; e++) if (t.inUse(e)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
+    const n = t.slotCount;
+    for (let s = 0; s < n; s++) {
+      // Removing shifts a later entry of the run back into slot s: take slot s until it is empty.
+      for (let e = t.slotEntry(s); e >= 0; e = t.slotEntry(s)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
+    }
+    t.release();
   }
 }
 
