@@ -351,38 +351,24 @@ export class Conntrack {
     return CT_OK;
   }
 
-  /**
-   * Expire the entries past their timeout among the next `budget` slots, walking the slot array a
-   * slice per call (as the kernel's gc worker). By slot, not entry number: slots are laid out the
-   * same whatever the batch size, entry numbers are not. Whether the sweep has reached an expired
-   * entry changes no verdict (every lookup checks the timeout itself), only when it is logged.
-   */
+  /** Expire up to `budget` entries past their timeout, walking the table a slice per call (as the kernel's gc worker). */
   sweep(now: number, budget: number): void {
     const t = this.table;
-    const n = t.slotCount;
     let at = this.sweepAt;
     for (let k = 0; k < budget; k++) {
-      const e = t.slotEntry(at);
-      // A removal shifts a later entry back into this slot: look at the slot again.
-      if (e >= 0 && t.expires(e) < now) { this.destroy(e, Destroy.TIMEOUT); continue; }
-      if (++at === n) at = 0;
+      if (t.inUse(at) && t.expires(at) < now) this.destroy(at, Destroy.TIMEOUT);
+      if (++at === t.capacity) at = 0;
     }
     this.sweepAt = at;
   }
 
   /**
    * End of input at time `now`: every remaining entry is reported, as timed out if it was past its
-   * timeout (whether or not the sweep had reached it yet), else as ended with the input. In slot
-   * order, so the flow log is the same for any batch size.
+   * timeout (whether or not the sweep had reached it yet), else as ended with the input.
    */
   flush(now: number): void {
     const t = this.table;
-    const n = t.slotCount;
-    for (let s = 0; s < n; s++) {
-      // Removing shifts a later entry of the run back into slot s: take slot s until it is empty.
-      for (let e = t.slotEntry(s); e >= 0; e = t.slotEntry(s)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
-    }
-    t.release();
+    for (let e = 0; e < t.capacity; e++) if (t.inUse(e)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
   }
 }
 
