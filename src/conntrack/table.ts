@@ -7,6 +7,19 @@
  * tombstones. Keys are the original-direction tuple; a packet matches it either as is (original
  * direction) or reversed (reply). Entry numbers come from a free list; `gen` counts reuses.
  *
+ * A removed entry leaves the lookup at once but its number is *held* until the batch ends
+ * (`release()`): later stages still look at this batch's packets through their entry numbers
+ * (policy's cached decision, and NAT bindings and L7 state next), so a number must not name a new
+ * flow while packets of the old one are in flight. The kernel does the same by reference count:
+ * an skb keeps its conntrack entry alive until the packet has left the stack. Without it a flow
+ * that ended inside a batch (a SYN answered by an RST) handed its number, and its decision, to
+ * the next new flow of the same batch, so verdicts changed with the batch size. The table has
+ * `HELD_MAX` spare entries beyond its capacity so that held numbers never make it look full.
+ *
+ * Walks that must not depend on entry numbers (the expiry sweep, the end-of-input flush, and so
+ * the flow log's order) go through the slot array, whose layout depends only on the sequence of
+ * inserts and removals: the same for any batch size.
+ *
  * Layout: what one packet needs of its entry sits together, because with hundreds of thousands
  * of flows every separate array is a cache miss (measured: a struct-of-arrays table spent ~600 ns
  * per lookup on 95k flows here). The key and state are one 64-byte record; the counters another.
@@ -15,6 +28,8 @@
  *                  | 11 state | status << 8 | 12..13 expires (f64) | 14..15 last (f64)
  *   ctr (f64 x4):  packets orig, packets reply, bytes orig, bytes reply
  */
+
+import { MAX_BATCH_SIZE } from '../packet/batch.js';
 
 /** Entry status bits (as the kernel's IPS_* bits that matter here). */
 export const Status = { SEEN_REPLY: 1, ASSURED: 2, USED: 4 } as const;
@@ -35,11 +50,25 @@ export const R_STATE = 11;
 export const RF_EXPIRES = 6;
 export const RF_LAST = 7;
 
+/**
+ * Spare entries for numbers held until the end of a batch: at most one removal per packet (a
+ * flow that ends or times out, or an eviction) plus what the expiry sweeps of the batch remove
+ * (SWEEP_SLOTS every SWEEP_EVERY packets), for the largest batch (MAX_BATCH_SIZE).
+ */
+export const SWEEP_EVERY = 256;
+export const SWEEP_SLOTS = 128;
+export const HELD_MAX = MAX_BATCH_SIZE + (MAX_BATCH_SIZE / SWEEP_EVERY + 1) * SWEEP_SLOTS;
+
 const FC_SLOTS = 8192;
 const FC_MASK = FC_SLOTS - 1;
 
 export class FlowTable {
+  /** Live entries at most (nf_conntrack_max). */
   readonly capacity: number;
+  /** Entry numbers that exist: capacity plus the spares for held numbers. */
+  readonly size: number;
+  /** One past the highest entry number ever handed out: walks over entries stop here. */
+  hi = 0;
   /** Entries in use. */
   count = 0;
   /** Most entries in use at once. */
@@ -76,27 +105,34 @@ export class FlowTable {
 
   private readonly freeList: Int32Array;
   private freeTop: number;
+  /** Numbers removed during the current batch, free again at release(). */
+  private readonly held: Int32Array;
+  private heldTop = 0;
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) throw new RangeError(`flow table capacity must be 1..${1 << 24}`);
     this.capacity = capacity;
+    // Pages of the spare entries are never touched unless a batch holds that many numbers.
+    const size = this.size = capacity + HELD_MAX;
     let n = 2;
-    while (n < capacity * 2) n <<= 1; // load factor <= 1/2 keeps probe runs short
+    // Sized by live entries only (load factor <= 1/2 keeps probe runs short); held ones are unlinked.
+    while (n < capacity * 2) n <<= 1;
     this.slots = new Uint32Array(n * 2);
     this.mask = n - 1;
-    const buf = new ArrayBuffer(capacity * REC * 4);
+    const buf = new ArrayBuffer(size * REC * 4);
     this.rec = new Uint32Array(buf);
     this.recF = new Float64Array(buf);
-    this.ctr = new Float64Array(capacity * 4);
-    this.first = new Float64Array(capacity);
-    this.ignored = new Float64Array(capacity * 2);
-    this.ignoredBytes = new Float64Array(capacity * 2);
-    this.decision = new Uint8Array(capacity);
-    this.rule = new Int32Array(capacity);
-    this.gen = new Uint32Array(capacity);
-    this.freeList = new Int32Array(capacity);
-    for (let k = 0; k < capacity; k++) this.freeList[k] = capacity - 1 - k;
-    this.freeTop = capacity;
+    this.ctr = new Float64Array(size * 4);
+    this.first = new Float64Array(size);
+    this.ignored = new Float64Array(size * 2);
+    this.ignoredBytes = new Float64Array(size * 2);
+    this.decision = new Uint8Array(size);
+    this.rule = new Int32Array(size);
+    this.gen = new Uint32Array(size);
+    this.freeList = new Int32Array(size);
+    for (let k = 0; k < size; k++) this.freeList[k] = size - 1 - k;
+    this.freeTop = size;
+    this.held = new Int32Array(HELD_MAX);
   }
 
   /**
@@ -148,14 +184,16 @@ export class FlowTable {
     return -1;
   }
 
-  /** True when no entry number is free. */
+  /** True when the table holds `capacity` live entries. */
   get full(): boolean {
-    return this.freeTop === 0;
+    return this.count >= this.capacity;
   }
 
   /** Add an entry for the tuple as its original direction. The caller checked `full`. */
   insert(h: number, family: number, proto: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number, now: number): number {
+    if (this.freeTop === 0) throw new RangeError(`flow table: more than ${HELD_MAX} entries removed within one batch`);
     const e = this.freeList[--this.freeTop]!;
+    if (e >= this.hi) this.hi = e + 1;
     const rec = this.rec;
     const w = e * REC;
     rec[w + R_HASH] = h;
@@ -210,9 +248,21 @@ export class FlowTable {
     if (this.recent[h & FC_MASK] === e + 1) this.recent[h & FC_MASK] = 0;
     this.rec[e * REC + R_STATE] = 0;
     this.gen[e]!++;
-    this.freeList[this.freeTop++] = e;
+    this.held[this.heldTop++] = e;
     this.count--;
   }
+
+  /** The batch is over: numbers removed during it may name new flows from now on. */
+  release(): void {
+    const held = this.held;
+    const free = this.freeList;
+    for (let k = 0; k < this.heldTop; k++) free[this.freeTop++] = held[k]!;
+    this.heldTop = 0;
+  }
+
+  /** Number of slots (a power of two); slot s holds entry slotEntry(s), or -1. */
+  get slotCount(): number { return this.mask + 1; }
+  slotEntry(s: number): number { return this.slots[(s << 1) | 1]! - 1; }
 
   /**
    * A victim for a new flow when the table is full, as the kernel's early_drop: among the entries
@@ -254,6 +304,6 @@ export class FlowTable {
 
   /** Entries in use, for reports: a callback per entry (not on the packet path). */
   forEach(fn: (e: number) => void): void {
-    for (let e = 0; e < this.capacity; e++) if (this.inUse(e)) fn(e);
+    for (let e = 0; e < this.hi; e++) if (this.inUse(e)) fn(e);
   }
 }

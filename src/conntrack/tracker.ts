@@ -112,7 +112,7 @@ export class Conntrack {
     b.flow[i] = -1;
     const family = b.family[i]!;
     if (family === 0) { this.info[CtInfo.UNTRACKED]!++; return CT_OK; }
-    if (b.frag[i] === Frag.LATER) return this.followFragment(b, i);
+    if (b.frag[i] === Frag.LATER) return this.followFragment(b, i, now);
     const proto = b.proto[i]!;
     let r: number;
     if (proto === Proto.TCP) r = this.tcp(b, i, now);
@@ -329,11 +329,13 @@ export class Conntrack {
     this.fragDir[s] = b.dir[i]!;
   }
 
-  private followFragment(b: Batch, i: number): number {
+  private followFragment(b: Batch, i: number, now: number): number {
     const s = this.fragments.find(b, i);
     const e = s < 0 ? -1 : this.fragEntry[s]!;
-    // The flow may have ended (and its entry been reused) since its first fragment.
-    if (e < 0 || this.fragGen[s] !== this.table.gen[e] || !this.table.inUse(e)) {
+    // The flow may have ended (and its entry been reused) since its first fragment, or timed out
+    // without the sweep having reached it yet (which must not matter: the sweep's pace does not
+    // follow packets).
+    if (e < 0 || this.fragGen[s] !== this.table.gen[e] || !this.table.inUse(e) || this.table.expires(e) < now) {
       this.fragmentsOrphaned++;
       this.info[CtInfo.UNTRACKED]!++;
       return CT_OK;
@@ -351,24 +353,39 @@ export class Conntrack {
     return CT_OK;
   }
 
-  /** Expire up to `budget` entries past their timeout, walking the table a slice per call (as the kernel's gc worker). */
+  /**
+   * Expire the entries past their timeout among the next `budget` slots, walking the slot array a
+   * slice per call (as the kernel's gc worker). By slot, not entry number: slots are laid out the
+   * same whatever the batch size, entry numbers are not. Whether the sweep has reached an expired
+   * entry changes no verdict (every lookup checks the timeout itself), only when it is logged.
+   */
   sweep(now: number, budget: number): void {
     const t = this.table;
+    const n = t.slotCount;
     let at = this.sweepAt;
     for (let k = 0; k < budget; k++) {
-      if (t.inUse(at) && t.expires(at) < now) this.destroy(at, Destroy.TIMEOUT);
-      if (++at === t.capacity) at = 0;
+      const e = t.slotEntry(at);
+      // A removal shifts a later entry back into this slot: look at the slot again.
+      if (e >= 0 && t.expires(e) < now) { this.destroy(e, Destroy.TIMEOUT); continue; }
+      if (++at === n) at = 0;
     }
     this.sweepAt = at;
   }
 
   /**
    * End of input at time `now`: every remaining entry is reported, as timed out if it was past its
-   * timeout (whether or not the sweep had reached it yet), else as ended with the input.
+   * timeout (whether or not the sweep had reached it yet), else as ended with the input. In slot
+   * order, so the flow log is the same for any batch size.
    */
   flush(now: number): void {
     const t = this.table;
-    for (let e = 0; e < t.capacity; e++) if (t.inUse(e)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
+    const n = t.slotCount;
+    for (let s = 0; s < n; s++) {
+      // Removing shifts a later entry of the run back into slot s: take slot s until it is empty.
+      for (let e = t.slotEntry(s); e >= 0; e = t.slotEntry(s)) this.destroy(e, t.expires(e) < now ? Destroy.TIMEOUT : Destroy.END);
+      // No packet is in flight any more: nothing needs to hold the numbers.
+      t.release();
+    }
   }
 }
 

@@ -12,6 +12,8 @@
  */
 
 export const DEFAULT_BATCH_SIZE = 256;
+/** The largest batch: per-flow tables keep spare entries for what one batch can remove. */
+export const MAX_BATCH_SIZE = 65536;
 
 /** Verdicts a stage can give. Packets whose verdict is PASS are "alive" for the next stage. */
 export const Verdict = { PASS: 0, DROP: 1 } as const;
@@ -246,8 +248,8 @@ export class Batch implements BatchFields {
    * same field arrays.
    */
   constructor(capacity = DEFAULT_BATCH_SIZE, meta?: SharedArrayBuffer | ArrayBuffer) {
-    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 65536) {
-      throw new RangeError(`batch capacity must be an integer in 1..65536, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_BATCH_SIZE) {
+      throw new RangeError(`batch capacity must be an integer in 1..${MAX_BATCH_SIZE}, got ${capacity}`);
     }
     this.capacity = capacity;
     const bytes = metaBytes(capacity);

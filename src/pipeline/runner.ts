@@ -127,6 +127,7 @@ export class Pipeline {
         rt.ns += (t1 - t0) * 1e6;
         alive = after;
       }
+      for (s = 0; s < stages.length; s++) stages[s]!.endBatch?.();
     } catch (e) {
       throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
     }

@@ -19,6 +19,12 @@ export interface Stage {
   report(): StageReport;
   /** Figures about the stage's configuration (table sizes, rules): the same in every worker. */
   describe?(): StageReport;
+  /**
+   * Called after every stage has processed a batch. A stage that frees per-flow state during a
+   * batch (conntrack ending a flow) makes it reusable here, never earlier: later stages still
+   * reach this batch's packets' state by entry number.
+   */
+  endBatch?(): void;
   /** Called once after the last batch. */
   finish?(): void;
   /** A one-line description of what the stage did to packet i, for `dplab trace`. */

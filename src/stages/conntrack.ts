@@ -13,7 +13,7 @@
  */
 import { Verdict, type Batch } from '../packet/batch.js';
 import { CT_INFO_NAMES } from '../conntrack/info.js';
-import { DESTROY_NAMES, Status, type FlowTable } from '../conntrack/table.js';
+import { DESTROY_NAMES, Status, SWEEP_EVERY, SWEEP_SLOTS, type FlowTable } from '../conntrack/table.js';
 import { TCP_STATE_NAMES, TcpState } from '../conntrack/tcp.js';
 import { Conntrack, CT_OK, CT_REASONS, defaultTimeouts, R_TABLE_FULL, type Timeouts } from '../conntrack/tracker.js';
 import { protoName } from '../packet/format.js';
@@ -35,9 +35,6 @@ const TIMEOUT_KEYS: [key: string, set: (t: Timeouts, v: number) => void][] = [
   ['timeout-icmp', (t, v) => { t.icmp = v; }],
   ['timeout-generic', (t, v) => { t.generic = v; }],
 ];
-
-/** Entries the background sweep looks at per batch. */
-const SWEEP_PER_BATCH = 64;
 
 export class ConntrackStage implements Stage {
   readonly name = 'conntrack';
@@ -73,25 +70,32 @@ export class ConntrackStage implements Stage {
 
   process(b: Batch, self: number): void {
     const n = b.count;
-    const { verdict, tsSec, tsNsec, stage, reason } = b;
+    const { verdict, tsSec, tsNsec, num, stage, reason } = b;
     const ct = this.ct;
     const dropInvalid = this.dropInvalid;
-    let now = this.now;
+    // The sweep's clock is the capture's: the latest time of any packet so far, whoever owns it
+    // and whatever its verdict, so every worker's table ages the same way.
+    let clock = this.now;
     for (let i = 0; i < n; i++) {
+      const t = tsSec[i]! + tsNsec[i]! * 1e-9;
+      if (t > clock) clock = t;
+      // The sweep runs at fixed packet numbers, never at batch ends: no batch size changes what
+      // it removes and when.
+      if (num[i]! % SWEEP_EVERY === 0) ct.sweep(clock, SWEEP_SLOTS);
       if (verdict[i] !== Verdict.PASS) continue;
-      now = tsSec[i]! + tsNsec[i]! * 1e-9;
-      const r = ct.track(b, i, now);
+      const r = ct.track(b, i, t);
       if (r !== CT_OK && (dropInvalid || r === R_TABLE_FULL)) {
         verdict[i] = Verdict.DROP;
         stage[i] = self;
         reason[i] = r;
       }
     }
-    // The clock is the capture's: the last packet of the batch, whoever owns it, so every worker's
-    // table ages the same way.
-    if (n > 0) now = Math.max(now, tsSec[n - 1]! + tsNsec[n - 1]! * 1e-9);
-    this.now = now;
-    ct.sweep(now, SWEEP_PER_BATCH);
+    this.now = clock;
+  }
+
+  /** Every stage has seen the batch: entries that ended in it may be reused now. */
+  endBatch(): void {
+    this.ct.table.release();
   }
 
   describe(): StageReport {
@@ -136,7 +140,13 @@ export class ConntrackStage implements Stage {
     CT_INFO_NAMES.forEach((name, k) => { if (ct.info[k]! > 0) packets[name] = ct.info[k]!; });
     const invalid: StageReport = {};
     CT_REASONS.forEach((name, k) => { if (ct.invalid[k]! > 0) invalid[name] = ct.invalid[k]!; });
+    // The table filled: flows were pushed out or packets turned away, so results depend on the
+    // capacity setting. Present only then, for the report's warning and for JSON readers.
+    const evicted = ct.destroyed[DESTROY_NAMES.indexOf('evicted')]!;
+    const refused = ct.invalid[R_TABLE_FULL]!;
+    const full: StageReport = evicted > 0 || refused > 0 ? { tableFull: { flowsEvicted: evicted, packetsDropped: refused } } : {};
     return {
+      ...full,
       flowsCreated: total,
       createdByProtocol: created,
       destroyed,
@@ -158,7 +168,8 @@ export class ConntrackStage implements Stage {
     const state = t.proto(e) === 6 ? ` ${TCP_STATE_NAMES[t.state(e)]}` : '';
     const flags = `${(t.status(e) & Status.SEEN_REPLY) ? ' seen-reply' : ''}${(t.status(e) & Status.ASSURED) ? ' assured' : ''}`;
     const dir = b.dir[i] === 0 ? 'original' : 'reply';
-    return `${info} flow #${e}${state}${flags}, ${dir} direction, ${t.packets(e, 0)}+${t.packets(e, 1)} packets so far`;
+    const orig = t.packets(e, 0);
+    return `${info} flow #${e}${state}${flags}, ${dir} direction; so far ${orig} packet${orig === 1 ? '' : 's'} in the original direction and ${t.packets(e, 1)} in reply`;
   }
 }
 
