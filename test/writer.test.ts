@@ -102,6 +102,17 @@ describe('CaptureWriter output reads back in tshark as the input', () => {
     });
   }
 
+  it('a pcap keeps its timestamp resolution: microsecond stays microsecond, nanosecond stays nanosecond (capinfos -t)', () => {
+    const fileType = (f: string): string => /File type:\s*(.*)/.exec(execFileSync('capinfos', ['-t', f], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }))![1]!.trim();
+    for (const [file, type] of [['dns/ppp_DnsPackets.pcap', 'Wireshark/tcpdump/... - pcap'], ['ts_endian/tcpdump_tcp-handshake-nano.pcap', 'Wireshark/tcpdump/... - nanosecond pcap']] as const) {
+      const input = join(CAPTURES, file);
+      const output = join(dir, `resolution-${file.replace(/\//g, '_')}`);
+      copy(input, output, 'pcap');
+      expect(fileType(input), file).toBe(type);
+      expect(fileType(output), file).toBe(type);
+    }
+  });
+
   it('a packet from an interface not yet described, near the end of the write buffer (1 MiB): every interface block fits', () => {
     // pcapng interface blocks are written when an interface is first used; a packet from interface
     // 199 brings 199 of them at once. Fill the buffer to just below its flush point first, for a

@@ -1,11 +1,11 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
-import { PCAP_MAGIC_NS } from './pcap.js';
+import { PCAP_MAGIC_NS, PCAP_MAGIC_US } from './pcap.js';
 import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 
 /**
- * Writes packets out as a capture in the input's format: classic pcap (with nanosecond
- * timestamps), or pcapng with one interface per input interface at the input's own timestamp
+ * Writes packets out as a capture in the input's format: classic pcap at the input's timestamp
+ * resolution (micro- or nanoseconds, so tools that expect one read the same file type), or pcapng with one interface per input interface at the input's own timestamp
  * resolution, so every timestamp round-trips exactly and tshark reads back the same packets.
  * Output is buffered in one 1 MiB block; nothing is allocated per packet.
  */
@@ -16,6 +16,8 @@ export class CaptureWriter {
   private readonly buf = new Uint8Array(1 << 20);
   private readonly dv = new DataView(this.buf.buffer);
   private at = 0;
+  /** pcap: timestamps in microseconds (the input's were), else nanoseconds. */
+  private micro = false;
 
   /** Interfaces of the input, a live list: pcapng sources discover interfaces as they read. */
   private readonly interfaces: readonly InterfaceInfo[];
@@ -31,7 +33,8 @@ export class CaptureWriter {
     if (this.format === 'pcap') {
       const f = interfaces[0];
       const dv = this.dv;
-      dv.setUint32(0, PCAP_MAGIC_NS, true);
+      this.micro = f?.unitsPerSecond === 1e6;
+      dv.setUint32(0, this.micro ? PCAP_MAGIC_US : PCAP_MAGIC_NS, true);
       dv.setUint16(4, 2, true);
       dv.setUint16(6, 4, true);
       dv.setUint32(8, 0, true);
@@ -85,7 +88,8 @@ export class CaptureWriter {
     const nsec = b.tsNsec[i]!;
     if (this.format === 'pcap') {
       dv.setUint32(p, sec, true);
-      dv.setUint32(p + 4, nsec, true);
+      // A microsecond input's timestamps are whole microseconds, so this division is exact.
+      dv.setUint32(p + 4, this.micro ? Math.floor(nsec / 1000) : nsec, true);
       dv.setUint32(p + 8, len, true);
       dv.setUint32(p + 12, b.wireLen[i]!, true);
       p += 16;
