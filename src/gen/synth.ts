@@ -8,7 +8,10 @@
  *   sees proper state transitions;
  * - UDP flows: datagrams alternating client -> server and back;
  * - attack packets: lone SYNs from 192.0.2.0/24 (IPv4) or 2001:db8:bad::/48 (IPv6), for a
- *   blocklist to drop.
+ *   blocklist to drop;
+ * - scan probes: a SYN from 100.64.0.0/24 (IPv4) or fd00:64::/64 (IPv6) to a well-known port of a
+ *   server, answered 1-4 microseconds later by the server's RST/ACK (a closed port), as a SYN scan
+ *   records. Many such two-packet flows start and end inside one batch.
  * Many flows are active at once (`concurrency`), and their packets interleave. Every IPv4 header
  * and TCP/UDP checksum is correct. Every flow, and every attack SYN, has its own 5-tuple.
  *
@@ -32,6 +35,8 @@ export interface SynthOptions {
   /** Share of TCP flows that end with an RST instead of the FIN handshake. */
   rstShare?: number;
   attackShare?: number;
+  /** Share of all packets that are scan probes (SYN + immediate RST/ACK pairs). */
+  scanShare?: number;
   /** TCP/UDP payload bytes of each data packet. */
   payloadSize?: number;
   /** Timestamp of the first packet, in seconds since the epoch. */
@@ -56,6 +61,8 @@ export interface SynthSummary {
   tcpPackets: number;
   udpPackets: number;
   attackPackets: number;
+  /** Scan probes (each a SYN and its RST/ACK: two packets). */
+  scanProbes: number;
   ipv6Packets: number;
   vlanPackets: number;
   /** First and last timestamp, in microseconds since the epoch. */
@@ -71,6 +78,7 @@ export const SYNTH_DEFAULTS = {
   udpShare: 0.2,
   rstShare: 0.1,
   attackShare: 0.05,
+  scanShare: 0,
   payloadSize: 64,
   startTime: 1_700_000_000,
   rate: 100_000,
@@ -93,6 +101,8 @@ const EPHEMERAL_PORTS = 28232;
 const ATTACK_HOSTS = 254;
 const ATTACK_PORTS = 64000;
 const VLAN_IDS = [100, 101, 102, 103] as const;
+/** Ports a scan probes: the usual suspects, blocked and allowed ones (telnet 23 is in the shipped rules). */
+const SCAN_PORTS = [21, 22, 23, 25, 53, 80, 110, 135, 139, 143, 443, 445, 993, 1433, 1900, 3306, 3389, 5900, 8080, 8443] as const;
 
 const TCP_FIN = 0x01;
 const TCP_SYN = 0x02;
@@ -177,7 +187,7 @@ interface Segment {
   payload: number;
 }
 
-type Resolved = Required<Omit<SynthOptions, 'flows' | 'packets'>> & { flows: number; attack: number; legit: number };
+type Resolved = Required<Omit<SynthOptions, 'flows' | 'packets'>> & { flows: number; attack: number; scan: number; legit: number };
 
 function checkShare(name: string, v: number): void {
   if (!(v >= 0 && v <= 1)) throw new RangeError(`${name} must be a share between 0 and 1, got ${v}`);
@@ -200,31 +210,37 @@ export function resolveSynthOptions(o: SynthOptions): Resolved {
   checkShare('UDP share', r.udpShare);
   checkShare('RST share', r.rstShare);
   checkShare('attack share', r.attackShare);
-  if (r.attackShare === 1) throw new RangeError('attack share must be below 1: some packets must be legitimate');
+  checkShare('scan share', r.scanShare);
+  if (r.attackShare + r.scanShare >= 1) throw new RangeError('attack and scan shares must add up to less than 1: some packets must be legitimate');
   checkInt('payload size', r.payloadSize, 1, MAX_PAYLOAD);
   if (!(r.startTime >= 0 && r.startTime < 2 ** 32)) throw new RangeError(`start time must be seconds since 1970 that fit a pcap (below 2^32), got ${r.startTime}`);
   if (!(r.rate > 0)) throw new RangeError(`rate must be above 0 packets per second, got ${r.rate}`);
   checkInt('concurrency', r.concurrency, 1, 1_000_000);
   checkInt('clients', r.clients, 1, 0xfffffe);
   checkInt('servers', r.servers, 1, 254);
-  let flows: number; let legit: number; let attack: number;
+  let flows: number; let legit: number; let attack: number; let scan: number;
   if (o.packets !== undefined) {
     checkInt('packets', o.packets, 1, 2 ** 40);
     attack = Math.round(o.packets * r.attackShare);
-    legit = o.packets - attack;
+    scan = Math.floor((o.packets * r.scanShare) / 2);
+    legit = o.packets - attack - 2 * scan;
+    if (legit < 1) throw new RangeError(`${o.packets} packets leave none for legitimate flows after the attack and scan shares`);
     flows = Math.ceil(legit / r.packetsPerFlow);
   } else {
     flows = o.flows ?? 1000;
     checkInt('flows', flows, 1, 2 ** 40);
     legit = flows * r.packetsPerFlow;
-    attack = Math.round((legit * r.attackShare) / (1 - r.attackShare));
+    const all = legit / (1 - r.attackShare - r.scanShare);
+    attack = Math.round(all * r.attackShare);
+    scan = Math.round((all * r.scanShare) / 2);
   }
   // Every 5-tuple is distinct (conntrack and tshark would merge or flag reused ones).
   if (flows > r.clients * EPHEMERAL_PORTS) {
     throw new RangeError(`${flows} flows from ${r.clients} clients would reuse client ports; raise clients to at least ${Math.ceil(flows / EPHEMERAL_PORTS)}`);
   }
   if (attack > ATTACK_HOSTS * ATTACK_PORTS) throw new RangeError(`at most ${ATTACK_HOSTS * ATTACK_PORTS} attack packets have distinct 5-tuples; lower the attack share`);
-  return { ...r, flows, legit, attack };
+  if (scan > ATTACK_HOSTS * ATTACK_PORTS) throw new RangeError(`at most ${ATTACK_HOSTS * ATTACK_PORTS} scan probes have distinct 5-tuples; lower the scan share`);
+  return { ...r, flows, legit, attack, scan };
 }
 
 /**
@@ -254,7 +270,7 @@ export function writeSynthPcap(path: string, options: SynthOptions): SynthSummar
 class Generator {
   readonly summary: SynthSummary = {
     packets: 0, bytes: 0, tcpFlows: 0, udpFlows: 0, rstFlows: 0, tcpPackets: 0, udpPackets: 0,
-    attackPackets: 0, ipv6Packets: 0, vlanPackets: 0, firstMicros: 0, lastMicros: 0,
+    attackPackets: 0, scanProbes: 0, ipv6Packets: 0, vlanPackets: 0, firstMicros: 0, lastMicros: 0,
   };
   private readonly rng: Rng;
   private readonly buf = new Uint8Array(BLOCK_SIZE);
@@ -291,12 +307,19 @@ class Generator {
     let started = 0;
     let legitLeft = o.legit;
     let attackLeft = o.attack;
+    let scanLeft = o.scan;
     while (active.length < o.concurrency && started < o.flows) active.push(this.newFlow(started++));
-    while (legitLeft + attackLeft > 0) {
-      // Attack packets are spread evenly at random: exact totals, and well mixed.
-      if (this.rng.int(legitLeft + attackLeft) < attackLeft) {
+    while (legitLeft + attackLeft + scanLeft > 0) {
+      // Attack packets and scan probes are spread evenly at random: exact totals, and well mixed.
+      const pick = this.rng.int(legitLeft + attackLeft + scanLeft);
+      if (pick < attackLeft) {
         this.attackSyn(o.attack - attackLeft);
         attackLeft--;
+        continue;
+      }
+      if (pick < attackLeft + scanLeft) {
+        this.scanProbe(o.scan - scanLeft);
+        scanLeft--;
         continue;
       }
       const slot = this.rng.int(active.length);
@@ -392,9 +415,27 @@ class Generator {
     this.packet(true, v6, vlan, true, from, to, TCP_SYN, from.seq, 0, 0);
   }
 
+  /**
+   * Scan probe k: a SYN from its own source address and port to a well-known port of a server,
+   * and the server's RST/ACK 1-4 microseconds later (the port is closed). Conntrack ends such a
+   * flow at the RST ("reset before reply"), so its entry is freed within the batch it began in.
+   */
+  private scanProbe(k: number): void {
+    const rng = this.rng;
+    const v6 = rng.chance(this.o.ipv6Share);
+    const host = 1 + (k % ATTACK_HOSTS);
+    const server = 1 + rng.int(this.o.servers);
+    const port = SCAN_PORTS[rng.int(SCAN_PORTS.length)]!;
+    const scanner: Endpoint = { addr: v6 ? [0xfd000064, 0, 0, host] : [0x64400000 + host, 0, 0, 0], port: 1024 + (Math.floor(k / ATTACK_HOSTS) % ATTACK_PORTS), seq: rng.u32(), ipId: rng.int(65536) };
+    const target: Endpoint = { addr: v6 ? [0xfd000172, 0x00160000, 0, server] : [0xac100000 + server, 0, 0, 0], port, seq: 0, ipId: rng.int(65536) };
+    this.summary.scanProbes++;
+    this.packet(true, v6, 0, true, scanner, target, TCP_SYN, scanner.seq, 0, 0);
+    this.packet(true, v6, 0, false, target, scanner, TCP_RST | TCP_ACK, 0, (scanner.seq + 1) >>> 0, 0, 1 + rng.int(4));
+  }
+
   /** Write one frame: record header, Ethernet (+ 802.1Q), IPv4 or IPv6, TCP or UDP, payload. */
   private packet(tcp: boolean, v6: boolean, vlan: number, fromClient: boolean, from: Endpoint, to: Endpoint,
-    flags: number, seq: number, ack: number, payload: number): void {
+    flags: number, seq: number, ack: number, payload: number, gapMicros = -1): void {
     if (this.at + MAX_RECORD > this.buf.length) this.flush();
     const b = this.buf; const dv = this.dv;
     const rec = this.at;
@@ -404,7 +445,8 @@ class Generator {
     const l3Len = (v6 ? IPV6_HEADER : IPV4_HEADER) + l4Len;
     const frameLen = ETH_HEADER + (vlan ? VLAN_TAG : 0) + l3Len;
 
-    this.micros += Math.round(this.rng.float() * 2 * this.gap);
+    // An answer within microseconds (a scan's RST) gets its own gap; others the timeline's.
+    this.micros += gapMicros >= 0 ? gapMicros : Math.round(this.rng.float() * 2 * this.gap);
     const sec = Math.floor(this.micros / 1e6);
     dv.setUint32(rec, sec, true);
     dv.setUint32(rec + 4, this.micros - sec * 1e6, true);
