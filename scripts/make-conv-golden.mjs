@@ -15,6 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { decodeAs } from './lib/decode-as.mjs';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..');
 const index = readFileSync(join(root, 'captures/INDEX.tsv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split('\t')[0]);
@@ -35,7 +36,7 @@ function endpoint(s) {
 let total = 0;
 for (const file of clean) {
   const out = execFileSync('tshark', ['-n', '-r', join(root, 'captures', file), '-q',
-    '-o', 'ip.defragment:FALSE', '-o', 'ipv6.defragment:FALSE', '-z', 'conv,tcp', '-z', 'conv,udp'],
+    '-o', 'ip.defragment:FALSE', '-o', 'ipv6.defragment:FALSE', '-z', 'conv,tcp', '-z', 'conv,udp', ...decodeAs(file)],
   { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 1 << 28 });
   const convs = [];
   let proto = null;

@@ -12,13 +12,25 @@
  *   Files of pcap versions 2.2 and 2.3, whose record headers hold the two lengths the other way
  *   round (2.2) or either way (2.3). Each record is a 42-byte Ethernet/IPv4/UDP head of a longer
  *   frame, so captured and original lengths differ and a mix-up shows.
+ * And one capture that goes to captures/ (with its row in captures/INDEX.tsv, counts from capinfos):
+ *
+ * vlan/dplab_eompls-pw-cw.pcap
+ *   Ethernet over MPLS (RFC 4448) with the pseudowire control word (RFC 4385): two labels, a
+ *   control word (first nibble 0, sequence number = packet number), then an Ethernet frame,
+ *   untagged or with 802.1Q tag 42, carrying IPv4 or IPv6 and TCP or UDP (8 packets). Whether
+ *   tshark's default heuristic (pwethheuristic) takes the first bytes for a control word depends on
+ *   which MAC address OUIs it knows: with these inner MACs (00:00:5e:00:53:xx, RFC 7042's
+ *   documentation range) tshark 4.0 finds the control word, with locally administered ones it does
+ *   not. So make-golden.mjs tells it: -d mpls.label==200,pwethcw (the pseudowire's label).
  *
  * Usage: node scripts/make-fixtures.mjs, then node scripts/make-golden.mjs.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { ethernet, ipPacket, mpls, pcapFile } from './lib/frames.mjs';
 
-const OUT = join(dirname(new URL(import.meta.url).pathname), '..', 'test', 'fixtures');
+const ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
+const OUT = join(ROOT, 'test', 'fixtures');
 
 function fileHeader(minor, linkType) {
   const h = Buffer.alloc(24);
@@ -88,8 +100,31 @@ function versionFile(minor, orders) {
   return Buffer.concat(parts);
 }
 
+function eomplsWithControlWord() {
+  const records = [];
+  for (const tags of [[], [42]]) {
+    for (const v6 of [false, true]) {
+      for (const tcp of [true, false]) {
+        const k = records.length + 1;
+        const ip = ipPacket({
+          src: v6 ? '2001:db8:1::1' : '10.1.0.1', dst: v6 ? '2001:db8:1::2' : '10.1.0.2',
+          ...(tcp ? { tcp: { sport: 40000 + k, dport: 8080, seq: 1, ack: 0, flags: 0x02 } }
+            : { udp: { sport: 50000 + k, dport: 9999 }, payload: Buffer.from('eompls') }),
+        });
+        const inner = ethernet('00:00:5e:00:53:02', '00:00:5e:00:53:01', v6 ? 0x86dd : 0x0800, ip, tags);
+        const cw = Buffer.alloc(4);
+        cw.writeUInt16BE(k, 2); // flags, fragment and length 0; sequence number k
+        const frame = ethernet('02:00:00:00:00:02', '02:00:00:00:00:01', 0x8847, mpls([100, 200], Buffer.concat([cw, inner])));
+        records.push({ sec: 1700000200, usec: k, frame });
+      }
+    }
+  }
+  return pcapFile(1, records);
+}
+
 mkdirSync(OUT, { recursive: true });
 writeFileSync(join(OUT, 'ipv6-address-forms.pcap'), addressForms());
 // 2.2: always original length first. 2.3: written either way.
 writeFileSync(join(OUT, 'pcap-v2.2-lengths.pcap'), versionFile(2, [true, true]));
 writeFileSync(join(OUT, 'pcap-v2.3-lengths.pcap'), versionFile(3, [false, true, false]));
+writeFileSync(join(ROOT, 'captures', 'vlan', 'dplab_eompls-pw-cw.pcap'), eomplsWithControlWord());

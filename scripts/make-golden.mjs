@@ -28,6 +28,7 @@
  *                                         inner layers); the rules below pick the outer one
  * No tunnel heuristics need disabling: frame.protocols lists layers in the order tshark dissected
  * them, so the outer IP header is always the first ip/ipv6 layer whatever tshark finds inside it.
+ * Where tshark can only guess what an MPLS label carries, scripts/lib/decode-as.mjs tells it.
  *
  * Which records are packets
  *   - tshark counts pcapng Custom Blocks (frame.cb_pen is set) as frames. They are not packets:
@@ -65,6 +66,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { decodeAs } from './lib/decode-as.mjs';
 
 const ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
 const CAPTURES = join(ROOT, 'captures');
@@ -266,10 +268,10 @@ const L4_HEADER = { udp: 8, udplite: 8, sctp: 12, icmp: 8, icmpv6: 4 };
  * a marker reads "Packet size limited during capture, after the whole header": the layer's
  * captured bytes (its pdml size) cover the header (tcp.hdr_len for TCP, the fixed size otherwise).
  */
-function problemsOf(file, frames) {
+function problemsOf(file, frames, extra) {
   const out = new Map();
   if (frames.length === 0) return out;
-  const xml = tshark(['-r', file, '-Y', `frame.number in {${frames.join(', ')}}`, '-T', 'pdml']);
+  const xml = tshark(['-r', file, ...extra, '-Y', `frame.number in {${frames.join(', ')}}`, '-T', 'pdml']);
   const unescape = (s) => s.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
   for (const packet of xml.split('<packet>').slice(1)) {
     const num = Number(/<field name="num" [^>]*show="(\d+)"/.exec(packet)[1]);
@@ -313,14 +315,14 @@ function problemsOf(file, frames) {
   return out;
 }
 
-function golden(file) {
-  const text = tshark(['-r', file, '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,', '-E', 'quote=n',
+function golden(file, extra) {
+  const text = tshark(['-r', file, ...extra, '-T', 'fields', '-E', 'separator=/t', '-E', 'occurrence=a', '-E', 'aggregator=,', '-E', 'quote=n',
     ...FIELDS.flatMap((x) => ['-e', x])]);
   const frames = text.split('\n').filter((l) => l !== '').map(parseFields);
   const troubled = frames
     .filter((f) => f['_ws.malformed'].length > 0 || f['_ws.short'].length > 0 || f['_ws.expert.severity'].some((s) => Number(s) >= SEVERITY_ERROR))
     .map((f) => Number(f['frame.number'][0]));
-  const problems = problemsOf(file, troubled);
+  const problems = problemsOf(file, troubled, extra);
   const pcapng = readFileSync(file).readUInt32BE(0) === 0x0a0d0d0a;
   const rows = [COLUMNS.join('\t')];
   let num = 0;
@@ -363,11 +365,11 @@ function damagedRow(rel) {
 }
 
 const jobs = [
-  ...indexedCaptures().filter((rel) => !isDamaged(rel)).map((rel) => [join(CAPTURES, rel), join(GOLDEN, `${rel}.tsv`)]),
-  ...FIXTURE_FILES.map((n) => [join(FIXTURES, n), join(GOLDEN, 'fixtures', `${n}.tsv`)]),
+  ...indexedCaptures().filter((rel) => !isDamaged(rel)).map((rel) => [join(CAPTURES, rel), join(GOLDEN, `${rel}.tsv`), decodeAs(rel)]),
+  ...FIXTURE_FILES.map((n) => [join(FIXTURES, n), join(GOLDEN, 'fixtures', `${n}.tsv`), []]),
 ];
-for (const [input, output] of jobs) {
-  const tsv = golden(input);
+for (const [input, output, extra] of jobs) {
+  const tsv = golden(input, extra);
   mkdirSync(dirname(output), { recursive: true });
   writeFileSync(output, tsv);
   process.stdout.write(`${output.slice(ROOT.length + 1)}: ${tsv.split('\n').length - 2} packets\n`);

@@ -242,7 +242,14 @@ export function decodePacket(b: Batch, i: number): void {
       }
       if (end - q < 1) { cut(b, i, Malformed.LINK_TRUNCATED); return; }
       et = ipByVersion(x[q]!);
-      if (et === 0) { b.l3Type[i] = ET_MPLS; return; }
+      if (et === 0) {
+        // First nibble 0: a pseudowire control word (RFC 4385), then an Ethernet frame (Ethernet
+        // over MPLS, RFC 4448) whose tags the loop goes on to read. tshark's pwethheuristic also
+        // weighs the MAC addresses' OUIs, which dplab has no table of.
+        if (x[q]! >> 4 !== 0 || end - q < 4 + 14) { b.l3Type[i] = ET_MPLS; return; }
+        et = (x[q + 16]! << 8) | x[q + 17]!;
+        q += 4 + 14;
+      }
     } else if (et === ET_PPPOE) {
       if (end - q < 8) { cut(b, i, Malformed.LINK_TRUNCATED); return; }
       const ppp = (x[q + 6]! << 8) | x[q + 7]!;
