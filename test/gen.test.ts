@@ -149,6 +149,19 @@ describe('dplab gen: synthetic traffic', () => {
     expect(countMatching(f, PROBLEMS)).toBe(0);
   });
 
+  it('--scan: each probe is a SYN to a well-known port and the server\'s RST/ACK microseconds later', () => {
+    const f = join(dir, 'scan.pcap');
+    const r = writeSynthPcap(f, { flows: 100, scanShare: 0.4, seed: 11 });
+    expect(r.scanProbes).toBeGreaterThan(100);
+    expect(countMatching(f, PROBLEMS)).toBe(0);
+    const scanner = 'ip.addr==100.64.0.0/24 || ipv6.addr==fd00:64::/64';
+    expect(countMatching(f, `(${scanner}) && tcp.flags==0x002`)).toBe(r.scanProbes);
+    expect(countMatching(f, `(${scanner}) && tcp.flags==0x014`)).toBe(r.scanProbes);
+    // tshark pairs each RST with its SYN: the RST acknowledges the SYN and follows it in the same stream.
+    expect(countMatching(f, `(${scanner}) && tcp.flags==0x014 && tcp.ack==1 && tcp.time_delta < 0.000005`)).toBe(r.scanProbes);
+    expect(conversations(f, 'tcp')).toBe(r.tcpFlows + r.attackPackets + r.scanProbes);
+  });
+
   it('the dplab gen command writes what the library writes, and rejects bad options', () => {
     const f = join(dir, 'cli.pcap');
     const ok = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', f, '--flows', '50', '--ipv6', '50%', '--seed', '9'], { encoding: 'utf8' });
