@@ -1,9 +1,13 @@
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import type { Batch } from '../packet/batch.js';
 import { CaptureError } from './errors.js';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US, PcapReader } from './pcap.js';
 import { BT_SHB, PcapngReader } from './pcapng.js';
-import type { InterfaceInfo, PacketSource, SourceOptions } from './source.js';
+import { readStream, type InterfaceInfo, type PacketSource, type SourceOptions } from './source.js';
+
+/** How a capture read from standard input (`-`) is named in reports and messages. */
+export const STDIN_NAME = 'standard input';
 
 /**
  * Open a capture file, recognising pcap and pcapng by their first bytes. Throws CaptureError
@@ -11,7 +15,9 @@ import type { InterfaceInfo, PacketSource, SourceOptions } from './source.js';
  * unknown magic) is damage at byte 0, like a truncated header: the source comes back done, with
  * its error set and no packets, so callers report it the same way.
  */
-export function openCapture(path: string, opts?: SourceOptions): PacketSource {
+export function openCapture(file: string, opts?: SourceOptions): PacketSource {
+  if (file === '-') return openStdin(opts);
+  const path = file;
   let fd: number;
   try {
     if (statSync(path).isDirectory()) throw new CaptureError(path, -1, 'is a directory', 'Give a pcap or pcapng file');
@@ -20,18 +26,45 @@ export function openCapture(path: string, opts?: SourceOptions): PacketSource {
     if (e instanceof CaptureError) throw e;
     throw new CaptureError(path, -1, describeOpenError(e), hintForOpenError(e));
   }
+  return openFd(path, fd, opts);
+}
+
+/**
+ * `-`: standard input, as tcpdump and tshark read `-r -`. A pipe is read sequentially, in the same
+ * chunks as a file, so memory stays bounded whatever it carries.
+ */
+function openStdin(opts?: SourceOptions): PacketSource {
+  if (isatty(0)) {
+    throw new CaptureError(STDIN_NAME, -1, 'is a terminal', 'Pipe a capture into dplab (dplab gen - | dplab replay -, tcpdump -w - | dplab replay -) or give a file');
+  }
+  let fd = 0;
+  // A fresh open of the pipe is a blocking descriptor even if fd 0 was made non-blocking.
+  try { if (!fstatSync(0).isFile()) fd = openSync('/dev/stdin', 'r'); } catch { fd = 0; }
+  return openFd(STDIN_NAME, fd, opts);
+}
+
+function openFd(path: string, fd: number, opts?: SourceOptions): PacketSource {
   const head = new Uint8Array(4);
-  let got: number;
+  let got = 0;
   let size: number;
+  let stream = false;
   try {
-    got = readSync(fd, head, 0, 4, 0);
-    size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    stream = !st.isFile() && !st.isBlockDevice();
+    size = st.size;
+    if (!stream) got = readSync(fd, head, 0, 4, 0);
+    else {
+      // A pipe cannot be read by position: read the magic number in order and hand it on.
+      for (let n = -1; got < 4 && n !== 0;) got += n = readStream(fd, head, got, 4 - got);
+      size = got;
+    }
   } catch (e) {
-    closeSync(fd);
+    if (fd !== 0) closeSync(fd);
     throw new CaptureError(path, -1, describeOpenError(e), hintForOpenError(e));
   }
+  if (stream) opts = { ...opts, prefix: head.subarray(0, got) };
   const unreadable = (problem: string, hint: string): PacketSource => {
-    closeSync(fd);
+    if (fd !== 0) closeSync(fd);
     return new UnreadableCapture(path, size, new CaptureError(path, 0, problem, hint));
   };
   if (got === 0) return unreadable('file is empty', 'Check that the capture finished writing');

@@ -49,6 +49,8 @@ export interface SourceOptions {
   chunkSize?: number;
   /** Chunks in the pool: batches in flight keep theirs until released (default 2). */
   chunks?: number;
+  /** The first bytes of a stream, already read by whoever opened it. */
+  prefix?: Uint8Array;
 }
 
 export interface Chunk {
@@ -75,7 +77,8 @@ export abstract class ChunkedFileSource implements PacketSource {
   abstract readonly interfaces: readonly InterfaceInfo[];
   abstract fill(batch: Batch): number;
 
-  readonly size: number;
+  /** The file's size; for a stream, 0 until its end, then the bytes it held. */
+  size: number;
   error: CaptureError | null = null;
   done = false;
   blocked = false;
@@ -89,10 +92,17 @@ export abstract class ChunkedFileSource implements PacketSource {
   /** File offset where the next read starts. */
   private readAt = 0;
   private eof = false;
+  /**
+   * A pipe or terminal (standard input): read sequentially, never by position (ESPIPE), and its
+   * size is unknown (0) until its end.
+   */
+  readonly stream: boolean;
 
   constructor(readonly path: string, fd: number, opts: SourceOptions = {}) {
     this.fd = fd;
-    this.size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    this.stream = !st.isFile() && !st.isBlockDevice();
+    this.size = this.stream ? 0 : st.size;
     const chunkSize = Math.max(MIN_CHUNK_SIZE, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
     const count = Math.max(1, opts.chunks ?? 2);
     for (let id = 0; id < count; id++) {
@@ -100,6 +110,12 @@ export abstract class ChunkedFileSource implements PacketSource {
       this.pool.push({ id, buf, dv: new DataView(buf.buffer), len: 0, fileOffset: 0, refs: 0 });
     }
     this.c = this.pool[0]!;
+    if (opts.prefix) {
+      // Bytes a stream's opener already read (the magic number): they start the first chunk.
+      this.c.buf.set(opts.prefix, 0);
+      this.c.len = opts.prefix.length;
+      this.readAt = opts.prefix.length;
+    }
   }
 
   get position(): number {
@@ -117,7 +133,7 @@ export abstract class ChunkedFileSource implements PacketSource {
   }
 
   close(): void {
-    closeSync(this.fd);
+    if (this.fd !== 0) closeSync(this.fd);
   }
 
   /** Bytes available at `pos` in the current chunk. */
@@ -167,8 +183,9 @@ export abstract class ChunkedFileSource implements PacketSource {
     let len = carry;
     // One read is enough unless the OS returns short reads; loop until the chunk is full or EOF.
     while (len < next.buf.length) {
-      const got = readSync(this.fd, next.buf, len, next.buf.length - len, this.readAt);
-      if (got === 0) { this.eof = true; break; }
+      const got = this.stream ? readStream(this.fd, next.buf, len, next.buf.length - len)
+        : readSync(this.fd, next.buf, len, next.buf.length - len, this.readAt);
+      if (got === 0) { this.eof = true; if (this.stream) this.size = this.readAt; break; }
       this.readAt += got;
       len += got;
     }
@@ -185,19 +202,46 @@ export abstract class ChunkedFileSource implements PacketSource {
       return;
     }
     const target = this.c.fileOffset + this.pos + n;
-    this.readAt = Math.min(target, this.size);
-    this.eof = false;
+    if (this.stream) {
+      // A pipe cannot seek: read past the bytes (rare: only blocks larger than a chunk are skipped).
+      const scratch = new Uint8Array(1 << 16);
+      while (!this.eof && this.readAt < target) {
+        const got = readStream(this.fd, scratch, 0, Math.min(scratch.length, target - this.readAt));
+        if (got === 0) { this.eof = true; this.size = this.readAt; } else this.readAt += got;
+      }
+    } else {
+      this.readAt = Math.min(target, this.size);
+      this.eof = false;
+    }
     this.c.fileOffset = target - this.c.len;
     this.pos = this.c.len;
   }
 
   /** Bytes of the file left from `pos`, whether in memory or not. */
   protected remainingInFile(): number {
+    if (this.stream && !this.eof) return Infinity;
     return this.size - (this.c.fileOffset + this.pos);
   }
 
   protected fail(offset: number, problem: string, hint: string): void {
     this.error = new CaptureError(this.path, offset, problem, hint);
     this.done = true;
+  }
+}
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * One sequential read from a pipe or terminal. A non-blocking descriptor (EAGAIN: nothing to read
+ * yet) is waited on in short sleeps rather than failed.
+ */
+export function readStream(fd: number, buf: Uint8Array, at: number, length: number): number {
+  for (;;) {
+    try {
+      return readSync(fd, buf, at, length, null);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(pause, 0, 0, 0.2);
+    }
   }
 }
