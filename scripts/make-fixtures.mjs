@@ -12,6 +12,11 @@
  *   Files of pcap versions 2.2 and 2.3, whose record headers hold the two lengths the other way
  *   round (2.2) or either way (2.3). Each record is a 42-byte Ethernet/IPv4/UDP head of a longer
  *   frame, so captured and original lengths differ and a mix-up shows.
+ * simple-packet-blocks.pcapng
+ *   pcapng Simple Packet Blocks, which carry no timestamp, between Enhanced Packet Blocks, which
+ *   do: SPB, EPB, SPB, SPB, EPB, SPB (Ethernet/IPv4 UDP and TCP). tshark prints no
+ *   frame.time_epoch for an SPB; the first and last timestamps are those of packets 2 and 5.
+ *
  * And one capture that goes to captures/ (with its row in captures/INDEX.tsv, counts from capinfos):
  *
  * vlan/dplab_eompls-pw-cw.pcap
@@ -27,7 +32,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ethernet, ipPacket, mpls, pcapFile } from './lib/frames.mjs';
+import { ethernet, ipPacket, mpls, pcapFile, pcapngBlock } from './lib/frames.mjs';
 
 const ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
 const OUT = join(ROOT, 'test', 'fixtures');
@@ -122,9 +127,44 @@ function eomplsWithControlWord() {
   return pcapFile(1, records);
 }
 
+function simplePacketBlocks() {
+  const shb = Buffer.alloc(16);
+  shb.writeUInt32LE(0x1a2b3c4d, 0); // byte-order magic
+  shb.writeUInt16LE(1, 4); // version 1.0
+  shb.writeBigInt64LE(-1n, 8); // section length unknown
+  const idb = Buffer.alloc(8);
+  idb.writeUInt16LE(1, 0); // LINKTYPE_ETHERNET; snap length 0 (none), default microseconds
+  const blocks = [pcapngBlock(0x0a0d0d0a, shb), pcapngBlock(1, idb)];
+  ['spb', 'epb', 'spb', 'spb', 'epb', 'spb'].forEach((kind, k) => {
+    const n = k + 1;
+    const ip = ipPacket({
+      src: '192.0.2.1', dst: '192.0.2.2', id: n,
+      ...(n % 2 === 0 ? { tcp: { sport: 41000 + n, dport: 80, seq: n, ack: 0, flags: 0x02 } }
+        : { udp: { sport: 42000 + n, dport: 9999 }, payload: Buffer.from('spb') }),
+    });
+    const frame = ethernet('02:00:00:00:00:02', '02:00:00:00:00:01', 0x0800, ip);
+    if (kind === 'spb') {
+      const head = Buffer.alloc(4);
+      head.writeUInt32LE(frame.length, 0); // original length; the captured length follows from the block's
+      blocks.push(pcapngBlock(3, Buffer.concat([head, frame])));
+    } else {
+      const head = Buffer.alloc(20);
+      const t = 1700000300000000n + BigInt(n); // microseconds
+      head.writeUInt32LE(0, 0); // interface 0
+      head.writeUInt32LE(Number(t >> 32n), 4);
+      head.writeUInt32LE(Number(t & 0xffffffffn), 8);
+      head.writeUInt32LE(frame.length, 12);
+      head.writeUInt32LE(frame.length, 16);
+      blocks.push(pcapngBlock(6, Buffer.concat([head, frame])));
+    }
+  });
+  return Buffer.concat(blocks);
+}
+
 mkdirSync(OUT, { recursive: true });
 writeFileSync(join(OUT, 'ipv6-address-forms.pcap'), addressForms());
 // 2.2: always original length first. 2.3: written either way.
 writeFileSync(join(OUT, 'pcap-v2.2-lengths.pcap'), versionFile(2, [true, true]));
 writeFileSync(join(OUT, 'pcap-v2.3-lengths.pcap'), versionFile(3, [false, true, false]));
+writeFileSync(join(OUT, 'simple-packet-blocks.pcapng'), simplePacketBlocks());
 writeFileSync(join(ROOT, 'captures', 'vlan', 'dplab_eompls-pw-cw.pcap'), eomplsWithControlWord());

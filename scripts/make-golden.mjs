@@ -73,7 +73,7 @@ const CAPTURES = join(ROOT, 'captures');
 const GOLDEN = join(ROOT, 'test', 'golden');
 const FIXTURES = join(ROOT, 'test', 'fixtures');
 /** Synthetic captures in test/fixtures/ that get a golden file too (made by scripts/make-fixtures.mjs). */
-const FIXTURE_FILES = ['ipv6-address-forms.pcap', 'pcap-v2.2-lengths.pcap', 'pcap-v2.3-lengths.pcap'];
+const FIXTURE_FILES = ['ipv6-address-forms.pcap', 'pcap-v2.2-lengths.pcap', 'pcap-v2.3-lengths.pcap', 'simple-packet-blocks.pcapng'];
 
 const TSHARK_OPTS = [
   '-n',

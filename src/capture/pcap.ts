@@ -78,7 +78,7 @@ export class PcapReader extends ChunkedFileSource {
     const inclAt = this.lengths === Lengths.SWAPPED ? 12 : 8;
     const origAt = 20 - inclAt;
     const maybeSwapped = this.lengths === Lengths.MAYBE_SWAPPED;
-    const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, num } = b;
+    const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, noTime, num } = b;
     let n = 0;
     let seen = this.packets;
     for (;;) {
@@ -105,6 +105,7 @@ export class PcapReader extends ChunkedFileSource {
         wireLen[n] = orig;
         linkType[n] = lt;
         iface[n] = 0;
+        noTime[n] = 0;
         num[n] = seen + n + 1;
         n++;
         pos = end;

@@ -39,6 +39,9 @@ export class PcapngReader extends ChunkedFileSource {
   private section: Iface[] = [];
   private le = true;
   private sections = 0;
+  /** The time of the last packet handed out, for a Simple Packet Block that starts a batch. */
+  private lastSec = 0;
+  private lastNsec = 0;
 
   constructor(path: string, fd: number, opts?: SourceOptions) {
     super(path, fd, opts);
@@ -51,7 +54,7 @@ export class PcapngReader extends ChunkedFileSource {
     b.count = 0;
     if (this.done) return 0;
     const cap = b.capacity;
-    const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, num } = b;
+    const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, noTime, num } = b;
     let n = 0;
     for (;;) {
       const c = this.c;
@@ -74,6 +77,7 @@ export class PcapngReader extends ChunkedFileSource {
         wireLen[n] = dv.getUint32(pos + 24, le);
         linkType[n] = ifc.linkType;
         iface[n] = ifc.index;
+        noTime[n] = 0;
         num[n] = this.packets + n + 1;
         n++;
         pos += blen;
@@ -252,8 +256,15 @@ export class PcapngReader extends ChunkedFileSource {
     if (ifc === undefined) {
       return this.damaged(at, `packet refers to interface ${ifId}, but the section describes ${this.section.length}`);
     }
-    if (type === BT_SPB) { b.tsSec[n] = 0; b.tsNsec[n] = 0; }
-    else this.timestamp(ifc, hi, lo, b.tsSec, b.tsNsec, n);
+    if (type === BT_SPB) {
+      // No timestamp: the last one the file gave stands in for whatever needs a clock (batch.ts).
+      b.tsSec[n] = n > 0 ? b.tsSec[n - 1]! : this.lastSec;
+      b.tsNsec[n] = n > 0 ? b.tsNsec[n - 1]! : this.lastNsec;
+      b.noTime[n] = 1;
+    } else {
+      this.timestamp(ifc, hi, lo, b.tsSec, b.tsNsec, n);
+      b.noTime[n] = 0;
+    }
     b.off[n] = data;
     b.capLen[n] = incl;
     b.wireLen[n] = orig;
@@ -261,6 +272,11 @@ export class PcapngReader extends ChunkedFileSource {
     b.iface[n] = ifc.index;
     b.num[n] = this.packets + n + 1;
     return true;
+  }
+
+  protected override handOut(b: Batch, n: number): number {
+    if (n > 0) { this.lastSec = b.tsSec[n - 1]!; this.lastNsec = b.tsNsec[n - 1]!; }
+    return super.handOut(b, n);
   }
 
   /** Split a 64-bit count of interface units into seconds and nanoseconds, exactly. */

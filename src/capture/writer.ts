@@ -1,5 +1,5 @@
-import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
+import { outputFile, OutputFile } from './outfile.js';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US } from './pcap.js';
 import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 
@@ -12,7 +12,12 @@ import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 export class CaptureWriter {
   readonly format: 'pcap' | 'pcapng';
   packets = 0;
-  private readonly fd: number;
+  /** Packets surely in the file: those of every flush that succeeded. */
+  flushed = 0;
+  /** A write failed: the file holds `flushed` packets and takes no more. */
+  private failed = false;
+  /** Where it goes: a path (opened here) or an output opened before the run. */
+  readonly out: OutputFile;
   private readonly buf = new Uint8Array(1 << 20);
   private readonly dv = new DataView(this.buf.buffer);
   private at = 0;
@@ -24,12 +29,12 @@ export class CaptureWriter {
   /** pcapng: interface description blocks written so far. */
   private written = 0;
 
-  constructor(readonly path: string, interfaces: readonly InterfaceInfo[], format: 'pcap' | 'pcapng') {
+  constructor(out: string | OutputFile, interfaces: readonly InterfaceInfo[], format: 'pcap' | 'pcapng') {
     const linkTypes = new Set(interfaces.map((f) => f.linkType));
     if (format === 'pcap' && linkTypes.size > 1) throw new RangeError('pcap holds one link type; write pcapng');
     this.format = format;
     this.interfaces = interfaces;
-    this.fd = openSync(path, 'w');
+    this.out = outputFile('--write', out);
     if (this.format === 'pcap') {
       const f = interfaces[0];
       const dv = this.dv;
@@ -130,15 +135,25 @@ export class CaptureWriter {
     this.packets++;
   }
 
+  get path(): string {
+    return this.out.name;
+  }
+
+  /** Write out what is buffered: whole records only, so a failed write leaves a readable file. */
   flush(): void {
-    let done = 0;
-    while (done < this.at) done += writeSync(this.fd, this.buf, done, this.at - done);
+    if (this.failed) return;
+    try {
+      this.out.write(this.buf, 0, this.at);
+    } catch (e) {
+      this.failed = true;
+      throw e;
+    }
     this.at = 0;
+    this.flushed = this.packets;
   }
 
   close(): void {
-    this.flush();
-    closeSync(this.fd);
+    try { this.flush(); } finally { this.out.close(); }
   }
 
   /** A whole block: type, total length, body of `body` bytes filled by `fill`, trailing length. */
@@ -164,16 +179,31 @@ function tsresolByte(unitsPerSecond: number): number {
 
 /**
  * Forwarded packets to one capture, the others to another (either optional), in the source's
- * format. Each file opens with the first packet, when a pcapng source knows its first interfaces;
- * a capture with no packets still gets its (empty) files, so scripts can rely on them.
+ * format. The files are opened (and so checked) here, before any packet; each capture's header
+ * goes out with the first packet, when a pcapng source knows its first interfaces. A capture with
+ * no packets still gets its (empty) files, so scripts can rely on them.
  */
 export class SplitWriter {
   private readonly format: 'pcap' | 'pcapng';
   private fwd: CaptureWriter | null = null;
   private drop: CaptureWriter | null = null;
+  private readonly forwarded?: OutputFile;
+  private readonly dropped?: OutputFile;
 
-  constructor(private readonly src: PacketSource, private readonly forwarded?: string, private readonly dropped?: string) {
+  constructor(private readonly src: PacketSource, forwarded?: string | OutputFile, dropped?: string | OutputFile) {
     this.format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
+    this.forwarded = forwarded === undefined ? undefined : outputFile('--write', forwarded);
+    try {
+      this.dropped = dropped === undefined ? undefined : outputFile('--write-dropped', dropped);
+    } catch (e) {
+      this.forwarded?.close();
+      throw e;
+    }
+  }
+
+  /** Packets surely written to each capture (for a report after a failed write). */
+  written(): { forwarded: number; dropped: number } {
+    return { forwarded: this.fwd?.flushed ?? 0, dropped: this.drop?.flushed ?? 0 };
   }
 
   get active(): boolean {
@@ -193,7 +223,14 @@ export class SplitWriter {
   close(): void {
     const ifaces = this.src.interfaces.length ? this.src.interfaces
       : [{ linkType: 1, snapLen: MAX_PACKET, name: 'eth', unitsPerSecond: 1e9, tsOffset: 0 }];
-    if (this.forwarded !== undefined) (this.fwd ?? new CaptureWriter(this.forwarded, ifaces, this.format)).close();
-    if (this.dropped !== undefined) (this.drop ?? new CaptureWriter(this.dropped, ifaces, this.format)).close();
+    // Close both even if one fails; the first failure is what is reported.
+    let failure: unknown = null;
+    try {
+      if (this.forwarded !== undefined) (this.fwd ??= new CaptureWriter(this.forwarded, ifaces, this.format)).close();
+    } catch (e) { failure = e; }
+    try {
+      if (this.dropped !== undefined) (this.drop ??= new CaptureWriter(this.dropped, ifaces, this.format)).close();
+    } catch (e) { failure ??= e; }
+    if (failure) throw failure;
   }
 }

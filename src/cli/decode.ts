@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { openCapture } from '../capture/open.js';
 import { Batch } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
-import { ipToString, l3Name, protoName, timestampToString } from '../packet/format.js';
+import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { LineWriter } from './output.js';
 import { reportCaptureProblems } from './problems.js';
@@ -14,7 +14,8 @@ Print one tab-separated line per packet, to compare line by line with tshark:
   number  timestamp  protocol  src  sport  dst  dport  length  reason
 
   number     frame number, from 1 (tshark's frame.number)
-  timestamp  seconds.nanoseconds since the epoch (frame.time_epoch)
+  timestamp  seconds.nanoseconds since the epoch (frame.time_epoch); empty when the
+             record has none (a pcapng Simple Packet Block), as in tshark
   protocol   tcp, udp, icmp, icmpv6, sctp, ... for IP; arp, lldp, ... otherwise
   src, dst   IPv4 or IPv6 address (of the outer IP header)
   sport/dport  TCP/UDP/SCTP ports; empty for later IP fragments and other protocols
@@ -74,5 +75,5 @@ export function packetLine(b: Batch, i: number): string {
   } else {
     proto = m !== 0 ? '' : l3Name(b.l3Type[i]!);
   }
-  return `${b.num[i]}\t${timestampToString(b.tsSec[i]!, b.tsNsec[i]!)}\t${proto}\t${src}\t${sp}\t${dst}\t${dp}\t${b.wireLen[i]}\t${m !== 0 ? MALFORMED_NAMES[m] : ''}`;
+  return `${b.num[i]}\t${packetTime(b, i)}\t${proto}\t${src}\t${sp}\t${dst}\t${dp}\t${b.wireLen[i]}\t${m !== 0 ? MALFORMED_NAMES[m] : ''}`;
 }

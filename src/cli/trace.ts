@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { Verdict, type Batch } from '../packet/batch.js';
 import { MALFORMED_NAMES } from '../packet/decode.js';
-import { ipToString, l3Name, protoName, timestampToString } from '../packet/format.js';
+import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import { runCapture } from '../pipeline/run.js';
@@ -106,7 +106,7 @@ export function tracePacket(b: Batch, i: number, stages: Stage[]): string[] {
     if (p === 6) what += ` [${FLAGS.filter((_, k) => (b.tcpFlags[i]! >> k) & 1).join(',')}]`;
     if (p === 1 || p === 58) what += ` type ${b.icmpType[i]} code ${b.icmpCode[i]}`;
   } else what = l3Name(b.l3Type[i]!);
-  lines.push(`Packet ${b.num[i]}  ${timestampToString(b.tsSec[i]!, b.tsNsec[i]!)}  ${b.wireLen[i]} bytes  ${what}`);
+  lines.push(`Packet ${b.num[i]}  ${packetTime(b, i) || 'no timestamp'}  ${b.wireLen[i]} bytes  ${what}`);
   const mal = b.malformed[i]!;
   const decode = mal !== 0 ? `malformed: ${MALFORMED_NAMES[mal]} (dropped before any stage)`
     : `ok: ${f ? `ipv${f}` : l3Name(b.l3Type[i]!)}${b.vlan[i] ? ` vlan ${b.vlan[i]}` : ''}${f ? `, flow hash 0x${b.hash[i]!.toString(16).padStart(8, '0')}` : ''}`;

@@ -36,6 +36,12 @@ export interface BatchFields {
   tsSec: Float64Array;
   /** Timestamp: nanoseconds within the second. */
   tsNsec: Uint32Array;
+  /**
+   * 1 when the record has no timestamp (a pcapng Simple Packet Block). tsSec/tsNsec then hold the
+   * last time the file gave before it (0 when none yet): conntrack timeouts and rate limits run on
+   * that, so time never goes backwards for them; output shows no time, as tshark does.
+   */
+  noTime: Uint8Array;
   /** Link type of the interface the packet came from (LINKTYPE_*). */
   linkType: Uint16Array;
   /** Capture interface index (pcapng); 0 for pcap. */
@@ -116,6 +122,7 @@ const CAPTURE_FIELDS: readonly FieldSpec[] = [
   ['tsNsec', 4, 1, 'u32'],
   ['linkType', 2, 1, 'u16'],
   ['iface', 2, 1, 'u16'],
+  ['noTime', 1, 1, 'u8'],
 ];
 const DECODE_FIELDS: readonly FieldSpec[] = [
   ['l3', 4, 1, 'u32'],
@@ -206,6 +213,7 @@ export class Batch implements BatchFields {
   readonly tsNsec: Uint32Array;
   readonly linkType: Uint16Array;
   readonly iface: Uint16Array;
+  readonly noTime: Uint8Array;
   readonly num: Float64Array;
   readonly malformed: Uint8Array;
   readonly l3Type: Uint16Array;
@@ -268,6 +276,7 @@ export class Batch implements BatchFields {
     this.tsNsec = new Uint32Array(m, at.tsNsec, c);
     this.linkType = new Uint16Array(m, at.linkType, c);
     this.iface = new Uint16Array(m, at.iface, c);
+    this.noTime = new Uint8Array(m, at.noTime, c);
     this.l3 = new Uint32Array(m, at.l3, c);
     this.l4 = new Uint32Array(m, at.l4, c);
     this.pay = new Uint32Array(m, at.pay, c);

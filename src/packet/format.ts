@@ -1,5 +1,5 @@
 /** Text forms of addresses and protocols, for output (never on the per-packet hot path of a replay). */
-import { L3 } from './batch.js';
+import { L3, type Batch } from './batch.js';
 
 export function ipv4ToString(a: number): string {
   return `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
@@ -60,4 +60,9 @@ export function l3Name(et: number): string {
 /** "seconds.nanoseconds" with nine digits, as tshark's frame.time_epoch. */
 export function timestampToString(sec: number, nsec: number): string {
   return `${sec}.${String(nsec).padStart(9, '0')}`;
+}
+
+/** Packet i's time as timestampToString writes it, or '' for a record without one (tshark prints none). */
+export function packetTime(b: Batch, i: number): string {
+  return b.noTime[i] === 1 ? '' : timestampToString(b.tsSec[i]!, b.tsNsec[i]!);
 }

@@ -43,11 +43,12 @@ export class TrafficSummary {
   /**
    * Count the batch's packets; with `mine` (a worker's shard), only the packets marked 1, so the
    * workers' summaries add up to the capture's. The first and last timestamps are always the
-   * batch's, so every worker agrees on the capture's duration.
+   * batch's, so every worker agrees on the capture's duration; packets without a timestamp (pcapng
+   * Simple Packet Blocks) are left out of them.
    */
   add(b: Batch, mine: Uint8Array | null = null): void {
     const n = b.count;
-    const { linkType, l3Type, proto, family, malformed, capLen, wireLen, vlan, frag, tsSec, tsNsec } = b;
+    const { linkType, l3Type, proto, family, malformed, capLen, wireLen, vlan, frag, tsSec, tsNsec, noTime } = b;
     let counted = n;
     for (let i = 0; i < n; i++) {
       if (mine !== null && mine[i] === 0) { counted--; continue; }
@@ -64,9 +65,13 @@ export class TrafficSummary {
       if (capLen[i]! < wireLen[i]!) this.snaplenTruncated++;
     }
     this.packets += counted;
-    if (n > 0) {
-      if (this.firstSec < 0) { this.firstSec = tsSec[0]!; this.firstNsec = tsNsec[0]!; }
-      this.lastSec = tsSec[n - 1]!; this.lastNsec = tsNsec[n - 1]!;
+    let first = 0;
+    while (first < n && noTime[first] === 1) first++;
+    if (first < n) {
+      let last = n - 1;
+      while (noTime[last] === 1) last--;
+      if (this.firstSec < 0) { this.firstSec = tsSec[first]!; this.firstNsec = tsNsec[first]!; }
+      this.lastSec = tsSec[last]!; this.lastNsec = tsNsec[last]!;
     }
   }
 

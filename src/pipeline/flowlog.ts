@@ -2,7 +2,7 @@
  * The flow log: one tab-separated line per conntrack entry when it ends (timeout, eviction,
  * reopened tuple, or end of input), like `conntrack -E` destroy events with accounting on.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { outputFile, type OutputFile } from '../capture/outfile.js';
 import { DESTROY_NAMES, Status, type FlowTable } from '../conntrack/table.js';
 import { TCP_STATE_NAMES } from '../conntrack/tcp.js';
 import { ipToString, protoName } from '../packet/format.js';
@@ -52,13 +52,16 @@ export function flowRecord(t: FlowTable, e: number, why: number): FlowRecord {
 }
 
 export class FlowLog {
-  private readonly fd: number;
+  private readonly out: OutputFile;
   private buf = '';
   flows = 0;
+  /** Flows surely in the file: those of every flush that succeeded. */
+  flushed = 0;
+  private failed = false;
 
-  constructor(readonly path: string) {
-    this.fd = openSync(path, 'w');
-    this.buf = FLOW_LOG_HEADER + '\n';
+  constructor(out: string | OutputFile, header = true) {
+    this.out = outputFile('--flows', out);
+    if (header) this.buf = FLOW_LOG_HEADER + '\n';
   }
 
   add(r: FlowRecord): void {
@@ -69,12 +72,18 @@ export class FlowLog {
   }
 
   flush(): void {
-    if (this.buf) writeSync(this.fd, this.buf);
+    if (this.failed) return;
+    try {
+      if (this.buf) this.out.text(this.buf);
+    } catch (e) {
+      this.failed = true;
+      throw e;
+    }
     this.buf = '';
+    this.flushed = this.flows;
   }
 
   close(): void {
-    this.flush();
-    closeSync(this.fd);
+    try { this.flush(); } finally { this.out.close(); }
   }
 }

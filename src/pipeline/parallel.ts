@@ -8,20 +8,21 @@
  * Measured before choosing (see the issue note): piscina costs 22-33 us per task, nothing for one
  * task per worker per run; a per-batch task or message would have cost more than the stages.
  */
-import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { openCapture } from '../capture/open.js';
+import { OutputError, outputFile, type OutputFile } from '../capture/outfile.js';
 import { SplitWriter } from '../capture/writer.js';
 import { Batch } from '../packet/batch.js';
 import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
 import type { RunCounts } from './runner.js';
-import type { RunReport, StageRow } from './run.js';
+import type { RunReport, StageRow, StopFlag } from './run.js';
 import type { StageReport } from './stage.js';
-import type { ShardResult, ShardTask } from './worker.js';
+import { SIGNAL_NUMBERS, type ShardResult, type ShardTask } from './worker.js';
 
 /** The compiled worker: tests run the TypeScript sources, but a worker thread needs dist/. */
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'pipeline', 'worker.js');
@@ -47,10 +48,16 @@ export interface ParallelSpec {
   workers: number;
   batchSize?: number;
   timing?: boolean;
-  write?: string;
-  writeDropped?: string;
-  flowLog?: string;
+  write?: string | OutputFile;
+  writeDropped?: string | OutputFile;
+  flowLog?: string | OutputFile;
   onProgress?: (position: number, size: number, packets: number) => void;
+  /** Set by a signal handler: every worker stops after the same packet and the run reports what they processed. */
+  stop?: StopFlag;
+  /** Test hook, passed to the workers: sleep this many ms after each batch. */
+  throttleMs?: number;
+  /** Called once the input is open and before any thread starts: the caller opens its own outputs (--json). */
+  beforeRead?: () => void;
   /** Test hook, passed to the workers. */
   failAt?: ShardTask['failAt'];
   /** Run on this pool (at least `workers` threads) instead of starting one; the caller destroys it. */
@@ -84,9 +91,39 @@ export async function runParallel(spec: ParallelSpec): Promise<ParallelResult> {
   openCapture(file).close();
   const size = statSync(file).size;
   const n = spec.workers;
+  // Every output is opened (and so checked) before any thread starts or any packet is read.
+  const outs: OutputFile[] = [];
+  let fwdOut: OutputFile | undefined;
+  let dropOut: OutputFile | undefined;
+  let flowOut: OutputFile | undefined;
+  spec.beforeRead?.();
+  try {
+    if (spec.write !== undefined) outs.push(fwdOut = outputFile('--write', spec.write));
+    if (spec.writeDropped !== undefined) outs.push(dropOut = outputFile('--write-dropped', spec.writeDropped));
+    if (spec.flowLog !== undefined) outs.push(flowOut = outputFile('--flows', spec.flowLog));
+  } catch (e) {
+    for (const o of outs) o.close();
+    throw e;
+  }
+  // The workers' parts of the flow log: next to it, or in a temporary folder for standard output.
+  const tmp = flowOut?.stdout ? mkdtempSync(join(tmpdir(), 'dplab-flows-')) : null;
+  const parts = flowOut ? Array.from({ length: n }, (_, k) => (tmp ? join(tmp, `part${k}`) : `${flowOut!.path}.part${k}`)) : [];
+  try {
+    return await runShards(spec, file, size, parts, fwdOut, dropOut, flowOut);
+  } finally {
+    for (const part of parts) rmSync(part, { force: true });
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    for (const o of outs) try { o.close(); } catch { /* a close that fails after a failure: the first is reported */ }
+  }
+}
+
+async function runShards(spec: ParallelSpec, file: string, size: number, parts: string[],
+  fwdOut?: OutputFile, dropOut?: OutputFile, flowOut?: OutputFile): Promise<ParallelResult> {
+  const n = spec.workers;
   // One bit per packet: a record takes at least 16 bytes (pcap) or 32 (pcapng).
   const forwarded = new Uint8Array(new SharedArrayBuffer(Math.ceil(size / 16 / 8) + 1));
   const progress = new Float64Array(new SharedArrayBuffer(n * 2 * 8));
+  const control = new Int32Array(new SharedArrayBuffer(3 * 4));
   const profile = existsSync(spec.profile) ? resolve(spec.profile) : spec.profile;
   const pool = spec.pool ?? workerPool(n);
   const t0 = process.hrtime.bigint();
@@ -95,35 +132,60 @@ export async function runParallel(spec: ParallelSpec): Promise<ParallelResult> {
     for (let k = 0; k < n; k++) { pos = Math.min(pos, progress[k * 2]!); packets = Math.max(packets, progress[k * 2 + 1]!); }
     spec.onProgress!(pos, size, packets);
   }, 250) : null;
-  const parts = spec.flowLog ? Array.from({ length: n }, (_, k) => `${spec.flowLog}.part${k}`) : [];
+  // A signal handler sets spec.stop; the workers see it through the shared control word.
+  const stopTimer = spec.stop ? setInterval(() => {
+    const sig = spec.stop!.signal;
+    if (sig && Atomics.load(control, 0) === 0) Atomics.store(control, 0, SIGNAL_NUMBERS[sig] ?? 2);
+  }, 20) : null;
   let results: ShardResult[];
   try {
     results = await Promise.all(Array.from({ length: n }, (_, k) => {
       const task: ShardTask = {
         file, profile, shard: k, shards: n, batchSize: spec.batchSize, timing: spec.timing,
         flowLog: parts[k], forwardedBits: forwarded, progress, failAt: spec.failAt,
+        control, throttleMs: spec.throttleMs,
       };
       return (pool.run(task) as Promise<ShardResult>).catch((e: Error): ShardResult => ({
-        shard: k, report: null,
+        shard: k, report: null, packetsRead: 0,
         failure: { message: `worker ${k} died: ${e?.message ?? String(e)}`, stage: 'unknown', firstPacket: 0, lastPacket: 0 },
       }));
     }));
   } finally {
     if (timer) clearInterval(timer);
+    if (stopTimer) clearInterval(stopTimer);
     if (!spec.pool) await pool.destroy();
   }
   const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (spec.flowLog) mergeFlowLogs(spec.flowLog, parts);
   const reports = results.map((r) => r.report).filter((r): r is RunReport => r !== null);
   const failures = results.map((r) => r.failure).filter((f) => f !== null);
   if (reports.length === 0) throw new WorkerFailure(failures.map((f) => f!.message).join('; '), null);
   const report = mergeReports(reports, wallSeconds);
+  const interrupted = reports.find((r) => r.interrupted)?.interrupted;
+  if (interrupted) report.interrupted = interrupted;
+  // Every worker stopped after the same packet (see ShardTask.control); the outputs hold those.
+  const limit = interrupted ? Math.max(...results.map((r) => r.packetsRead)) : Infinity;
+  const outputFailure = failures.find((f) => f!.output);
+  if (outputFailure) {
+    const o = outputFailure.output!;
+    const e = new OutputError(o.option, o.option === '--flows' && flowOut ? flowOut.name : o.file, o.problem, true);
+    e.partial = report;
+    throw e;
+  }
   if (failures.length > 0) {
     const f = failures[0]!;
     const what = f.firstPacket ? `${f.message} (shard ${results.find((r) => r.failure === f)!.shard} of ${n})` : f.message;
     throw new WorkerFailure(what, report);
   }
-  if (spec.write || spec.writeDropped) splitByVerdict(file, forwarded, spec.write, spec.writeDropped);
+  try {
+    if (flowOut) mergeFlowLogs(flowOut, parts);
+    if (fwdOut || dropOut) splitByVerdict(file, forwarded, fwdOut, dropOut, limit);
+  } catch (e) {
+    if (e instanceof OutputError) {
+      e.partial = report;
+      if (e.option === '--flows') delete report.flowsLogged;
+    }
+    throw e;
+  }
   return { report, forwarded, failures };
 }
 
@@ -193,24 +255,35 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
   return merged;
 }
 
-function mergeFlowLogs(path: string, parts: string[]): void {
-  const fd = openSync(path, 'w');
-  try {
-    writeSync(fd, FLOW_LOG_HEADER + '\n');
-    for (const part of parts) {
-      if (!existsSync(part)) continue;
-      const text = readFileSync(part, 'utf8');
-      const body = text.slice(text.indexOf('\n') + 1);
-      if (body) writeSync(fd, body);
-      rmSync(part);
+/** The workers' parts, header once, copied a block at a time (memory stays bounded). */
+function mergeFlowLogs(out: OutputFile, parts: string[]): void {
+  out.text(FLOW_LOG_HEADER + '\n');
+  const buf = new Uint8Array(1 << 20);
+  for (const part of parts) {
+    if (!existsSync(part)) continue;
+    const fd = openSync(part, 'r');
+    try {
+      // The part starts with its own header line: skip it.
+      let header = true;
+      for (let got = readSync(fd, buf, 0, buf.length, null); got > 0; got = readSync(fd, buf, 0, buf.length, null)) {
+        let from = 0;
+        if (header) {
+          const nl = buf.subarray(0, got).indexOf(10);
+          if (nl < 0) continue;
+          header = false;
+          from = nl + 1;
+        }
+        out.write(buf, from, got - from);
+      }
+    } finally {
+      closeSync(fd);
     }
-  } finally {
-    closeSync(fd);
+    rmSync(part);
   }
 }
 
 /** Re-read the capture and write each packet where its verdict bit says. */
-function splitByVerdict(file: string, bits: Uint8Array, write?: string, writeDropped?: string): void {
+function splitByVerdict(file: string, bits: Uint8Array, write?: OutputFile, writeDropped?: OutputFile, limit = Infinity): void {
   const src = openCapture(file);
   const split = new SplitWriter(src, write, writeDropped);
   const b = new Batch();
@@ -218,9 +291,11 @@ function splitByVerdict(file: string, bits: Uint8Array, write?: string, writeDro
     while (src.fill(b) > 0) {
       for (let i = 0; i < b.count; i++) {
         const k = b.num[i]! - 1;
+        if (k >= limit) break;
         split.write(b, i, ((bits[k >>> 3]! >> (k & 7)) & 1) === 1);
       }
       src.release(b);
+      if (src.packets >= limit) break;
     }
   } finally {
     src.close();

@@ -4,6 +4,7 @@
  */
 import { openCapture } from '../capture/open.js';
 import type { PacketSource } from '../capture/source.js';
+import { OutputError, type OutputFile } from '../capture/outfile.js';
 import { SplitWriter } from '../capture/writer.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { TrafficSummary, type SummaryJson } from '../packet/summary.js';
@@ -16,11 +17,15 @@ export interface RunSpec {
   file: string;
   profile: string;
   stages: Stage[];
-  /** Write forwarded / dropped packets to these capture files. */
-  write?: string;
-  writeDropped?: string;
+  /** Write forwarded / dropped packets to these capture files (paths, or outputs already open). */
+  write?: string | OutputFile;
+  writeDropped?: string | OutputFile;
   /** Write the flow log (one line per flow) to this file. */
-  flowLog?: string;
+  flowLog?: string | OutputFile;
+  /** Set by a signal handler: the run stops at the next batch and reports what it processed. */
+  stop?: StopFlag;
+  /** Called once the input is open and before any packet is read: the caller opens its own outputs (--json). */
+  beforeRead?: () => void;
   /** Called for every flow as it ends. */
   onFlow?: (r: FlowRecord) => void;
   /** Called after every batch (progress, trace); return true to stop reading. */
@@ -64,6 +69,8 @@ export interface RunReport {
   flowsLogged?: number;
   /** Worker threads that ran the pipeline (absent: it ran inline). */
   workers?: number;
+  /** The run was stopped by this signal: the report covers the packets before it. */
+  interrupted?: string;
   /** Set by `replay --repeat`: which run this report is. */
   run?: { repeat: number; note: string };
 }
@@ -74,27 +81,145 @@ export interface RunResult {
 }
 
 export function runCapture(spec: RunSpec): RunResult {
-  const src = openCapture(spec.file);
-  const pipeline = new Pipeline(spec.stages, { timing: spec.timing ?? true, sharder: spec.sharder });
-  const bits = spec.forwardedBits ?? null;
-  const summary = new TrafficSummary();
-  const split = new SplitWriter(src, spec.write, spec.writeDropped);
-  const log = spec.flowLog ? new FlowLog(spec.flowLog) : null;
-  if (log || spec.onFlow) {
-    for (const s of spec.stages) {
-      s.watchFlows?.((t, e, why) => {
-        const r = flowRecord(t, e, why);
-        log?.add(r);
-        spec.onFlow?.(r);
-      });
-    }
+  const run = new CaptureRun(spec);
+  try {
+    while (run.step());
+  } catch (e) {
+    run.fail(e);
   }
-  const b = new Batch(spec.batchSize);
-  const t0 = process.hrtime.bigint();
-  const report = (): RunReport => {
-    const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return run.end();
+}
+
+/** Time between two yields to the event loop in runCaptureAsync. */
+export const YIELD_MS = 50;
+
+/**
+ * runCapture that gives the event loop a turn every YIELD_MS (one setImmediate, measured at
+ * well under 0.1% of a run), so a signal handler can set `spec.stop` and the run ends at the next
+ * batch with the report of what it processed.
+ */
+export async function runCaptureAsync(spec: RunSpec): Promise<RunResult> {
+  const run = new CaptureRun(spec);
+  try {
+    let next = performance.now() + YIELD_MS;
+    while (run.step()) {
+      if (performance.now() < next) continue;
+      await new Promise<void>((r) => setImmediate(r));
+      next = performance.now() + YIELD_MS;
+    }
+  } catch (e) {
+    run.fail(e);
+  }
+  return run.end();
+}
+
+/** What can stop a run early: a handler sets `signal` (SIGINT, SIGTERM) and the run ends at the next batch. */
+export interface StopFlag {
+  signal: string | null;
+}
+
+/** One run, a batch at a time: open everything, step until done, end (close, report). */
+class CaptureRun {
+  private readonly src: PacketSource;
+  private readonly pipeline: Pipeline;
+  private readonly bits: Uint8Array | null;
+  private readonly summary = new TrafficSummary();
+  private readonly split: SplitWriter;
+  private readonly log: FlowLog | null;
+  private readonly b: Batch;
+  private readonly t0 = process.hrtime.bigint();
+  private failure: unknown = null;
+  private interrupted: string | null = null;
+
+  constructor(private readonly spec: RunSpec) {
+    // Every output is opened (and so checked) after the input and before any packet is read.
+    this.src = openCapture(spec.file);
+    try {
+      spec.beforeRead?.();
+      this.split = new SplitWriter(this.src, spec.write, spec.writeDropped);
+      try {
+        this.log = spec.flowLog ? new FlowLog(spec.flowLog) : null;
+      } catch (e) {
+        this.split.close();
+        throw e;
+      }
+    } catch (e) {
+      this.src.close();
+      throw e;
+    }
+    this.pipeline = new Pipeline(spec.stages, { timing: spec.timing ?? true, sharder: spec.sharder });
+    this.bits = spec.forwardedBits ?? null;
+    const log = this.log;
+    if (log || spec.onFlow) {
+      for (const s of spec.stages) {
+        s.watchFlows?.((t, e, why) => {
+          const r = flowRecord(t, e, why);
+          log?.add(r);
+          spec.onFlow?.(r);
+        });
+      }
+    }
+    this.b = new Batch(spec.batchSize);
+  }
+
+  /** One batch: false when the input is done or the run was asked to stop. */
+  step(): boolean {
+    const { src, b, pipeline, split, bits, spec } = this;
+    if (spec.stop?.signal) { this.interrupted = spec.stop.signal; return false; }
+    if (src.fill(b) === 0) return false;
+    pipeline.process(b);
+    this.summary.add(b, pipeline.owned());
+    if (split.active) for (let i = 0; i < b.count; i++) split.write(b, i, b.verdict[i] === Verdict.PASS);
+    if (bits) {
+      // Packets of other shards are not PASS here (the pipeline hid them), so only ours count.
+      for (let i = 0; i < b.count; i++) {
+        if (b.verdict[i] !== Verdict.PASS) continue;
+        const k = b.num[i]! - 1;
+        if ((k >>> 3) < bits.length) Atomics.or(bits, k >>> 3, 1 << (k & 7));
+      }
+    }
+    const stop = spec.onBatch?.(b, src) === true;
+    src.release(b);
+    return !stop;
+  }
+
+  fail(e: unknown): void {
+    this.failure = e;
+  }
+
+  /**
+   * Finish the stages (their flows go to the log) unless a stage failed, close every output, and
+   * return the report; or throw the failure (a stage's, or an output's) with the report of what
+   * was processed before it attached.
+   */
+  end(): RunResult {
+    if (this.failure === null) {
+      try { this.pipeline.finish(); } catch (e) { this.failure = e; }
+    }
+    this.src.close();
+    try { this.split.close(); } catch (e) { this.failure ??= e; }
+    try { this.log?.close(); } catch (e) { this.failure ??= e; }
+    const e = this.failure;
+    if (e instanceof StageFailure || e instanceof OutputError) {
+      // What was processed before the failure is still reported.
+      const r = this.report();
+      if (e instanceof OutputError) {
+        const w = this.split.written();
+        if (e.option === '--write') e.note = `it holds the first ${w.forwarded.toLocaleString('en-US')} forwarded packets`;
+        if (e.option === '--write-dropped') e.note = `it holds the first ${w.dropped.toLocaleString('en-US')} dropped packets`;
+        if (e.option === '--flows' && this.log) e.note = `it holds the first ${this.log.flushed.toLocaleString('en-US')} flows`;
+      }
+      e.partial = r;
+    }
+    if (e !== null) throw e;
+    return { report: this.report(), source: this.src };
+  }
+
+  private report(): RunReport {
+    const { src, spec, summary, pipeline, log } = this;
+    const wallSeconds = Number(process.hrtime.bigint() - this.t0) / 1e9;
     const r: RunReport = {
-      file: spec.file,
+      file: src.path,
       format: src.format,
       profile: spec.profile,
       interfaces: src.interfaces.map((f) => ({ name: f.name, linkType: f.linkType, snapLen: f.snapLen, ...(f.at === undefined ? {} : { at: f.at }) })),
@@ -111,35 +236,9 @@ export function runCapture(spec: RunSpec): RunResult {
       stageReports: pipeline.reports(),
       stageConfig: pipeline.configs(),
     };
-    if (log) r.flowsLogged = log.flows;
+    // Only flows that surely reached the file count as logged.
+    if (log) r.flowsLogged = this.failure instanceof OutputError && this.failure.option === '--flows' ? log.flushed : log.flows;
+    if (this.interrupted) r.interrupted = this.interrupted;
     return r;
-  };
-  try {
-    while (src.fill(b) > 0) {
-      pipeline.process(b);
-      summary.add(b, pipeline.owned());
-      if (split.active) for (let i = 0; i < b.count; i++) split.write(b, i, b.verdict[i] === Verdict.PASS);
-      if (bits) {
-        // Packets of other shards are not PASS here (the pipeline hid them), so only ours count.
-        for (let i = 0; i < b.count; i++) {
-          if (b.verdict[i] !== Verdict.PASS) continue;
-          const k = b.num[i]! - 1;
-          if ((k >>> 3) < bits.length) Atomics.or(bits, k >>> 3, 1 << (k & 7));
-        }
-      }
-      const stop = spec.onBatch?.(b, src) === true;
-      src.release(b);
-      if (stop) break;
-    }
-    pipeline.finish();
-  } catch (e) {
-    // A stage failed: what was processed before it is still reported.
-    if (e instanceof StageFailure) e.partial = report();
-    throw e;
-  } finally {
-    src.close();
-    split.close();
-    log?.close();
   }
-  return { report: report(), source: src };
 }

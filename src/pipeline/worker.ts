@@ -5,6 +5,7 @@
  * batch. It returns its part of the report; a stage that throws ends the shard with what it
  * processed so far and the failure, never a hang.
  */
+import { OutputError } from '../capture/outfile.js';
 import { loadProfile } from './profile.js';
 import { buildStages } from './registry.js';
 import { runCapture, type RunReport } from './run.js';
@@ -25,6 +26,15 @@ export interface ShardTask {
   /** Shared: [bytes read, packets read] per shard, for the progress bar. */
   progress?: Float64Array;
   /**
+   * Shared stop control, [signal, workers arrived, cutoff]: the main thread stores a signal number
+   * in [0]; every worker then proposes the packets it has read, waits for the others, and goes on
+   * to the largest proposal, so all shards stop after the same packet (batches end at the same
+   * packets in every worker: they read the same file in the same batches).
+   */
+  control?: Int32Array;
+  /** Test hook: sleep this many ms after each batch (to interrupt a run in a test). */
+  throttleMs?: number;
+  /**
    * Test hook: at this packet, in this stage, throw (a stage bug) or exit the thread (a worker
    * that dies), to prove both are reported without a hang.
    */
@@ -34,13 +44,35 @@ export interface ShardTask {
 export interface ShardResult {
   shard: number;
   report: RunReport | null;
-  failure: { message: string; stage: string; firstPacket: number; lastPacket: number } | null;
+  failure: { message: string; stage: string; firstPacket: number; lastPacket: number; output?: { option: string; file: string; problem: string } } | null;
+  /** Packets this worker read (all shards read every packet). */
+  packetsRead: number;
 }
+
+/** Signal numbers in ShardTask.control[0]. */
+export const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 export default function runShard(task: ShardTask): ShardResult {
   const profile = loadProfile(task.profile);
   const stages = buildStages(profile, task.shards);
   if (task.failAt) injectFailure(stages, task.failAt);
+  const ctl = task.control ?? null;
+  let read = 0;
+  let arrived = false;
+  let cutoff = Infinity;
+  let stoppedBy: string | null = null;
+  const arrive = (): void => {
+    if (!ctl || arrived) return;
+    arrived = true;
+    const mine = Math.min(read, 0x7fffffff);
+    for (let cur = Atomics.load(ctl, 2); cur < mine; cur = Atomics.load(ctl, 2)) {
+      if (Atomics.compareExchange(ctl, 2, cur, mine) === cur) break;
+    }
+    Atomics.add(ctl, 1, 1);
+    Atomics.notify(ctl, 1);
+  };
   try {
     const { report } = runCapture({
       file: task.file,
@@ -56,15 +88,33 @@ export default function runShard(task: ShardTask): ShardResult {
           task.progress[task.shard * 2] = src.position;
           task.progress[task.shard * 2 + 1] = src.packets;
         }
+        read = src.packets;
+        if (task.throttleMs) Atomics.wait(sleeper, 0, 0, task.throttleMs);
+        if (ctl === null || Atomics.load(ctl, 0) === 0) return false;
+        if (!arrived) {
+          arrive();
+          // Wait (at most 5 s: a worker that died never arrives) for every worker's proposal.
+          const until = Date.now() + 5000;
+          for (let n = Atomics.load(ctl, 1); n < task.shards && Date.now() < until; n = Atomics.load(ctl, 1)) Atomics.wait(ctl, 1, n, 100);
+          cutoff = Atomics.load(ctl, 2);
+        }
+        if (read < cutoff) return false;
+        stoppedBy = Atomics.load(ctl, 0) === SIGNAL_NUMBERS.SIGTERM ? 'SIGTERM' : 'SIGINT';
+        return true;
       },
     });
-    return { shard: task.shard, report, failure: null };
+    if (stoppedBy) report.interrupted = stoppedBy;
+    arrive();
+    return { shard: task.shard, report, failure: null, packetsRead: read };
   } catch (e) {
+    arrive();
     const f = e as { stage?: string; firstPacket?: number; lastPacket?: number; message?: string; partial?: RunReport | null };
+    const output = e instanceof OutputError ? { option: e.option, file: e.file, problem: e.problem } : undefined;
     return {
       shard: task.shard,
       report: f.partial ?? null,
-      failure: { message: f.message ?? String(e), stage: f.stage ?? 'unknown', firstPacket: f.firstPacket ?? 0, lastPacket: f.lastPacket ?? 0 },
+      failure: { message: f.message ?? String(e), stage: f.stage ?? 'unknown', firstPacket: f.firstPacket ?? 0, lastPacket: f.lastPacket ?? 0, ...(output ? { output } : {}) },
+      packetsRead: read,
     };
   }
 }
