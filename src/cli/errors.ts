@@ -15,6 +15,11 @@ export const Exit = {
   DAMAGED: 2,
   /** dplab itself failed (a bug or a worker crash): please report it. */
   INTERNAL: 3,
+  /** An output could not be written during the run (disk full...): what was processed is reported. */
+  OUTPUT: 4,
+  /** Stopped by SIGINT (128 + 2) or SIGTERM (128 + 15): what was processed is reported. */
+  SIGINT: 130,
+  SIGTERM: 143,
 } as const;
 
 /**
