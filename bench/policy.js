@@ -18,13 +18,13 @@ import { loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
-import { CtInfo, Decision } from '../dist/conntrack/info.js';
+import { CtInfo } from '../dist/conntrack/info.js';
 import { FlowTable } from '../dist/conntrack/table.js';
 import { Batch } from '../dist/packet/batch.js';
 import { parsePrefix } from '../dist/packet/cidr.js';
 import { createEvaluator, EVALUATORS } from '../dist/policy/evaluator.js';
 import { parseRules, RuleTable } from '../dist/policy/rules.js';
-import { PolicyStage } from '../dist/stages/policy.js';
+import { Decision, PolicyStage } from '../dist/stages/policy.js';
 
 const { values: args } = parseArgs({
   options: { rounds: { type: 'string', default: '3' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
@@ -226,7 +226,7 @@ for (const n of [1000, 10000]) {
     };
     tasks.push({ name: `${evaluator} per packet`, fn: runAll(alone) });
     const perFlow = runAll(cached);
-    tasks.push({ name: `${evaluator} per flow`, fn: () => { ct.decision.fill(Decision.NONE); perFlow(); } });
+    tasks.push({ name: `${evaluator} per flow`, fn: () => { cached.flowDecision.fill(Decision.NONE); perFlow(); } });
   }
   const ms = await timeTasks(tasks);
   for (const evaluator of EVALUATORS) {

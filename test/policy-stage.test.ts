@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CtInfo, Decision } from '../src/conntrack/info.js';
+import { CtInfo } from '../src/conntrack/info.js';
 import { FlowTable } from '../src/conntrack/table.js';
 import { Verdict, type Batch } from '../src/packet/batch.js';
 import { Proto } from '../src/packet/decode.js';
@@ -19,7 +19,7 @@ import { parseProfile } from '../src/pipeline/profile.js';
 import { runCapture } from '../src/pipeline/run.js';
 import { Pipeline } from '../src/pipeline/runner.js';
 import type { Stage, StageReport } from '../src/pipeline/stage.js';
-import { PolicyStage, policyConfig } from '../src/stages/policy.js';
+import { Decision, PolicyStage, policyConfig } from '../src/stages/policy.js';
 import { CAPTURES, ROOT } from './helpers.js';
 import { rawBatch, runProfile, stagesOf, type RawPacket } from './stage-run.js';
 
@@ -65,7 +65,7 @@ describe('policy without conntrack: every packet is evaluated, first match wins 
  * Stand-in for the conntrack stage: one flow per 5-tuple (either direction), in a real FlowTable.
  * A flow's packets are NEW until the other side answers, ESTABLISHED after; dir says which side
  * sent the packet. Non-TCP/UDP packets stay UNTRACKED. (No timeouts, states or table limits:
- * what the policy stage reads is ctInfo, flow and dir, and the table's decision/rule arrays.)
+ * what the policy stage reads is ctInfo, flow and dir, and its own columns in the table.)
  */
 class HandConntrack implements Stage {
   readonly name = 'conntrack';
@@ -86,8 +86,6 @@ class HandConntrack implements Stage {
       if (!f) {
         f = { entry: this.flows.size, origin: a, replied: false };
         this.flows.set(key, f);
-        this.table.decision[f.entry] = Decision.NONE;
-        this.table.rule[f.entry] = -1;
       }
       const dir = a === f.origin ? 0 : 1;
       if (dir === 1) f.replied = true;
@@ -144,14 +142,15 @@ class Marks implements Stage {
   }
 }
 
-function run(rules: string, pkts: RawPacket[], marks: [number, number, number][] | null): { b: Batch; s: PolicyStage; table: FlowTable } {
-  const table = new FlowTable(16);
-  table.rule.fill(-1);
-  const s = policyStage(rules, marks ? table : null);
+/** Policy's per-flow columns, as the test reads them. */
+interface FlowCache { decision: Uint8Array; rule: Int32Array }
+
+function run(rules: string, pkts: RawPacket[], marks: [number, number, number][] | null): { b: Batch; s: PolicyStage; table: FlowCache } {
+  const s = policyStage(rules, marks ? new FlowTable(16) : null);
   const p = new Pipeline(marks ? [new Marks(marks), s] : [s]);
   const b = rawBatch(pkts);
   p.process(b);
-  return { b, s, table };
+  return { b, s, table: { decision: s.flowDecision, rule: s.flowRule } };
 }
 
 describe('what is cached and what is evaluated per packet', () => {

@@ -1,6 +1,6 @@
 import { writeSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { generateSynth, MAX_PAYLOAD, SYNTH_DEFAULTS, writeSynthPcap, type SynthOptions, type SynthSummary } from '../gen/synth.js';
+import { parseCommandLine } from './args.js';
 import { Exit, UsageError } from './errors.js';
 import { formatBytes } from './output.js';
 
@@ -46,16 +46,12 @@ Examples:
 
 export function genCommand(argv: string[]): number {
   const str = { type: 'string' } as const;
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: {
-      flows: str, packets: str, 'packets-per-flow': str, ipv6: str, vlan: str, udp: str, rst: str, attack: str,
-      payload: str, concurrency: str, clients: str, servers: str, rate: str, start: str, seed: str,
-      help: { type: 'boolean', short: 'h' },
-    },
-    allowPositionals: true,
+  const args = parseCommandLine('gen', argv, GEN_HELP, {
+    flows: str, packets: str, 'packets-per-flow': str, ipv6: str, vlan: str, udp: str, rst: str, attack: str,
+    payload: str, concurrency: str, clients: str, servers: str, rate: str, start: str, seed: str,
   });
-  if (values.help) { process.stdout.write(GEN_HELP); return Exit.OK; }
+  if (!args) return Exit.OK;
+  const { values, positionals } = args;
   if (positionals.length !== 1) throw new UsageError('gen needs exactly one output file (- for stdout)', 'gen');
   if (values.flows !== undefined && values.packets !== undefined) throw new UsageError('give --flows or --packets, not both', 'gen');
   const file = positionals[0]!;

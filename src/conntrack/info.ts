@@ -15,6 +15,3 @@ export const CtInfo = {
 } as const;
 
 export const CT_INFO_NAMES = ['untracked', 'new', 'established', 'related', 'invalid'] as const;
-
-/** A policy decision cached in a flow entry (FlowTable.decision). */
-export const Decision = { NONE: 0, ACCEPT: 1, DROP: 2 } as const;

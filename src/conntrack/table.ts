@@ -31,6 +31,9 @@
 
 import { MAX_BATCH_SIZE } from '../packet/batch.js';
 
+export type FlowColumn = Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array;
+export type FlowEndListener = (table: FlowTable, entry: number, why: number) => void;
+
 /** Entry status bits (as the kernel's IPS_* bits that matter here). */
 export const Status = { SEEN_REPLY: 1, ASSURED: 2, USED: 4 } as const;
 
@@ -96,18 +99,18 @@ export class FlowTable {
   /** Per direction (2 * entry + dir): TCP packets the state machine ignored (let through, not counted). */
   readonly ignored: Float64Array;
   readonly ignoredBytes: Float64Array;
-  /** Policy decision cached per flow (Decision.*), made once on the flow's first packet. */
-  readonly decision: Uint8Array;
-  /** Index of the rule that made the decision, -1 for the default. */
-  readonly rule: Int32Array;
   /** Bumped each time the entry is freed. */
   readonly gen: Uint32Array;
 
   private readonly freeList: Int32Array;
   private freeTop: number;
-  /** Numbers removed during the current batch, free again at release(). */
+  /** Numbers removed during the current batch, and why: free again at release(). */
   private readonly held: Int32Array;
+  private readonly heldWhy: Uint8Array;
   private heldTop = 0;
+  /** Per-flow columns stages asked for, zeroed when an entry is handed out. */
+  private readonly columns: { array: FlowColumn; width: number }[] = [];
+  private readonly endListeners: FlowEndListener[] = [];
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) throw new RangeError(`flow table capacity must be 1..${1 << 24}`);
@@ -126,13 +129,34 @@ export class FlowTable {
     this.first = new Float64Array(size);
     this.ignored = new Float64Array(size * 2);
     this.ignoredBytes = new Float64Array(size * 2);
-    this.decision = new Uint8Array(size);
-    this.rule = new Int32Array(size);
     this.gen = new Uint32Array(size);
     this.freeList = new Int32Array(size);
     for (let k = 0; k < size; k++) this.freeList[k] = size - 1 - k;
     this.freeTop = size;
     this.held = new Int32Array(HELD_MAX);
+    this.heldWhy = new Uint8Array(HELD_MAX);
+  }
+
+  /**
+   * A per-flow column for a stage's own state, as the kernel's conntrack extensions (nf_ct_ext):
+   * `width` values per entry (entry e owns [e * width, (e + 1) * width)), all 0 when a flow gets
+   * the entry. A value belongs to the flow holding the entry; it is never seen by another flow,
+   * since numbers are reused only after the batch in which their flow ended.
+   */
+  column<A extends FlowColumn>(make: (length: number) => A, width = 1): A {
+    const array = make(this.size * width);
+    this.columns.push({ array, width });
+    return array;
+  }
+
+  /**
+   * Call `listener(table, e, why)` as each flow ends: at the end of the batch in which it ended,
+   * when no stage will look at its packets any more. The entry still reads as it was (tuple,
+   * state, counters, columns) until the listener returns. Heap state a stage keeps per flow
+   * (keyed by entry number) is freed here.
+   */
+  onEnd(listener: FlowEndListener): void {
+    this.endListeners.push(listener);
   }
 
   /**
@@ -210,8 +234,11 @@ export class FlowTable {
     this.first[e] = now;
     this.ignored[e << 1] = 0; this.ignored[(e << 1) | 1] = 0;
     this.ignoredBytes[e << 1] = 0; this.ignoredBytes[(e << 1) | 1] = 0;
-    this.decision[e] = 0;
-    this.rule[e] = -1;
+    const columns = this.columns;
+    for (let k = 0; k < columns.length; k++) {
+      const { array, width } = columns[k]!;
+      array.fill(0, e * width, (e + 1) * width);
+    }
     const slots = this.slots;
     let s = h & this.mask;
     while (slots[(s << 1) | 1] !== 0) s = (s + 1) & this.mask;
@@ -222,8 +249,11 @@ export class FlowTable {
     return e;
   }
 
-  /** Remove an entry: shift later members of its probe run back so no tombstone is needed. */
-  remove(e: number): void {
+  /**
+   * Remove an entry (Destroy.* says why): it leaves the lookup at once (later members of its probe
+   * run shift back, so no tombstone is needed); its number is held until release().
+   */
+  remove(e: number, why: number): void {
     const slots = this.slots;
     const mask = this.mask;
     let i = this.rec[e * REC + R_HASH]! & mask;
@@ -246,8 +276,10 @@ export class FlowTable {
     slots[(i << 1) | 1] = 0;
     const h = this.rec[e * REC + R_HASH]!;
     if (this.recent[h & FC_MASK] === e + 1) this.recent[h & FC_MASK] = 0;
-    this.rec[e * REC + R_STATE] = 0;
+    // Not in use any more, but state and status stay readable for the end-of-flow listeners.
+    this.rec[e * REC + R_STATE] = this.rec[e * REC + R_STATE]! & ~(Status.USED << 8);
     this.gen[e]!++;
+    this.heldWhy[this.heldTop] = why;
     this.held[this.heldTop++] = e;
     this.count--;
   }
@@ -256,7 +288,12 @@ export class FlowTable {
   release(): void {
     const held = this.held;
     const free = this.freeList;
-    for (let k = 0; k < this.heldTop; k++) free[this.freeTop++] = held[k]!;
+    const listeners = this.endListeners;
+    for (let k = 0; k < this.heldTop; k++) {
+      const e = held[k]!;
+      for (let l = 0; l < listeners.length; l++) listeners[l]!(this, e, this.heldWhy[k]!);
+      free[this.freeTop++] = e;
+    }
     this.heldTop = 0;
   }
 

@@ -74,11 +74,8 @@ const EVICTION_RANGE = 8;
 /** Datagrams in flight whose first fragment conntrack remembers (the sharder's map is as big). */
 const FRAG_SLOTS = 1 << 16;
 
-export type DestroyListener = (table: FlowTable, e: number, why: number) => void;
-
 export class Conntrack {
   readonly table: FlowTable;
-  onDestroy: DestroyListener | null = null;
 
   // counters
   readonly created = new Float64Array(256); // by IP protocol
@@ -155,8 +152,7 @@ export class Conntrack {
 
   private destroy(e: number, why: number): void {
     this.destroyed[why]!++;
-    if (this.onDestroy) this.onDestroy(this.table, e, why);
-    this.table.remove(e);
+    this.table.remove(e, why);
   }
 
   /** Tie packet i to entry e (direction dir) and say what it is to the flow. */

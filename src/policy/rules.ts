@@ -27,10 +27,10 @@
  * then checks the rest with the one predicate they share, `restMatches`.
  */
 import { Frag, type Batch } from '../packet/batch.js';
-import { parsePrefix, prefixToString, wordMask, ANY, type Prefix } from '../packet/cidr.js';
+import { parseExactPrefix, prefixToString, wordMask, ANY, type Prefix } from '../packet/cidr.js';
 import { Proto } from '../packet/decode.js';
 
-/** What a rule does; the codes are conntrack's Decision codes, so a decision is stored as is. */
+/** What a rule does (never 0: the policy stage's per-flow Decision uses 0 for "none yet"). */
 export const Action = { ACCEPT: 1, DROP: 2 } as const;
 export type ActionCode = (typeof Action)[keyof typeof Action];
 export const ACTION_NAMES: readonly string[] = ['none', 'accept', 'drop'];
@@ -141,7 +141,7 @@ function parseProto(w: string): number {
 function parsePrefixList(v: string): Prefix[] {
   const items = v.split(',');
   if (items.some((x) => x === '')) throw new Error(`"${v}" has an empty item in its list`);
-  return items.map((x) => parsePrefix(x));
+  return items.map((x) => parseExactPrefix(x));
 }
 
 function parsePorts(v: string): PortRange[] {

@@ -103,7 +103,7 @@ export class ConntrackStage implements Stage {
   }
 
   watchFlows(listener: (table: FlowTable, entry: number, why: number) => void): void {
-    this.ct.onDestroy = listener;
+    this.ct.table.onEnd(listener);
   }
 
   finish(): void {

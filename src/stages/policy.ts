@@ -16,7 +16,7 @@
  *   rules: web.rules            a file of rules, one per line, # comments (path relative to the
  *                               profile; repeatable; numbered in order with the rule: lines)
  */
-import { CtInfo, Decision } from '../conntrack/info.js';
+import { CtInfo } from '../conntrack/info.js';
 import type { FlowTable } from '../conntrack/table.js';
 import { Verdict, type Batch } from '../packet/batch.js';
 import { createEvaluator, EVALUATORS, type Evaluator, type EvaluatorKind } from '../policy/evaluator.js';
@@ -31,6 +31,9 @@ const Reason = { RULE: 0, DEFAULT: 1 } as const;
 
 const NO_FLOWS_U8 = new Uint8Array(0);
 const NO_FLOWS_I32 = new Int32Array(0);
+
+/** A decision cached in the flow (policy's own per-flow column): none yet, or the rule's action. */
+export const Decision = { NONE: 0, ACCEPT: Action.ACCEPT, DROP: Action.DROP } as const;
 
 /** What the stage did with a packet of the last batch, for explain(). */
 const How = { NOT_SEEN: 0, EVALUATED: 1, EVALUATED_STORED: 2, CACHED: 3, NOT_IP: 4 } as const;
@@ -47,6 +50,9 @@ export class PolicyStage implements Stage {
   private readonly table: RuleTable;
   private readonly ev: Evaluator;
   private readonly ct: FlowTable | null;
+  /** Per flow entry (policy's columns in conntrack's table): the cached Decision, and its rule (-1 default). */
+  readonly flowDecision: Uint8Array;
+  readonly flowRule: Int32Array;
   private readonly defaultAction: ActionCode;
   /** Per RuleTable entry: the rule's index (as written) and its decision. */
   private readonly entryRule: Int32Array;
@@ -67,6 +73,8 @@ export class PolicyStage implements Stage {
     this.table = new RuleTable(cfg.rules);
     this.ev = createEvaluator(cfg.evaluator, this.table);
     this.ct = ct;
+    this.flowDecision = ct !== null ? ct.column((n) => new Uint8Array(n)) : NO_FLOWS_U8;
+    this.flowRule = ct !== null ? ct.column((n) => new Int32Array(n)) : NO_FLOWS_I32;
     this.defaultAction = cfg.defaultAction;
     this.entryRule = this.table.rule;
     this.entryAction = this.table.action;
@@ -83,8 +91,8 @@ export class PolicyStage implements Stage {
     const how = this.how;
     const which = this.which;
     const ct = this.ct;
-    const ctDecision = ct !== null ? ct.decision : NO_FLOWS_U8;
-    const ctRule = ct !== null ? ct.rule : NO_FLOWS_I32;
+    const ctDecision = this.flowDecision;
+    const ctRule = this.flowRule;
     const ev = this.ev;
     const entryRule = this.entryRule;
     const entryAction = this.entryAction;
