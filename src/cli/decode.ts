@@ -1,8 +1,8 @@
-import { parseArgs } from 'node:util';
 import { openCapture } from '../capture/open.js';
 import { Batch } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
 import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
+import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { LineWriter } from './output.js';
 import { reportCaptureProblems } from './problems.js';
@@ -26,18 +26,17 @@ Options:
   --header     print a header line first
   --count N    stop after N packets
 
-Example:
-  dplab decode captures/zeek_http_bro.org.pcap | head
-  tshark -r captures/zeek_http_bro.org.pcap -T fields -e frame.number -e ip.src -e tcp.srcport | head
+Examples:
+  dplab decode captures/tcp_http/zeek_http_bro.org.pcap | head
+  diff <(dplab decode captures/tcp_http/zeek_http_bro.org.pcap | cut -f1,2,4-8) \\
+       <(tshark -r captures/tcp_http/zeek_http_bro.org.pcap -T fields -e frame.number -e frame.time_epoch \\
+           -e ip.src -e tcp.srcport -e ip.dst -e tcp.dstport -e frame.len)
 `;
 
 export function decodeCommand(argv: string[]): number {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: { header: { type: 'boolean' }, count: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    allowPositionals: true,
-  });
-  if (values.help) { process.stdout.write(DECODE_HELP); return Exit.OK; }
+  const args = parseCommandLine('decode', argv, DECODE_HELP, { header: { type: 'boolean' }, count: { type: 'string' } });
+  if (!args) return Exit.OK;
+  const { values, positionals } = args;
   if (positionals.length !== 1) throw new UsageError('decode needs exactly one capture file', 'decode');
   const limit = wholeNumber(values.count, '--count', 'decode', 0, Infinity, Infinity);
   const src = openCapture(positionals[0]!);

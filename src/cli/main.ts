@@ -6,6 +6,7 @@ import type { RunReport } from '../pipeline/run.js';
 import { StageFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
+import { VERSION } from './args.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
 import { PROFILES_HELP, profilesCommand } from './profiles.js';
@@ -24,7 +25,9 @@ Commands:
   profiles       list the built-in profiles and stages; check a profile file
   gen FILE       write synthetic traffic (flows, IPv6/VLAN/UDP/attack shares) as a pcap
 
-Run "dplab COMMAND --help" for a command's options and examples.
+Run "dplab COMMAND --help" for a command's options and examples; "dplab --version" for the version.
+Exit status: 0 done; 1 usage error, bad profile or unreadable file; 2 the capture is damaged or not
+a capture (what was read is reported); 3 a stage or worker failed: a bug in dplab, please report it.
 Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (802.1Q, QinQ,
 MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 `;
@@ -45,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     return cmd === undefined ? Exit.USAGE : Exit.OK;
   }
   if (cmd === '--version' || cmd === '-V') {
-    process.stdout.write('dplab 0.1.0\n');
+    process.stdout.write(`${VERSION}\n`);
     return Exit.OK;
   }
   const command = COMMANDS[cmd];
@@ -77,12 +80,7 @@ export function reportError(e: unknown, cmd: string): number {
     return Exit.USAGE;
   }
   if (e instanceof UsageError) {
-    process.stderr.write(`dplab ${e.command || cmd}: ${e.message}. See dplab ${e.command || cmd} --help\n`);
-    return Exit.USAGE;
-  }
-  const code = (e as { code?: string }).code;
-  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-    process.stderr.write(`dplab ${cmd}: ${(e as Error).message}. See dplab ${cmd} --help\n`);
+    process.stderr.write(`dplab ${e.command || cmd}: ${e.message}${e.message.endsWith('?') ? '' : '.'} See dplab ${e.command || cmd} --help\n`);
     return Exit.USAGE;
   }
   process.stderr.write(`dplab: internal error, please report it with the command line: ${(e as Error)?.stack ?? String(e)}\n`);

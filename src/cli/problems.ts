@@ -9,6 +9,14 @@ import { isSupportedLinkType, linkTypeName } from '../capture/linktype.js';
 import { Exit } from './errors.js';
 
 /**
+ * Nothing in the file could be read as a capture (empty, another format, the file header cut
+ * short): the one-line error says it all, so commands print no report of zeros.
+ */
+export function isNotACapture(src: CaptureOutcome): boolean {
+  return src.error !== null && src.packets === 0 && src.interfaces.length === 0;
+}
+
+/**
  * After a run over a capture: say what could not be read (damage, unsupported link types) in one
  * line each on stderr, and pick the exit code. `complete` is false when the run stopped early on
  * purpose (--count), so an unread tail is not damage.
@@ -22,7 +30,7 @@ export function reportCaptureProblems(src: CaptureOutcome, complete = true): num
     code = Exit.DAMAGED;
   }
   if (complete && src.error) {
-    process.stderr.write(`dplab: ${src.error.message} (${src.packets.toLocaleString('en-US')} packets read)\n`);
+    process.stderr.write(`dplab: ${src.error.message}${isNotACapture(src) ? '' : ` (${src.packets.toLocaleString('en-US')} packets read)`}\n`);
     code = Exit.DAMAGED;
   }
   return code;

@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
 import { builtinProfiles, loadProfile } from '../pipeline/profile.js';
 import { buildStages, stageNames } from '../pipeline/registry.js';
 import '../stages/index.js';
+import { parseCommandLine } from './args.js';
 import { Exit } from './errors.js';
 
 export const PROFILES_HELP = `dplab profiles [NAME|FILE]
@@ -28,8 +28,9 @@ Examples:
 `;
 
 export function profilesCommand(argv: string[]): number {
-  const { values, positionals } = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
-  if (values.help) { process.stdout.write(PROFILES_HELP); return Exit.OK; }
+  const args = parseCommandLine('profiles', argv, PROFILES_HELP, {});
+  if (!args) return Exit.OK;
+  const { positionals } = args;
   if (positionals.length > 0) {
     const p = loadProfile(positionals[0]!);
     // Building the stages validates every key and value.

@@ -1,5 +1,5 @@
 /** The text form of a replay report. */
-import type { RunReport } from '../pipeline/run.js';
+import type { RunReport, StageRow } from '../pipeline/run.js';
 import type { StageReport } from '../pipeline/stage.js';
 import { formatBytes, formatRate, table } from './output.js';
 
@@ -20,6 +20,7 @@ export function renderReport(r: RunReport): string {
   s += `  ${c.packets.toLocaleString('en-US')} packets, ${formatBytes(c.bytes)} on the wire, `
     + `${c.captureSeconds.toFixed(3)} s of traffic; read in ${r.wallSeconds.toFixed(3)} s (${formatRate(r.packetsPerSecond)})\n`;
   if (!r.complete && r.error) s += `  INCOMPLETE: ${r.error.message}\n`;
+  if (r.interrupted) s += `  INTERRUPTED: ${r.interrupted} stopped the run after ${c.packets.toLocaleString('en-US')} packets; this report covers those only\n`;
   if (r.workers) s += `  on ${r.workers} worker threads (each reads and decodes the whole capture, then runs its shard of the flows)\n`;
   if (r.run) s += `  (${r.run.note})\n`;
   else if (c.packets < 100000 && c.packets > 0) s += `  (a small capture: per-packet costs below include the JIT warming up; --repeat 5 measures warm runs)\n`;
@@ -39,32 +40,55 @@ export function renderReport(r: RunReport): string {
   s += `Verdicts: ${v.packets.toLocaleString('en-US')} in = ${v.forwarded.toLocaleString('en-US')} forwarded`
     + ` + ${v.dropped.toLocaleString('en-US')} dropped + ${v.malformed.toLocaleString('en-US')} malformed\n`;
   s += breakdown('Drops', v.dropsByReason, v.packets);
+  s += tableFullWarning(r);
   s += '\n';
   for (const [stage, rep] of Object.entries(r.stageReports)) {
     const body = renderStageReport({ ...rep, ...(r.stageConfig?.[stage] ?? {}) }, '  ');
     if (body) s += `${stage}\n${body}`;
   }
-  s += `\nProfile ${r.profile}: per-stage cost\n`;
+  s += `\nProfile ${r.profile}: per-stage cost${r.workers ? ` (summed over the ${r.workers} workers)` : ''}\n`;
+  // With workers, a row marked * ran in every worker on every packet: its packets count each
+  // packet once per worker, which is what its time paid for.
+  const everyWorker = (st: StageRow): boolean => r.workers !== undefined && st.allPackets === true;
   s += table(['stage', 'calls', 'packets', 'dropped', 'ns/packet', 'packets/call', 'share of time'],
-    r.stages.map((st) => [st.name, st.calls, st.packets, st.dropped, st.nsPerPacket.toFixed(1), st.packetsPerCall.toFixed(1),
-      pct(st.ns, r.stages.reduce((a, x) => a + x.ns, 0))]));
+    r.stages.map((st) => [everyWorker(st) ? `${st.name} *` : st.name, st.calls, st.packets, st.dropped, st.nsPerPacket.toFixed(1),
+      st.packetsPerCall.toFixed(1), pct(st.ns, r.stages.reduce((a, x) => a + x.ns, 0))]));
   s += '\n';
+  if (r.stages.some(everyWorker)) {
+    s += `* run by each of the ${r.workers} workers on every packet: packets counts each packet once per worker\n`;
+  }
   return s;
 }
 
+/** The flow table filled: say so where it cannot be missed, with the setting to raise. */
+function tableFullWarning(r: RunReport): string {
+  const full = r.stageReports.conntrack?.tableFull;
+  if (full === undefined || typeof full === 'number') return '';
+  const n = (k: string): string => ((full[k] as number | undefined) ?? 0).toLocaleString('en-US');
+  const capacity = r.stageConfig?.conntrack?.capacity;
+  return `WARNING: the flow table filled: ${n('flowsEvicted')} flows were evicted to make room and ${n('packetsDropped')} packets `
+    + `were dropped for lack of room, so flows and verdicts depend on its size. Raise "[conntrack] capacity:" in the profile`
+    + `${typeof capacity === 'number' ? ` (now ${capacity.toLocaleString('en-US')})` : ''}.\n`;
+}
+
 /** A stage's own figures, nested records indented; camelCase keys read as words. */
-function renderStageReport(rep: StageReport, indent: string): string {
+export function renderStageReport(rep: StageReport, indent: string): string {
   let s = '';
   for (const [k, v] of Object.entries(rep)) {
-    const label = k.replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+    const label = words(k);
     if (typeof v === 'number') s += `${indent}${label}: ${v.toLocaleString('en-US')}\n`;
     else {
       const inner = Object.entries(v);
       if (inner.length === 0) continue;
       if (inner.every(([, x]) => typeof x === 'number')) {
-        s += `${indent}${label}: ${inner.map(([a, x]) => `${a} ${(x as number).toLocaleString('en-US')}`).join(', ')}\n`;
+        s += `${indent}${label}: ${inner.map(([a, x]) => `${words(a)} ${(x as number).toLocaleString('en-US')}`).join(', ')}\n`;
       } else s += `${indent}${label}:\n${renderStageReport(v, indent + '  ')}`;
     }
   }
   return s;
+}
+
+/** A camelCase key as words: trieNodes reads "trie nodes". */
+function words(key: string): string {
+  return key.replace(/([a-z])([A-Z])/g, (_, a: string, b: string) => `${a} ${b.toLowerCase()}`);
 }

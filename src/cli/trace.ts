@@ -1,15 +1,16 @@
-import { parseArgs } from 'node:util';
-import { Verdict, type Batch } from '../packet/batch.js';
-import { MALFORMED_NAMES } from '../packet/decode.js';
+import { openCapture } from '../capture/open.js';
+import { Batch, Verdict } from '../packet/batch.js';
+import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
 import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import { runCapture } from '../pipeline/run.js';
 import type { Stage } from '../pipeline/stage.js';
 import '../stages/index.js';
+import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { LineWriter } from './output.js';
-import { reportCaptureProblems } from './problems.js';
+import { isNotACapture, reportCaptureProblems } from './problems.js';
 import { DEFAULT_PROFILE } from './replay.js';
 
 export const TRACE_HELP = `dplab trace FILE --packet N[-M] [--flow] [options]
@@ -32,18 +33,14 @@ Examples:
 const FLAGS = ['FIN', 'SYN', 'RST', 'PSH', 'ACK', 'URG', 'ECE', 'CWR'];
 
 export function traceCommand(argv: string[]): number {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: {
-      packet: { type: 'string' },
-      flow: { type: 'boolean' },
-      profile: { type: 'string' },
-      limit: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    allowPositionals: true,
+  const args = parseCommandLine('trace', argv, TRACE_HELP, {
+    packet: { type: 'string' },
+    flow: { type: 'boolean' },
+    profile: { type: 'string' },
+    limit: { type: 'string' },
   });
-  if (values.help) { process.stdout.write(TRACE_HELP); return Exit.OK; }
+  if (!args) return Exit.OK;
+  const { values, positionals } = args;
   if (positionals.length !== 1) throw new UsageError('trace needs exactly one capture file', 'trace');
   const m = /^(\d+)(?:-(\d+))?$/.exec(values.packet ?? '');
   if (!m) throw new UsageError('--packet wants a packet number N or a range N-M (e.g. --packet 12)', 'trace');
@@ -52,36 +49,72 @@ export function traceCommand(argv: string[]): number {
   if (from < 1 || to < from) throw new UsageError(`--packet ${values.packet} is not a range of packet numbers from 1`, 'trace');
   if (values.flow && m[2]) throw new UsageError('--flow follows the flow of one packet: give --packet N', 'trace');
   const limit = wholeNumber(values.limit, '--limit', 'trace', 1, Infinity, 100);
+  const file = positionals[0]!;
+  if (values.flow && file === '-') throw new UsageError('--flow reads the capture twice (to find the flow, then to trace it): give a file, not -', 'trace');
   const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
   const stages = buildStages(profile);
+  // --flow: the flow of packet N, traced from its first packet, which may come before N.
+  const flowKey = values.flow ? keyOfPacket(file, from) : null;
   const out = new LineWriter();
-  out.line(`Tracing ${positionals[0]} through profile ${profile.name}: ${profile.stages.join(' -> ')}`);
-  let flowKey: string | null = null;
+  const header = `Tracing ${file} through profile ${profile.name}: ${profile.stages.join(' -> ')}`
+    + (values.flow ? `, every packet of the flow of packet ${from} from its first` : '');
   let shown = 0;
+  let more = false;
+  let stopped = false;
   const { source } = runCapture({
-    file: positionals[0]!,
+    file,
     profile: profile.name,
     stages,
     batchSize: 1,
     timing: false,
     onBatch: (b) => {
       const n = b.num[0]!;
-      let show = n >= from && n <= to;
-      if (values.flow) {
-        if (n === from) flowKey = tupleKey(b, 0);
-        else if (flowKey !== null && n > from && tupleKey(b, 0) === flowKey) show = true;
-      }
-      if (show) {
+      const show = flowKey === null ? n >= from && n <= to : flowKey !== undefined && tupleKey(b, 0) === flowKey;
+      if (show && shown === limit) more = true;
+      else if (show) {
+        if (shown === 0) out.line(header);
         out.line('');
         for (const line of tracePacket(b, 0, stages)) out.line(line);
         shown++;
       }
-      return values.flow ? shown >= limit : n >= to;
+      stopped = more || (flowKey === null && n >= to);
+      return stopped;
     },
   });
-  if (shown === 0) out.line(`\nNo packet ${values.packet}: the capture has ${source.packets} packets.`);
+  if (isNotACapture(source)) return reportCaptureProblems(source);
+  if (shown === 0) {
+    out.flush();
+    const code = reportCaptureProblems(source, !stopped);
+    process.stderr.write(`dplab trace: there is no packet ${from}: ${file} has ${source.packets.toLocaleString('en-US')} packet${source.packets === 1 ? '' : 's'}`
+      + `${source.error ? ' before the damage' : ''}\n`);
+    return code === Exit.OK ? Exit.USAGE : code;
+  }
+  if (more) out.line(`\nStopped at --limit ${limit}: the flow has more packets (raise --limit to see them).`);
+  else if (flowKey === null && source.packets < to) out.line(`\nThe capture ends at packet ${source.packets}.`);
   out.flush();
-  return reportCaptureProblems(source, false);
+  return reportCaptureProblems(source, !stopped);
+}
+
+/**
+ * The flow key of packet `n`, read without running the pipeline; undefined when the capture has no
+ * packet `n` (the trace run then says why).
+ */
+function keyOfPacket(file: string, n: number): string | undefined {
+  const src = openCapture(file);
+  const b = new Batch();
+  try {
+    while (src.fill(b) > 0) {
+      const last = b.num[b.count - 1]!;
+      if (last >= n) {
+        decodeBatch(b);
+        return tupleKey(b, n - b.num[0]!);
+      }
+      src.release(b);
+    }
+  } finally {
+    src.close();
+  }
+  return undefined;
 }
 
 /** Both directions of a flow give the same key. */

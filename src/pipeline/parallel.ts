@@ -225,10 +225,14 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
   }
   const stages: StageRow[] = first.stages.map((s, k) => {
     const calls = parts.reduce((a, p) => a + p.stages[k]!.calls, 0);
-    const packets = parts.reduce((a, p) => a + p.stages[k]!.packets, 0);
+    // Decode (row 0) and per-source stages run on every packet in every worker, though each worker
+    // counts only the packets it owns: their time covers the packets times the workers, so their
+    // packets are counted that way too (marked allPackets), and ns/packet is not inflated.
+    const everyWorker = k === 0 || s.allPackets === true;
+    const packets = parts.reduce((a, p) => a + p.stages[k]!.packets, 0) * (everyWorker ? parts.length : 1);
     const ns = parts.reduce((a, p) => a + p.stages[k]!.ns, 0);
     return {
-      ...s, calls, packets, ns,
+      ...s, calls, packets, ns, ...(everyWorker ? { allPackets: true } : {}),
       dropped: parts.reduce((a, p) => a + p.stages[k]!.dropped, 0),
       nsPerPacket: packets ? ns / packets : 0,
       packetsPerCall: calls ? packets / calls : 0,
