@@ -103,7 +103,8 @@ class HandConntrack implements Stage {
 function policyStage(text: string, ct: FlowTable | null, file = 'inline.profile'): PolicyStage {
   const section = parseProfile(`pipeline: policy\n[policy]\n${text}\n`, file).sections.get('policy')!;
   const s = new PolicyStage(policyConfig(section), ct);
-  section.rejectUnknown();
+  const [unknown] = section.unknownKeys();
+  if (unknown) throw unknown;
   return s;
 }
 

@@ -46,6 +46,36 @@ describe('profiles', () => {
     expect(errorOf('pipeline: xdp\n[xdp]\nblock 10.0.0.0/8\n')).toBe('my.profile:3: expected "key: value", got "block 10.0.0.0/8"');
   });
 
+  it('reports every error, in file order, not just the first', () => {
+    const text = 'pipeline: xdp -> conntrack -> policy\n[xdp]\nblock: 192.0.2.5/24\n[conntrack]\ncapacity: lots\nwhen-full: panic\n'
+      + 'capasity: 3\n[policy]\nevaluator: tree\nrule: drop tcp from 10.1.2.3/8\n[Bad]\n';
+    expect(errorOf(text).split('\n').map((l) => l.replace(/:\s.*/, ''))).toEqual(
+      ['my.profile:3', 'my.profile:5', 'my.profile:6', 'my.profile:7', 'my.profile:9', 'my.profile:10', 'my.profile:11']);
+  });
+
+  it('a prefix with host bits set is an error with file, line and the prefix meant', () => {
+    expect(errorOf('pipeline: xdp\n[xdp]\nblock: 192.0.2.5/24\n'))
+      .toBe('my.profile:3: [xdp] block: "192.0.2.5/24" has host bits set (bits past the first 24 are not 0); did you mean 192.0.2.0/24?');
+    expect(errorOf('pipeline: policy\n[policy]\nrule: accept tcp to 2001:db8::1/32 port 80\n'))
+      .toMatch(/^my\.profile:3: \[policy\] rule: .*"2001:db8::1\/32" has host bits set .*; did you mean 2001:db8::\/32\?$/);
+  });
+
+  it('dplab profiles FILE prints the checked profile, which reads back as the same profile', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'dplab-profile-'));
+    try {
+      const mine = join(dir, 'mine.profile');
+      writeFileSync(mine, '# mine: a test\npipeline: xdp -> conntrack\n[xdp]\nblock: 192.0.2.0/24  # docs\n[conntrack]\ncapacity: 1k\n');
+      const out = execFileSync('node', [join(ROOT, 'bin/dplab.js'), 'profiles', mine], { encoding: 'utf8' });
+      expect(out).toContain(`# ${mine}: ok\n`);
+      expect(out).toContain('pipeline: xdp -> conntrack\n\n[xdp]\nblock: 192.0.2.0/24\n# prefixes: blocked 1');
+      expect(out).toContain('[conntrack]\ncapacity: 1k\n# capacity: 1,000\n');
+      const again = parseProfile(out, 'again.profile');
+      expect(buildStages(again).map((st) => st.name)).toEqual(['xdp', 'conntrack']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the CLI prints the error as one line and exits 1 without reading the capture', () => {
     const dir = mkdtempSync(join(tmpdir(), 'dplab-profile-'));
     try {

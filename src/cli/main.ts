@@ -76,7 +76,8 @@ export function reportError(e: unknown, cmd: string): number {
     return Exit.INTERNAL;
   }
   if (e instanceof ProfileError) {
-    process.stderr.write(`dplab: profile ${e.message}\n`);
+    // One line per error: a profile check reports all it found.
+    for (const line of e.message.split('\n')) process.stderr.write(`dplab: profile ${line}\n`);
     return Exit.USAGE;
   }
   if (e instanceof UsageError) {

@@ -3,6 +3,7 @@ import { buildStages, stageNames } from '../pipeline/registry.js';
 import '../stages/index.js';
 import { parseCommandLine } from './args.js';
 import { Exit } from './errors.js';
+import { renderStageReport } from './report.js';
 
 export const PROFILES_HELP = `dplab profiles [NAME|FILE]
 
@@ -34,8 +35,16 @@ export function profilesCommand(argv: string[]): number {
   if (positionals.length > 0) {
     const p = loadProfile(positionals[0]!);
     // Building the stages validates every key and value.
-    buildStages(p);
-    process.stdout.write(`${p.file}: ok\n  ${p.description}\n  pipeline: ${p.stages.join(' -> ')}\n`);
+    const stages = buildStages(p);
+    // The profile as checked, itself a valid profile: its settings without the comments, and what
+    // each stage made of them as comments.
+    let s = `# ${p.file}: ok${p.description ? `\n# ${p.description}` : ''}\npipeline: ${p.stages.join(' -> ')}\n`;
+    for (const st of stages) {
+      s += `\n[${st.name}]\n`;
+      for (const e of p.sections.get(st.name)?.entries ?? []) s += `${e.key}: ${e.value}\n`;
+      s += renderStageReport(st.describe?.() ?? {}, '# ');
+    }
+    process.stdout.write(s);
     return Exit.OK;
   }
   let s = 'Built-in profiles (dplab replay FILE --profile NAME):\n';

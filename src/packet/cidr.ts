@@ -124,6 +124,18 @@ export function parsePrefix(text: string): Prefix {
   return { family, words, len, normalised };
 }
 
+/**
+ * A prefix as a rule or list must write it: host bits set (192.0.2.5/24) are an error naming the
+ * prefix meant, since silently widening a typo for one host to a whole network would be worse.
+ */
+export function parseExactPrefix(text: string): Prefix {
+  const p = parsePrefix(text);
+  if (p.normalised) {
+    throw new Error(`"${text.trim()}" has host bits set (bits past the first ${p.len} are not 0); did you mean ${prefixToString(p)}?`);
+  }
+  return p;
+}
+
 /** Whether the address at `a[o..o+3]` of a packet of `family` lies in the prefix. */
 export function prefixContains(p: Prefix, family: number, a: ArrayLike<number>, o: number): boolean {
   if (p.family === 0) return family === 4 || family === 6;

@@ -26,6 +26,24 @@ export class ProfileError extends Error {
   }
 }
 
+/**
+ * Several errors of one profile, in file order, so one check shows every fix to make. Its message
+ * has one line per error; file and line are the first one's.
+ */
+export class ProfileErrors extends ProfileError {
+  constructor(readonly errors: readonly ProfileError[]) {
+    super(errors[0]!.file, errors[0]!.line, '');
+    this.message = errors.map((e) => e.message).join('\n');
+  }
+}
+
+/** The errors found (at least one) as one error to throw: itself, or a ProfileErrors in file order. */
+export function profileErrors(errors: readonly ProfileError[], profileFile: string): ProfileError {
+  // The profile's own lines first, in order; then those of the files it refers to.
+  const sorted = [...errors].sort((a, b) => Number(a.file !== profileFile) - Number(b.file !== profileFile) || a.line - b.line);
+  return sorted.length === 1 ? sorted[0]! : new ProfileErrors(sorted);
+}
+
 export interface Entry {
   key: string;
   value: string;
@@ -103,14 +121,11 @@ export class Section {
     return new ProfileError(at?.file ?? this.file, at?.line ?? this.line, `[${this.name}] ${at ? `${at.key}: ` : ''}${message}`);
   }
 
-  /** Call after a stage read its config: a key it did not read is a typo the user should hear about. */
-  rejectUnknown(): void {
-    for (const e of this.entries) {
-      if (!this.used.has(e)) {
-        const known = [...this.asked];
-        throw this.error(e, `unknown key${known.length ? ` (this section knows: ${known.join(', ')})` : ''}`);
-      }
-    }
+  /** After a stage read its config: a key it did not read is a typo the user should hear about. */
+  unknownKeys(): ProfileError[] {
+    const known = [...this.asked];
+    return this.entries.filter((e) => !this.used.has(e))
+      .map((e) => this.error(e, `unknown key${known.length ? ` (this section knows: ${known.join(', ')})` : ''}`));
   }
 }
 
@@ -123,6 +138,8 @@ export interface Profile {
   /** Line of the `pipeline:` entry, for errors about stage names. */
   pipelineLine: number;
   sections: Map<string, Section>;
+  /** Line errors found while parsing; buildStages reports them with the stages' own, in file order. */
+  problems?: ProfileError[];
 }
 
 /** Parse profile text. `file` names it in errors; relative `file:` references resolve against it. */
@@ -132,50 +149,62 @@ export function parseProfile(text: string, file: string, name = file): Profile {
   let stages: string[] | null = null;
   let pipelineLine = 0;
   let current: Section | null = null;
+  const problems: ProfileError[] = [];
   const lines = text.split(/\r?\n/);
   for (let n = 0; n < lines.length; n++) {
     const lineNo = n + 1;
-    const raw = lines[n]!;
-    const hash = raw.indexOf('#');
-    if (n === 0 || (description === '' && !stages)) {
-      const m = /^\s*#\s?(.*)$/.exec(raw);
-      if (m && !description && m[1]!.trim()) description = m[1]!.trim();
-    }
-    const line = (hash >= 0 ? raw.slice(0, hash) : raw).trim();
-    if (line === '') continue;
-    const sec = /^\[([a-z][a-z0-9-]*)\]$/.exec(line);
-    if (sec) {
-      if (sections.has(sec[1]!)) throw new ProfileError(file, lineNo, `section [${sec[1]}] appears twice`);
-      current = new Section(sec[1]!, file, lineNo);
-      sections.set(sec[1]!, current);
-      continue;
-    }
-    if (line.startsWith('[')) throw new ProfileError(file, lineNo, `bad section header "${line}" (expected [name], lowercase)`);
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new ProfileError(file, lineNo, `expected "key: value", got "${line}"`);
-    const key = line.slice(0, colon).trim();
-    const value = line.slice(colon + 1).trim();
-    if (!/^[a-z][a-z0-9-]*$/.test(key)) throw new ProfileError(file, lineNo, `bad key "${key}" (lowercase letters, digits, -)`);
-    if (!current) {
-      if (key !== 'pipeline') throw new ProfileError(file, lineNo, `"${key}" must be inside a [section]; only "pipeline:" comes before the sections`);
-      if (stages) throw new ProfileError(file, lineNo, '"pipeline:" is given twice');
-      stages = value.split('->').map((s) => s.trim());
-      if (stages.some((s) => !/^[a-z][a-z0-9-]*$/.test(s))) {
-        throw new ProfileError(file, lineNo, `pipeline "${value}" is not a chain of stage names like "xdp -> conntrack -> policy"`);
+    try {
+      const raw = lines[n]!;
+      const hash = raw.indexOf('#');
+      if (n === 0 || (description === '' && !stages)) {
+        const m = /^\s*#\s?(.*)$/.exec(raw);
+        if (m && !description && m[1]!.trim()) description = m[1]!.trim();
       }
-      pipelineLine = lineNo;
-      continue;
+      const line = (hash >= 0 ? raw.slice(0, hash) : raw).trim();
+      if (line === '') continue;
+      const sec = /^\[([a-z][a-z0-9-]*)\]$/.exec(line);
+      if (sec || line.startsWith('[')) {
+        // A bad header still opens a section, one that is not kept: its lines are not mistaken
+        // for the previous section's.
+        current = new Section(sec?.[1] ?? '?', file, lineNo);
+        if (!sec) throw new ProfileError(file, lineNo, `bad section header "${line}" (expected [name], lowercase)`);
+        if (sections.has(sec[1]!)) throw new ProfileError(file, lineNo, `section [${sec[1]}] appears twice`);
+        sections.set(sec[1]!, current);
+        continue;
+      }
+      const colon = line.indexOf(':');
+      if (colon <= 0) throw new ProfileError(file, lineNo, `expected "key: value", got "${line}"`);
+      const key = line.slice(0, colon).trim();
+      const value = line.slice(colon + 1).trim();
+      if (!/^[a-z][a-z0-9-]*$/.test(key)) throw new ProfileError(file, lineNo, `bad key "${key}" (lowercase letters, digits, -)`);
+      if (!current) {
+        if (key !== 'pipeline') throw new ProfileError(file, lineNo, `"${key}" must be inside a [section]; only "pipeline:" comes before the sections`);
+        if (stages) throw new ProfileError(file, lineNo, '"pipeline:" is given twice');
+        stages = value.split('->').map((s) => s.trim());
+        if (stages.some((s) => !/^[a-z][a-z0-9-]*$/.test(s))) {
+          throw new ProfileError(file, lineNo, `pipeline "${value}" is not a chain of stage names like "xdp -> conntrack -> policy"`);
+        }
+        pipelineLine = lineNo;
+        continue;
+      }
+      current.entries.push({ key, value, file, line: lineNo });
+    } catch (e) {
+      // A bad line is reported with every other one; parsing goes on with the next line.
+      if (!(e instanceof ProfileError)) throw e;
+      problems.push(e);
     }
-    current.entries.push({ key, value, file, line: lineNo });
   }
-  if (!stages) throw new ProfileError(file, 0, 'no "pipeline:" line (e.g. "pipeline: xdp -> conntrack -> policy")');
+  if (!stages) {
+    problems.push(new ProfileError(file, 0, 'no "pipeline:" line (e.g. "pipeline: xdp -> conntrack -> policy")'));
+    throw profileErrors(problems, file);
+  }
   const dup = stages.find((s, k) => stages!.indexOf(s) !== k);
-  if (dup) throw new ProfileError(file, pipelineLine, `stage "${dup}" appears twice in the pipeline`);
+  if (dup) problems.push(new ProfileError(file, pipelineLine, `stage "${dup}" appears twice in the pipeline`));
   for (const [s, section] of sections) {
-    if (!stages.includes(s)) throw new ProfileError(file, section.line, `section [${s}] configures a stage that is not in the pipeline (${stages.join(' -> ')})`);
+    if (!stages.includes(s)) problems.push(new ProfileError(file, section.line, `section [${s}] configures a stage that is not in the pipeline (${stages.join(' -> ')})`));
   }
   for (const s of stages) if (!sections.has(s)) sections.set(s, new Section(s, file, pipelineLine));
-  return { name, file, description, stages, pipelineLine, sections };
+  return { name, file, description, stages, pipelineLine, sections, problems };
 }
 
 /** The profiles shipped with dplab live in profiles/ at the package root. */

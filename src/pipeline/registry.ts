@@ -4,7 +4,7 @@
  * context, which the builder fills as it goes down the pipeline in order.
  */
 import type { FlowTable } from '../conntrack/table.js';
-import { ProfileError, type Profile, type Section } from './profile.js';
+import { ProfileError, profileErrors, type Profile, type Section } from './profile.js';
 import type { Stage } from './stage.js';
 
 export interface StageContext {
@@ -26,19 +26,38 @@ export function stageNames(): { name: string; summary: string }[] {
   return [...factories].map(([name, f]) => ({ name, summary: f.summary }));
 }
 
-/** Build a profile's stages in order; a bad key or value throws a ProfileError naming file and line. */
+/**
+ * Build a profile's stages in order. Bad keys and values throw a ProfileError naming file and
+ * line: every one found in the profile, in file order, so one check shows every fix to make.
+ */
 export function buildStages(profile: Profile, shards = 1): Stage[] {
   const ctx: StageContext = { conntrack: null, shards };
   const stages: Stage[] = [];
+  const errors: ProfileError[] = [...(profile.problems ?? [])];
   for (const name of profile.stages) {
     const f = factories.get(name);
     if (!f) {
-      throw new ProfileError(profile.file, profile.pipelineLine,
-        `unknown stage "${name}" (stages: ${[...factories.keys()].join(', ')})`);
+      errors.push(new ProfileError(profile.file, profile.pipelineLine,
+        `unknown stage "${name}" (stages: ${[...factories.keys()].join(', ')})`));
+      continue;
     }
     const section = profile.sections.get(name)!;
-    stages.push(f.create(section, ctx));
-    section.rejectUnknown();
+    // A stage stops at its section's first bad entry: set that entry aside and build again to find
+    // the next, until it builds or the error is not about one of its entries.
+    for (;;) {
+      try {
+        stages.push(f.create(section, ctx));
+        errors.push(...section.unknownKeys());
+        break;
+      } catch (e) {
+        if (!(e instanceof ProfileError)) throw e;
+        errors.push(e);
+        const at = section.entries.findIndex((x) => x.file === e.file && x.line === e.line);
+        if (at < 0) break;
+        section.entries.splice(at, 1);
+      }
+    }
   }
+  if (errors.length > 0) throw profileErrors(errors, profile.file);
   return stages;
 }

@@ -18,7 +18,7 @@
  *   rate-table: 64k                              source addresses the rate limiter tracks
  */
 import { Verdict, type Batch } from '../packet/batch.js';
-import { parsePrefix, prefixToString, type Prefix } from '../packet/cidr.js';
+import { parseExactPrefix, prefixToString, type Prefix } from '../packet/cidr.js';
 import { ipToString } from '../packet/format.js';
 import { Lpm } from '../policy/lpm.js';
 import { SourceRateLimiter } from '../policy/ratelimit.js';
@@ -164,7 +164,7 @@ export function xdpConfig(section: Section): XdpConfig {
   const add = (text: string, kind: typeof BLOCK | typeof ALLOW, origin: string, fail: (msg: string) => Error): void => {
     let prefix: Prefix;
     try {
-      prefix = parsePrefix(text);
+      prefix = parseExactPrefix(text);
     } catch (err) {
       throw fail((err as Error).message);
     }
