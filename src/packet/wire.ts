@@ -1,0 +1,175 @@
+/**
+ * Writing a decoded packet, as smoltcp's wire views do: each setter changes the bytes, the batch's
+ * decoded fields and every checksum the field is covered by, together, so a stage after a rewrite
+ * (policy after DNAT, route) reads what is now on the wire and the packet leaves with valid
+ * checksums. Offsets are named; nothing is allocated.
+ *
+ * Checksums are updated incrementally with RFC 1624's equation 3, HC' = ~(~HC + ~m + m'), which
+ * never produces the -0 (0xffff) the older RFC 1141 update could. A packet whose checksum was
+ * wrong stays exactly as wrong (the update preserves the difference), as a router's rewrite does.
+ * Covered: the IPv4 header checksum; TCP, UDP and ICMPv6 checksums through the pseudo-header (an
+ * IPv4 UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xffff, RFC 768).
+ * A later fragment has no L4 header: only its IP header changes. A checksum cut off by the snap
+ * length cannot be updated and is left alone.
+ */
+import type { Batch } from './batch.js';
+import { Frag } from './batch.js';
+import { flowHash } from './hash.js';
+
+/** Field offsets from the start of each header. */
+export const IPV4 = { TTL: 8, PROTOCOL: 9, CHECKSUM: 10, SRC: 12, DST: 16 } as const;
+export const IPV6 = { HOP_LIMIT: 7, SRC: 8, DST: 24 } as const;
+export const TCP = { SPORT: 0, DPORT: 2, CHECKSUM: 16 } as const;
+export const UDP = { SPORT: 0, DPORT: 2, CHECKSUM: 6 } as const;
+export const ICMPV6 = { CHECKSUM: 2 } as const;
+
+const PROTO_TCP = 6;
+const PROTO_UDP = 17;
+const PROTO_UDPLITE = 136;
+const PROTO_ICMPV6 = 58;
+
+/** Which address or port a setter changes. */
+export const End = { SRC: 0, DST: 1 } as const;
+
+/**
+ * RFC 1624 eqn. 3 for one 16-bit word: the checksum `hc` after a covered word changed from `m` to
+ * `m2`. Kept in 32 bits and folded, so it is exact for any number of chained updates.
+ */
+export function csumUpdate16(hc: number, m: number, m2: number): number {
+  let s = (~hc & 0xffff) + (~m & 0xffff) + m2;
+  s = (s & 0xffff) + (s >>> 16);
+  s = (s & 0xffff) + (s >>> 16);
+  return ~s & 0xffff;
+}
+
+/** The same for a 32-bit value changing (two words). */
+export function csumUpdate32(hc: number, m: number, m2: number): number {
+  return csumUpdate16(csumUpdate16(hc, m >>> 16, m2 >>> 16), m & 0xffff, m2 & 0xffff);
+}
+
+function get16(b: Uint8Array, at: number): number {
+  return (b[at]! << 8) | b[at + 1]!;
+}
+
+function put16(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 8;
+  b[at + 1] = v & 0xff;
+}
+
+function get32(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
+}
+
+function put32(b: Uint8Array, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = (v >>> 16) & 0xff;
+  b[at + 2] = (v >>> 8) & 0xff;
+  b[at + 3] = v & 0xff;
+}
+
+/**
+ * Where packet i's L4 checksum is (an absolute offset in b.bytes) when it covers the IP addresses
+ * (pseudo-header), the packet has its L4 header and the field was captured; else -1.
+ */
+function pseudoChecksumAt(b: Batch, i: number): number {
+  if (b.frag[i] === Frag.LATER) return -1;
+  const p = b.proto[i];
+  let field: number;
+  if (p === PROTO_TCP) field = TCP.CHECKSUM;
+  else if (p === PROTO_UDP || p === PROTO_UDPLITE) field = UDP.CHECKSUM;
+  else if (p === PROTO_ICMPV6 && b.family[i] === 6) field = ICMPV6.CHECKSUM;
+  else return -1;
+  const at = b.l4[i]! + field;
+  return at + 2 <= b.off[i]! + b.capLen[i]! ? at : -1;
+}
+
+/** Fold a change of the L4 checksum at `at` (from setters): UDP over IPv4 keeps "no checksum". */
+function updateL4(b: Batch, i: number, at: number, m: number, m2: number, wide: boolean): void {
+  const bytes = b.bytes;
+  const old = get16(bytes, at);
+  const udp4 = b.family[i] === 4 && b.proto[i] === PROTO_UDP;
+  if (udp4 && old === 0) return;
+  let hc = wide ? csumUpdate32(old, m, m2) : csumUpdate16(old, m, m2);
+  if (udp4 && hc === 0) hc = 0xffff;
+  put16(bytes, at, hc);
+}
+
+/**
+ * Set packet i's IPv4 source or destination address (`end`) to `addr` (host-order u32). Updates
+ * the header checksum, the L4 pseudo-header checksum, b.src/b.dst and the flow hash.
+ */
+export function setIpv4Address(b: Batch, i: number, end: number, addr: number): void {
+  const bytes = b.bytes;
+  const l3 = b.l3[i]!;
+  const at = l3 + (end === End.SRC ? IPV4.SRC : IPV4.DST);
+  const old = get32(bytes, at);
+  addr >>>= 0;
+  if (old === addr) return;
+  put32(bytes, at, addr);
+  put16(bytes, l3 + IPV4.CHECKSUM, csumUpdate32(get16(bytes, l3 + IPV4.CHECKSUM), old, addr));
+  const l4 = pseudoChecksumAt(b, i);
+  if (l4 >= 0) updateL4(b, i, l4, old, addr, true);
+  (end === End.SRC ? b.src : b.dst)[i << 2] = addr;
+  rehash(b, i);
+}
+
+/**
+ * Set packet i's IPv6 source or destination address to the four words `A[ao..ao+3]` (host-order
+ * u32 each). Updates the L4 pseudo-header checksum, b.src/b.dst and the flow hash (IPv6 has no
+ * header checksum).
+ */
+export function setIpv6Address(b: Batch, i: number, end: number, A: Uint32Array, ao: number): void {
+  const bytes = b.bytes;
+  const at = b.l3[i]! + (end === End.SRC ? IPV6.SRC : IPV6.DST);
+  const l4 = pseudoChecksumAt(b, i);
+  const field = end === End.SRC ? b.src : b.dst;
+  for (let k = 0; k < 4; k++) {
+    const old = get32(bytes, at + 4 * k);
+    const v = A[ao + k]! >>> 0;
+    if (old === v) continue;
+    put32(bytes, at + 4 * k, v);
+    if (l4 >= 0) updateL4(b, i, l4, old, v, true);
+    field[(i << 2) + k] = v;
+  }
+  rehash(b, i);
+}
+
+/** Set packet i's TCP or UDP source or destination port; updates the L4 checksum and the flow hash. */
+export function setPort(b: Batch, i: number, end: number, port: number): void {
+  const p = b.proto[i];
+  if ((p !== PROTO_TCP && p !== PROTO_UDP && p !== PROTO_UDPLITE) || b.frag[i] === Frag.LATER) {
+    throw new RangeError(`packet ${b.num[i]} has no TCP or UDP header to set a port in`);
+  }
+  const bytes = b.bytes;
+  const at = b.l4[i]! + (end === End.SRC ? TCP.SPORT : TCP.DPORT);
+  const old = get16(bytes, at);
+  if (old === port) return;
+  put16(bytes, at, port);
+  const sum = b.l4[i]! + (p === PROTO_TCP ? TCP.CHECKSUM : UDP.CHECKSUM);
+  if (sum + 2 <= b.off[i]! + b.capLen[i]!) updateL4(b, i, sum, old, port, false);
+  (end === End.SRC ? b.sport : b.dport)[i] = port;
+  rehash(b, i);
+}
+
+/**
+ * Set packet i's IPv4 TTL or IPv6 hop limit. The TTL shares a checksummed word with the protocol
+ * number, so the IPv4 checksum update uses that word.
+ */
+export function setTtl(b: Batch, i: number, ttl: number): void {
+  const bytes = b.bytes;
+  const l3 = b.l3[i]!;
+  if (b.family[i] === 6) {
+    bytes[l3 + IPV6.HOP_LIMIT] = ttl;
+  } else {
+    const old = get16(bytes, l3 + IPV4.TTL);
+    const word = (ttl << 8) | bytes[l3 + IPV4.PROTOCOL]!;
+    bytes[l3 + IPV4.TTL] = ttl;
+    put16(bytes, l3 + IPV4.CHECKSUM, csumUpdate16(get16(bytes, l3 + IPV4.CHECKSUM), old, word));
+  }
+  b.ttl[i] = ttl;
+}
+
+/** The tuple changed: the symmetric hash follows it (stages after a rewrite, and sharding, use it). */
+function rehash(b: Batch, i: number): void {
+  b.hash[i] = flowHash(b, i, b.sport[i]!, b.dport[i]!);
+}
