@@ -1,5 +1,5 @@
 import type { Batch } from '../packet/batch.js';
-import { outputFile, OutputFile } from './outfile.js';
+import { outputFile, type OutputError, type OutputFile } from './outfile.js';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US } from './pcap.js';
 import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 
@@ -56,6 +56,8 @@ export class CaptureWriter {
         this.dv.setInt32(p + 12, -1, true);
       });
     }
+    // The header on its own first: if the disk fills later, the file is still a capture tshark reads.
+    this.flush();
   }
 
   /**
@@ -201,9 +203,10 @@ export class SplitWriter {
     }
   }
 
-  /** Packets surely written to each capture (for a report after a failed write). */
-  written(): { forwarded: number; dropped: number } {
-    return { forwarded: this.fwd?.flushed ?? 0, dropped: this.drop?.flushed ?? 0 };
+  /** After a failed write to one of these captures: say in the error how many packets it holds. */
+  explain(e: OutputError): void {
+    if (e.option === '--write') e.note = `it holds the first ${(this.fwd?.flushed ?? 0).toLocaleString('en-US')} forwarded packets`;
+    if (e.option === '--write-dropped') e.note = `it holds the first ${(this.drop?.flushed ?? 0).toLocaleString('en-US')} dropped packets`;
   }
 
   get active(): boolean {

@@ -301,6 +301,9 @@ function splitByVerdict(file: string, bits: Uint8Array, write?: OutputFile, writ
       src.release(b);
       if (src.packets >= limit) break;
     }
+  } catch (e) {
+    if (e instanceof OutputError) split.explain(e);
+    throw e;
   } finally {
     src.close();
     split.close();

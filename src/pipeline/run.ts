@@ -204,9 +204,7 @@ class CaptureRun {
       // What was processed before the failure is still reported.
       const r = this.report();
       if (e instanceof OutputError) {
-        const w = this.split.written();
-        if (e.option === '--write') e.note = `it holds the first ${w.forwarded.toLocaleString('en-US')} forwarded packets`;
-        if (e.option === '--write-dropped') e.note = `it holds the first ${w.dropped.toLocaleString('en-US')} dropped packets`;
+        this.split.explain(e);
         if (e.option === '--flows' && this.log) e.note = `it holds the first ${this.log.flushed.toLocaleString('en-US')} flows`;
       }
       e.partial = r;

@@ -1,0 +1,106 @@
+/**
+ * A write that fails mid-run (disk full, on a small tmpfs mounted here): one line naming the file
+ * and the cause, the report of what was processed, exit 4, and the file holds whole records only,
+ * as many as the message says (tshark reads it). The tmpfs is 1.5 MiB so that the capture writer's
+ * first 1 MiB block fits and the second does not: the file then holds packets, not only a header.
+ * Needs root to mount, as CI runs: without it this test fails and says why, never passes silently.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT } from './helpers.js';
+
+const DPLAB = join(ROOT, 'bin/dplab.js');
+const dir = mkdtempSync(join(tmpdir(), 'dplab-diskfull-'));
+const GEN = join(dir, 'gen.pcap');
+const FULL = join(dir, 'full');
+let mounted = false;
+let mountProblem = '';
+
+beforeAll(() => {
+  const g = spawnSync(process.execPath, [DPLAB, 'gen', GEN, '--packets', '40000', '--seed', '5'], { encoding: 'utf8' });
+  expect(g.status, g.stderr).toBe(0);
+  spawnSync('mkdir', [FULL]);
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1536k', 'tmpfs', FULL], { encoding: 'utf8' });
+  if (m.status === 0) mounted = true;
+  else mountProblem = `cannot mount a 1.5 MiB tmpfs on ${FULL} to fill a disk (run as root, as CI does): ${(m.stderr || m.error?.message || '').trim()}`;
+});
+
+afterAll(() => {
+  if (mounted) spawnSync('umount', [FULL]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function replay(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [DPLAB, 'replay', GEN, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function tsharkCount(file: string): number {
+  const r = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  expect(r.status, `tshark -r ${file}: ${r.stderr}`).toBe(0);
+  return r.stdout.trim() === '' ? 0 : r.stdout.trim().split('\n').length;
+}
+
+function clean(): void {
+  for (const f of ['out.pcap', 'drop.pcap', 'flows.tsv', 'r.json', 'filler']) rmSync(join(FULL, f), { force: true });
+}
+
+/** Fill the tmpfs, leaving about `leave` bytes free. */
+function fill(leave: number): void {
+  const st = statfsSync(FULL);
+  const free = st.bavail * st.bsize;
+  writeFileSync(join(FULL, 'filler'), Buffer.alloc(Math.max(0, free - leave)));
+}
+
+describe('a disk that fills during the run', () => {
+  for (const workers of ['1', '2']) {
+    it(`--write (workers ${workers}): one line, the report, exit 4, a readable file with the packets it says`, () => {
+      if (!mounted) throw new Error(mountProblem);
+      clean();
+      const out = join(FULL, 'out.pcap');
+      const r = replay('--workers', workers, '--write', out, '--json', join(dir, `r${workers}.json`));
+      expect(r.status, r.stderr).toBe(4);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      const m = new RegExp(`^dplab replay: cannot write --write ${out}: no space left on device \\(it holds the first ([\\d,]+) forwarded packets\\)`).exec(lines[0]!);
+      expect(m, lines[0]).not.toBeNull();
+      expect(r.stdout).toMatch(/Verdicts: [\d,]+ in = /); // the report of what was processed
+      const held = Number(m![1]!.replace(/,/g, ''));
+      expect(held).toBeGreaterThan(0);
+      expect(tsharkCount(out)).toBe(held);
+      // The JSON report (elsewhere) is the same partial report, and claims no file was written in full.
+      const j = JSON.parse(readFileSync(join(dir, `r${workers}.json`), 'utf8'));
+      expect(j.verdicts.packets).toBeGreaterThan(0);
+      expect(r.stderr).not.toMatch(/wrote /);
+    });
+  }
+
+  it('--flows: the log holds whole lines, as many as the message says', () => {
+    if (!mounted) throw new Error(mountProblem);
+    clean();
+    fill(150_000); // room for two of the flow log's 64 KiB blocks, not for all of it
+    const out = join(FULL, 'flows.tsv');
+    const r = replay('--flows', out);
+    expect(r.status, r.stderr).toBe(4);
+    const m = /cannot write --flows .*flows\.tsv: no space left on device \(it holds the first ([\d,]+) flows\)/.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    const text = readFileSync(out, 'utf8');
+    expect(text.endsWith('\n')).toBe(true);
+    const held = Number(m![1]!.replace(/,/g, ''));
+    expect(held).toBeGreaterThan(0);
+    expect(text.split('\n').length - 2).toBe(held);
+  });
+
+  it('--json on a full disk: one line, exit 4', () => {
+    if (!mounted) throw new Error(mountProblem);
+    clean();
+    fill(0);
+    const r = replay('--json', join(FULL, 'r.json'));
+    expect(r.status, r.stderr).toBe(4);
+    expect(r.stderr).toMatch(/^dplab replay: cannot write --json .*r\.json: no space left on device/m);
+    expect(r.stderr).not.toMatch(/at .*\.js:\d+/);
+  });
+});
