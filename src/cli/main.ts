@@ -1,12 +1,13 @@
 /** dplab's command line: one function per command, errors turned into one clear line each. */
 import { CaptureError } from '../capture/errors.js';
+import { OutputError } from '../capture/outfile.js';
 import { WorkerFailure } from '../pipeline/parallel.js';
 import { ProfileError } from '../pipeline/profile.js';
 import type { RunReport } from '../pipeline/run.js';
 import { StageFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
-import { DECODE_HELP, decodeCommand } from './decode.js';
 import { VERSION } from './args.js';
+import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
 import { PROFILES_HELP, profilesCommand } from './profiles.js';
@@ -74,6 +75,13 @@ export function reportError(e: unknown, cmd: string): number {
     if (partial) process.stdout.write(renderReport(partial) + 'INCOMPLETE: the run stopped at the failure below.\n');
     process.stderr.write(`dplab: ${e.message}. This is a bug in dplab or in a stage: please report it with the capture and profile\n`);
     return Exit.INTERNAL;
+  }
+  if (e instanceof OutputError) {
+    // Before the run (nothing read): a usage problem. During it: the report of what was processed.
+    const partial = e.partial as RunReport | null;
+    if (partial) process.stdout.write(renderReport(partial));
+    process.stderr.write(`dplab ${cmd}: ${e.message}${e.note ? ` (${e.note})` : ''}\n`);
+    return e.duringRun ? Exit.OUTPUT : Exit.USAGE;
   }
   if (e instanceof ProfileError) {
     // One line per error: a profile check reports all it found.

@@ -1,9 +1,10 @@
-import { statSync, writeFileSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { OutputError, OutputFile } from '../capture/outfile.js';
 import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import { defaultWorkers, runParallel, workerPool } from '../pipeline/parallel.js';
-import { runCapture, type RunReport } from '../pipeline/run.js';
+import { runCaptureAsync, type RunReport, type StopFlag } from '../pipeline/run.js';
 import '../stages/index.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
@@ -68,8 +69,38 @@ export async function replayCommand(argv: string[]): Promise<number> {
   const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
   buildStages(profile); // validate before reading anything
   const file = positionals[0]!;
-  const workers = values.workers === undefined || values.workers === 'auto'
+  let workers = values.workers === undefined || values.workers === 'auto'
     ? defaultWorkers(statSize(file)) : wholeNumber(values.workers, '--workers (or auto)', 'replay', 1, 64, 1);
+  // Outputs: `-` is standard output, for one of them only; the text report then goes to stderr.
+  const outputs = { '--write': values.write, '--write-dropped': values['write-dropped'], '--flows': values.flows, '--json': values.json };
+  const toStdout = Object.entries(outputs).filter(([, v]) => v === '-').map(([k]) => k);
+  if (toStdout.length > 1) throw new UsageError(`${toStdout.join(' and ')} cannot both go to standard output (-): give one of them a file`, 'replay');
+  const say = (text: string): boolean => (toStdout.length ? process.stderr : process.stdout).write(text);
+  if (isStream(file)) {
+    // A pipe is read once: no second run, and no workers (each re-reads the file).
+    if (repeat > 1) throw new UsageError(`--repeat needs a file: ${file === '-' ? 'standard input' : file} can be read only once`, 'replay');
+    if (workers > 1) process.stderr.write(`dplab replay: ${file === '-' ? 'standard input' : file} is read once, so it runs inline (--workers ${workers} needs a file each worker can re-read)\n`);
+    workers = 1;
+  }
+  // --json is opened (and so checked) with the other outputs, before any packet is read.
+  let jsonOut: OutputFile | null = null;
+  const openJson = (): void => { if (values.json !== undefined && !jsonOut) jsonOut = new OutputFile('--json', values.json); };
+  // SIGINT/SIGTERM: stop reading, report what was processed. A second signal ends dplab at once.
+  const stop: StopFlag = { signal: null };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stop.signal) process.exit(sig === 'SIGTERM' ? Exit.SIGTERM : Exit.SIGINT);
+    stop.signal = sig;
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  // Test hook: sleep this many ms after each batch, and say when the first batch is done, so a
+  // test can interrupt a run part-way through.
+  const throttleMs = Number(process.env.DPLAB_TEST_SLOW_MS ?? 0) || 0;
+  const sleeper = new Int32Array(new SharedArrayBuffer(4));
+  let started = false;
+  const firstBatch = (packets: number): void => {
+    if (throttleMs && !started && packets > 0) { started = true; process.stderr.write('dplab replay: (test hook) first batch done\n'); }
+  };
   let report: RunReport | null = null;
   let outcome: CaptureOutcome | null = null;
   // One pool for every repeat: the workers' JIT warms up as the inline run's does.
@@ -81,13 +112,14 @@ export async function replayCommand(argv: string[]): Promise<number> {
       let progress: Progress | null = null;
       if (workers > 1) {
         const r = await runParallel({
-          file, profile: values.profile ?? DEFAULT_PROFILE, workers, batchSize, pool,
+          file, profile: values.profile ?? DEFAULT_PROFILE, workers, batchSize, pool, stop, throttleMs, beforeRead: openJson,
           write: last ? values.write : undefined,
           writeDropped: last ? values['write-dropped'] : undefined,
           flowLog: last ? values.flows : undefined,
           onProgress: (pos, size, packets) => {
             progress ??= new Progress(label, size, !values['no-progress']);
             progress.update(pos, packets);
+            firstBatch(packets);
           },
         }).finally(() => (progress as Progress | null)?.end());
         report = r.report;
@@ -95,8 +127,10 @@ export async function replayCommand(argv: string[]): Promise<number> {
         if (isNotACapture(outcome)) return reportCaptureProblems(outcome);
         continue;
       }
-      const result = runCapture({
+      const result = await runCaptureAsync({
         file,
+        stop,
+        beforeRead: openJson,
         profile: profile.name,
         // Fresh stages each run: every run starts from empty flow tables.
         stages: buildStages(profile),
@@ -107,23 +141,42 @@ export async function replayCommand(argv: string[]): Promise<number> {
         onBatch: (_b, src) => {
           progress ??= new Progress(label, src.size, !values['no-progress']);
           progress.update(src.position, src.packets);
+          if (throttleMs) { firstBatch(src.packets); Atomics.wait(sleeper, 0, 0, throttleMs); }
         },
       });
       (progress as Progress | null)?.end();
       report = result.report;
       outcome = result.source;
       if (isNotACapture(outcome)) return reportCaptureProblems(outcome);
+      if (report.interrupted) break;
     }
+  } catch (e) {
+    if (!(e instanceof OutputError) || !e.partial) throw e;
+    // An output failed mid-run (disk full): the report of what was processed, then the one line.
+    const partial = e.partial as RunReport;
+    say(renderReport(partial));
+    if (jsonOut && e.option !== '--json') try { (jsonOut as OutputFile).text(JSON.stringify(partial, null, 2) + '\n'); } catch { /* the first failure is the one reported */ }
+    (jsonOut as OutputFile | null)?.close();
+    process.stderr.write(`dplab replay: ${e.message}${e.note ? ` (${e.note})` : ''}; the run stopped there\n`);
+    return Exit.OUTPUT;
   } finally {
     await pool?.destroy();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
   if (!report || !outcome) throw new Error('no run');
   if (repeat > 1) report.run = { repeat, note: `run ${repeat} of ${repeat}; the earlier runs warmed up the JIT` };
-  process.stdout.write(renderReport(report));
-  if (values.json !== undefined) {
-    const text = JSON.stringify(report, null, 2) + '\n';
-    if (values.json === '-') process.stdout.write(text);
-    else writeFileSync(values.json, text);
+  say(renderReport(report));
+  if (jsonOut) {
+    const out = jsonOut as OutputFile;
+    try {
+      out.text(JSON.stringify(report, null, 2) + '\n');
+      out.close();
+    } catch (e) {
+      if (!(e instanceof OutputError)) throw e;
+      process.stderr.write(`dplab replay: ${e.message}\n`);
+      return Exit.OUTPUT;
+    }
   }
   const v = report.verdicts;
   const wrote = (what: string | undefined, count: string): void => {
@@ -133,7 +186,22 @@ export async function replayCommand(argv: string[]): Promise<number> {
   wrote(values['write-dropped'], `${(v.dropped + v.malformed).toLocaleString('en-US')} dropped and malformed packets`);
   wrote(values.flows, `${(report.flowsLogged ?? 0).toLocaleString('en-US')} flows`);
   wrote(values.json, 'the report as JSON');
+  if (report.interrupted) {
+    reportCaptureProblems(outcome, false);
+    return report.interrupted === 'SIGTERM' ? Exit.SIGTERM : Exit.SIGINT;
+  }
   return reportCaptureProblems(outcome);
+}
+
+/** Standard input, a named pipe, /dev/stdin on a pipe: read once, in order. */
+function isStream(file: string): boolean {
+  if (file === '-') return true;
+  try {
+    const st = statSync(file);
+    return st.isFIFO() || st.isCharacterDevice() || st.isSocket();
+  } catch {
+    return false;
+  }
 }
 
 function statSize(file: string): number {
