@@ -1,4 +1,4 @@
-import { writeSync } from 'node:fs';
+import { standardOutput, writeAll } from '../capture/outfile.js';
 import { generateSynth, MAX_PAYLOAD, SYNTH_DEFAULTS, writeSynthPcap, type SynthOptions, type SynthSummary } from '../gen/synth.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError } from './errors.js';
@@ -78,7 +78,7 @@ export function genCommand(argv: string[]): number {
   let summary: SynthSummary;
   try {
     summary = file === '-'
-      ? generateSynth(opts, (block, length) => { for (let at = 0; at < length;) at += writeSync(1, block, at, length - at); })
+      ? generateSynth(opts, (block, length) => writeAll(standardOutput(), block, 0, length))
       : writeSynthPcap(file, opts);
   } catch (e) {
     if (e instanceof RangeError) throw new UsageError(e.message, 'gen');
