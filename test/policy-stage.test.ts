@@ -6,10 +6,10 @@
  * The conntrack stage is written separately; here a stand-in stage marks packets (ctInfo, flow,
  * dir) the way conntrack does, keyed by the 5-tuple, so the policy side is tested on its own.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { CtInfo } from '../src/conntrack/info.js';
 import { FlowTable } from '../src/conntrack/table.js';
 import { Verdict, type Batch } from '../src/packet/batch.js';
@@ -22,6 +22,10 @@ import type { Stage, StageReport } from '../src/pipeline/stage.js';
 import { Decision, PolicyStage, policyConfig } from '../src/stages/policy.js';
 import { CAPTURES, ROOT } from './helpers.js';
 import { rawBatch, runProfile, stagesOf, type RawPacket } from './stage-run.js';
+
+/** Profiles and list files the tests write: one folder, removed when they are done. */
+const tmp = mkdtempSync(join(tmpdir(), 'dplab-policy-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 interface PolicyCase {
   name: string;
@@ -211,7 +215,7 @@ describe('what is cached and what is evaluated per packet', () => {
 
 describe('rules from the profile and from rule files', () => {
   it('are numbered in the order they appear, rule: and rules: interleaved', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dplab-policy-'));
+    const dir = mkdtempSync(join(tmp, 'case-'));
     writeFileSync(join(dir, 'web.rules'), '# web\naccept tcp port 80\n\naccept tcp port 443  # tls\n');
     const profile = join(dir, 'site.profile');
     const [policy] = stagesOf('pipeline: policy\n[policy]\nrule: drop from 192.0.2.0/24\nrules: web.rules\nrule: drop tcp\n', profile);
@@ -248,7 +252,7 @@ describe('rules from the profile and from rule files', () => {
   });
 
   it('an error in a rules file names that file and line', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dplab-policy-'));
+    const dir = mkdtempSync(join(tmp, 'case-'));
     writeFileSync(join(dir, 'web.rules'), 'accept tcp port 80\n# next one is wrong\ndrop tcp form 10.0.0.0/8\n');
     expect(err('rule: drop icmp\nrules: web.rules', join(dir, 'site.profile')))
       .toMatch(/web\.rules:3: \[policy\] rule: unexpected "form" \(expected one of: from, to, sport, port\) \(in the rules file of .*site\.profile:4\)$/);

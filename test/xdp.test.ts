@@ -3,15 +3,19 @@
  * captures (test/golden/stages/xdp.json, made by scripts/make-stage-golden.mjs), the rate limiter
  * against arithmetic done by hand, and config errors that name file and line.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Verdict } from '../src/packet/batch.js';
 import { Pipeline } from '../src/pipeline/runner.js';
 import '../src/stages/xdp.js';
 import { ROOT } from './helpers.js';
 import { rawBatch, runProfile, stagesOf, type RawPacket } from './stage-run.js';
+
+/** Profiles and list files the tests write: one folder, removed when they are done. */
+const tmp = mkdtempSync(join(tmpdir(), 'dplab-xdp-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 interface XdpCase {
   name: string;
@@ -41,7 +45,7 @@ describe('xdp drops what tshark counts in the blocked prefixes', () => {
   }
 
   it('a block file works as block: lines (and lines keep their numbers in explanations)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dplab-xdp-'));
+    const dir = mkdtempSync(join(tmp, 'case-'));
     writeFileSync(join(dir, 'bad.txt'), '# bad hosts\n\n212.199.202.0/24   # the whole /24\n');
     const profile = join(dir, 'p.profile');
     writeFileSync(profile, 'pipeline: xdp\n[xdp]\nblock-file: bad.txt\n');
@@ -190,7 +194,7 @@ describe('xdp config errors name the file and line', () => {
   });
 
   it('an error in a block file names that file and line', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dplab-xdp-'));
+    const dir = mkdtempSync(join(tmp, 'case-'));
     writeFileSync(join(dir, 'bad.txt'), '10.0.0.0/8\n# comment\n10.0.0.0/99\n');
     writeFileSync(join(dir, 'p.profile'), '');
     expect(() => stagesOf('pipeline: xdp\n[xdp]\nblock-file: bad.txt\n', join(dir, 'p.profile')))
