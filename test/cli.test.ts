@@ -168,3 +168,30 @@ describe('dplab replay', () => {
     expect(r.stdout).toContain('(run 2 of 2; the earlier runs warmed up the JIT)');
   });
 });
+
+describe('README', () => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const setup = [...readme.split('\n## ')[0]!.matchAll(/```sh\n([^`]*)```/g)].map((m) => m[1]!.trim());
+
+  it('opens with exactly two set-up commands, the second the one CI runs', () => {
+    expect(setup).toHaveLength(2);
+    expect(setup[1]).toMatch(/npm ci && npm test$/);
+    const ci = readFileSync(join(ROOT, '.ci', 'run'), 'utf8').trim().split('\n').at(-1);
+    expect(ci).toBe(setup[1]);
+  });
+
+  it('the first runs the main job on a shipped capture, as written (npx dplab, after npm ci)', () => {
+    const [install, run] = setup[0]!.split(' && ');
+    expect(install).toBe('npm ci');
+    expect(run).toMatch(/^npx dplab replay captures\/\S+$/);
+    const r = spawnSync('bash', ['-c', run!], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, npm_config_yes: 'false' } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Verdicts: [\d,]+ in = /m);
+  });
+
+  it('every command it shows runs as npx dplab', () => {
+    const shown = [...readme.matchAll(/`((?:npx )?dplab [a-z-]+)/g)].map((m) => m[1]!);
+    expect(shown.length).toBeGreaterThan(5);
+    expect(shown.filter((c) => !c.startsWith('npx '))).toEqual([]);
+  });
+});
