@@ -5,7 +5,10 @@
  * pairs, so a probe compares hashes without touching entries; entries never move (a number stays
  * valid while the flow lives) and deletion shifts the probe run back instead of leaving
  * tombstones. Keys are the original-direction tuple; a packet matches it either as is (original
- * direction) or reversed (reply). Entry numbers come from a free list; `gen` counts reuses.
+ * direction) or reversed (reply). A flow whose reply is not the mirror of its original tuple (after
+ * DNAT: client -> VIP, then backend -> client) gets a second slot for its reply tuple
+ * (`setReply`), as the kernel hashes both tuples of a conntrack; removal frees both. Entry numbers
+ * come from a free list; `gen` counts reuses.
  *
  * A removed entry leaves the lookup at once but its number is *held* until the batch ends
  * (`release()`): later stages still look at this batch's packets through their entry numbers
@@ -34,8 +37,11 @@ import { MAX_BATCH_SIZE } from '../packet/batch.js';
 export type FlowColumn = Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array;
 export type FlowEndListener = (table: FlowTable, entry: number, why: number) => void;
 
-/** Entry status bits (as the kernel's IPS_* bits that matter here). */
-export const Status = { SEEN_REPLY: 1, ASSURED: 2, USED: 4 } as const;
+/**
+ * Entry status bits (as the kernel's IPS_* bits that matter here). REPLY_TUPLE: the flow's reply
+ * is not the mirror of its original tuple (a NAT stage said so), and the entry has a second slot.
+ */
+export const Status = { SEEN_REPLY: 1, ASSURED: 2, USED: 4, REPLY_TUPLE: 8 } as const;
 
 /** Why an entry went away, for flow records and counters. */
 export const Destroy = { TIMEOUT: 0, EVICTED: 1, REOPENED: 2, END: 3, RESET: 4 } as const;
@@ -62,6 +68,15 @@ export const SWEEP_EVERY = 256;
 export const SWEEP_SLOTS = 128;
 export const HELD_MAX = MAX_BATCH_SIZE + (MAX_BATCH_SIZE / SWEEP_EVERY + 1) * SWEEP_SLOTS;
 
+/** A reply tuple (rep, u32 x10): 0 hash | 1 sport << 16 | dport | 2..5 src | 6..9 dst, as the reply is on the wire. */
+const REP = 10;
+
+/**
+ * A slot's value names an entry and which of its tuples the slot hashes: ((e + 1) << 1) | which,
+ * which = 0 for the original tuple, 1 for the reply tuple. 0 is an empty slot.
+ */
+const slotValue = (e: number, which: number): number => ((e + 1) << 1) | which;
+
 const FC_SLOTS = 8192;
 const FC_MASK = FC_SLOTS - 1;
 
@@ -78,14 +93,16 @@ export class FlowTable {
   peak = 0;
 
   /**
-   * A small direct-mapped cache in front of the slots: hash -> entry + 1 of the flow last found
+   * A small direct-mapped cache in front of the slots: hash -> slot value of the flow last found
    * with that hash. The slots span megabytes, so every probe of them is a cache miss; this fits
    * in L2 and holds the flows active right now (measured in the issue note).
    */
   private readonly recent = new Uint32Array(FC_SLOTS);
-  /** (hash, entry + 1) pairs; entry + 1 === 0 is an empty slot. */
-  private readonly slots: Uint32Array;
-  private readonly mask: number;
+  /** (hash, slot value) pairs; a value of 0 is an empty slot. */
+  private slots: Uint32Array;
+  private mask: number;
+  /** Reply tuples (REP words per entry), once a stage has asked for them. */
+  private rep: Uint32Array = new Uint32Array(0);
 
   /** The records (see the layout above), as u32 and as f64 over one buffer. */
   readonly rec: Uint32Array;
@@ -117,11 +134,9 @@ export class FlowTable {
     this.capacity = capacity;
     // Pages of the spare entries are never touched unless a batch holds that many numbers.
     const size = this.size = capacity + HELD_MAX;
-    let n = 2;
-    // Sized by live entries only (load factor <= 1/2 keeps probe runs short); held ones are unlinked.
-    while (n < capacity * 2) n <<= 1;
-    this.slots = new Uint32Array(n * 2);
-    this.mask = n - 1;
+    this.slots = new Uint32Array(0);
+    this.mask = 0;
+    this.sizeSlots(1);
     const buf = new ArrayBuffer(size * REC * 4);
     this.rec = new Uint32Array(buf);
     this.recF = new Float64Array(buf);
@@ -135,6 +150,47 @@ export class FlowTable {
     this.freeTop = size;
     this.held = new Int32Array(HELD_MAX);
     this.heldWhy = new Uint8Array(HELD_MAX);
+  }
+
+  /**
+   * Slots for `tuplesPerEntry` tuples per live entry at a load factor of at most 1/2 (short probe
+   * runs); held entries are unlinked, so they need none.
+   */
+  private sizeSlots(tuplesPerEntry: number): void {
+    let n = 2;
+    while (n < this.capacity * 2 * tuplesPerEntry) n <<= 1;
+    this.slots = new Uint32Array(n * 2);
+    this.mask = n - 1;
+  }
+
+  /**
+   * Let entries have a reply tuple of their own (setReply), for a stage that translates addresses.
+   * Doubles the slots, so call it while the table is empty (when the pipeline is built).
+   */
+  allowReplyTuples(): void {
+    if (this.rep.length > 0) return;
+    if (this.count > 0) throw new RangeError('reply tuples must be allowed before the first flow');
+    this.sizeSlots(2);
+    this.rep = new Uint32Array(this.size * REP);
+  }
+
+  /**
+   * Give entry e a reply tuple that is not the mirror of its original one, as the reply will be on
+   * the wire (after DNAT: backend -> client), hashed `h`; the entry is found by it too (dir 1 as
+   * given, dir 0 reversed), as the kernel hashes both tuples of a conntrack. Once per entry.
+   */
+  setReply(e: number, h: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number): void {
+    if (this.rep.length === 0) throw new RangeError('setReply needs allowReplyTuples() when the pipeline is built');
+    const k = e * REC + R_STATE;
+    if ((this.rec[k]! & (Status.REPLY_TUPLE << 8)) !== 0) throw new RangeError(`flow entry ${e} has a reply tuple already`);
+    const rep = this.rep;
+    const w = e * REP;
+    rep[w] = h;
+    rep[w + 1] = (sp << 16) | dp;
+    rep[w + 2] = S[so]!; rep[w + 3] = S[so + 1]!; rep[w + 4] = S[so + 2]!; rep[w + 5] = S[so + 3]!;
+    rep[w + 6] = D[dof]!; rep[w + 7] = D[dof + 1]!; rep[w + 8] = D[dof + 2]!; rep[w + 9] = D[dof + 3]!;
+    this.rec[k] = this.rec[k]! | (Status.REPLY_TUPLE << 8);
+    this.link(h, slotValue(e, 1));
   }
 
   /**
@@ -168,8 +224,8 @@ export class FlowTable {
     const fwd = ((sp << 16) | dp) >>> 0;
     const rev = ((dp << 16) | sp) >>> 0;
     const c = this.recent[h & FC_MASK]!;
-    if (c !== 0 && this.rec[(c - 1) * REC + R_HASH] === h) {
-      const r = this.match(c - 1, fp, fwd, rev, S, so, D, dof);
+    if (c !== 0) {
+      const r = (c & 1) === 0 ? this.match((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof) : this.matchReply((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
       if (r >= 0) return r;
     }
     const slots = this.slots;
@@ -179,7 +235,7 @@ export class FlowTable {
       const v = slots[(s << 1) | 1]!;
       if (v === 0) return -1;
       if (slots[s << 1] === h) {
-        const r = this.match(v - 1, fp, fwd, rev, S, so, D, dof);
+        const r = (v & 1) === 0 ? this.match((v >>> 1) - 1, fp, fwd, rev, S, so, D, dof) : this.matchReply((v >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
         if (r >= 0) {
           this.recent[h & FC_MASK] = v;
           return r;
@@ -187,6 +243,25 @@ export class FlowTable {
       }
       s = (s + 1) & mask;
     }
+  }
+
+  /** Entry e's reply tuple against a tuple: as on the wire is the reply (dir 1), reversed the original (dir 0). */
+  private matchReply(e: number, fp: number, fwd: number, rev: number, S: Uint32Array, so: number, D: Uint32Array, dof: number): number {
+    if (this.rec[e * REC + R_FAMPROTO] !== fp) return -1;
+    const rep = this.rep;
+    const w = e * REP;
+    const ports = rep[w + 1];
+    if (ports === fwd
+      && rep[w + 2] === S[so] && rep[w + 3] === S[so + 1] && rep[w + 4] === S[so + 2] && rep[w + 5] === S[so + 3]
+      && rep[w + 6] === D[dof] && rep[w + 7] === D[dof + 1] && rep[w + 8] === D[dof + 2] && rep[w + 9] === D[dof + 3]) {
+      return (e << 1) | 1;
+    }
+    if (ports === rev
+      && rep[w + 2] === D[dof] && rep[w + 3] === D[dof + 1] && rep[w + 4] === D[dof + 2] && rep[w + 5] === D[dof + 3]
+      && rep[w + 6] === S[so] && rep[w + 7] === S[so + 1] && rep[w + 8] === S[so + 2] && rep[w + 9] === S[so + 3]) {
+      return e << 1;
+    }
+    return -1;
   }
 
   /** Entry e against a tuple: e * 2 + direction, or -1. */
@@ -239,14 +314,19 @@ export class FlowTable {
       const { array, width } = columns[k]!;
       array.fill(0, e * width, (e + 1) * width);
     }
+    this.link(h, slotValue(e, 0));
+    if (++this.count > this.peak) this.peak = this.count;
+    return e;
+  }
+
+  /** Put slot value v in the first free slot of h's probe run. */
+  private link(h: number, v: number): void {
     const slots = this.slots;
     let s = h & this.mask;
     while (slots[(s << 1) | 1] !== 0) s = (s + 1) & this.mask;
     slots[s << 1] = h;
-    slots[(s << 1) | 1] = e + 1;
-    this.recent[h & FC_MASK] = e + 1;
-    if (++this.count > this.peak) this.peak = this.count;
-    return e;
+    slots[(s << 1) | 1] = v;
+    this.recent[h & FC_MASK] = v;
   }
 
   /**
@@ -254,10 +334,23 @@ export class FlowTable {
    * run shift back, so no tombstone is needed); its number is held until release().
    */
   remove(e: number, why: number): void {
+    const k = e * REC + R_STATE;
+    this.unlink(this.rec[e * REC + R_HASH]!, slotValue(e, 0));
+    if ((this.rec[k]! & (Status.REPLY_TUPLE << 8)) !== 0) this.unlink(this.rep[e * REP]!, slotValue(e, 1));
+    // Not in use any more, but state and status stay readable for the end-of-flow listeners.
+    this.rec[k] = this.rec[k]! & ~(Status.USED << 8);
+    this.gen[e]!++;
+    this.heldWhy[this.heldTop] = why;
+    this.held[this.heldTop++] = e;
+    this.count--;
+  }
+
+  /** Take slot value v of hash h out of the slots: later members of its probe run shift back. */
+  private unlink(h: number, v0: number): void {
     const slots = this.slots;
     const mask = this.mask;
-    let i = this.rec[e * REC + R_HASH]! & mask;
-    while (slots[(i << 1) | 1] !== e + 1) i = (i + 1) & mask;
+    let i = h & mask;
+    while (slots[(i << 1) | 1] !== v0) i = (i + 1) & mask;
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
@@ -274,14 +367,7 @@ export class FlowTable {
     }
     slots[i << 1] = 0;
     slots[(i << 1) | 1] = 0;
-    const h = this.rec[e * REC + R_HASH]!;
-    if (this.recent[h & FC_MASK] === e + 1) this.recent[h & FC_MASK] = 0;
-    // Not in use any more, but state and status stay readable for the end-of-flow listeners.
-    this.rec[e * REC + R_STATE] = this.rec[e * REC + R_STATE]! & ~(Status.USED << 8);
-    this.gen[e]!++;
-    this.heldWhy[this.heldTop] = why;
-    this.held[this.heldTop++] = e;
-    this.count--;
+    if (this.recent[h & FC_MASK] === v0) this.recent[h & FC_MASK] = 0;
   }
 
   /** The batch is over: numbers removed during it may name new flows from now on. */
@@ -299,7 +385,7 @@ export class FlowTable {
 
   /** Number of slots (a power of two); slot s holds entry slotEntry(s), or -1. */
   get slotCount(): number { return this.mask + 1; }
-  slotEntry(s: number): number { return this.slots[(s << 1) | 1]! - 1; }
+  slotEntry(s: number): number { return (this.slots[(s << 1) | 1]! >>> 1) - 1; }
 
   /**
    * A victim for a new flow when the table is full, as the kernel's early_drop: among the entries
@@ -316,7 +402,7 @@ export class FlowTable {
       const v = slots[(s << 1) | 1]!;
       if (v === 0) continue;
       seen++;
-      const e = v - 1;
+      const e = (v >>> 1) - 1;
       if (this.expires(e) < now) return e;
       if ((this.status(e) & Status.ASSURED) === 0 && this.last(e) < bestLast) { best = e; bestLast = this.last(e); }
     }

@@ -1,0 +1,172 @@
+/**
+ * The flow table against a plain model (a Map from tuple strings to entries), with fast-check
+ * driving random sequences of inserts, reply tuples (as NAT sets them), removals, batch ends and
+ * lookups; and the rules stages rely on: numbers held until the batch ends, columns zeroed for a
+ * new flow, end-of-flow listeners told at the batch end with the entry still readable.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Destroy, FlowTable, Status } from '../src/conntrack/table.js';
+
+/** A tuple: addresses as 4 words each (IPv4 in word 0), ports. */
+interface Tuple { s: number; d: number; sp: number; dp: number }
+
+const A = new Uint32Array(4);
+const B = new Uint32Array(4);
+
+/** Any hash will do for the table (it compares full tuples); a weak one makes collisions likely. */
+function hash(t: Tuple): number {
+  return ((t.s ^ t.d) + (t.sp ^ t.dp)) & 7;
+}
+
+function find(table: FlowTable, t: Tuple): number {
+  A[0] = t.s; B[0] = t.d;
+  return table.find(hash(t), 4, 6, A, 0, B, 0, t.sp, t.dp);
+}
+
+function insert(table: FlowTable, t: Tuple): number {
+  A[0] = t.s; B[0] = t.d;
+  return table.insert(hash(t), 4, 6, A, 0, B, 0, t.sp, t.dp, 0);
+}
+
+function setReply(table: FlowTable, e: number, t: Tuple): void {
+  A[0] = t.s; B[0] = t.d;
+  table.setReply(e, hash(t), A, 0, B, 0, t.sp, t.dp);
+}
+
+const mirror = (t: Tuple): Tuple => ({ s: t.d, d: t.s, sp: t.dp, dp: t.sp });
+const key = (t: Tuple): string => `${t.s} ${t.d} ${t.sp} ${t.dp}`;
+
+describe('a flow found by either of two tuples', () => {
+  const client = { s: 10, d: 100, sp: 40000, dp: 80 }; // client -> VIP
+  const reply = { s: 200, d: 10, sp: 8080, dp: 40000 }; // backend -> client, after DNAT
+
+  it('finds the entry by its original tuple, its reply tuple, and each one reversed', () => {
+    const t = new FlowTable(8);
+    t.allowReplyTuples();
+    const e = insert(t, client);
+    setReply(t, e, reply);
+    expect(find(t, client)).toBe(e * 2);
+    expect(find(t, mirror(client))).toBe(e * 2 + 1); // VIP -> client: a reply seen before DNAT
+    expect(find(t, reply)).toBe(e * 2 + 1);
+    expect(find(t, mirror(reply))).toBe(e * 2); // client -> backend: the original seen after DNAT
+    expect(t.status(e) & Status.REPLY_TUPLE).toBe(Status.REPLY_TUPLE);
+  });
+
+  it('removal frees both tuples', () => {
+    const t = new FlowTable(8);
+    t.allowReplyTuples();
+    const e = insert(t, client);
+    setReply(t, e, reply);
+    t.remove(e, Destroy.TIMEOUT);
+    expect([find(t, client), find(t, reply), find(t, mirror(reply))]).toEqual([-1, -1, -1]);
+    expect(t.count).toBe(0);
+  });
+
+  it('reply tuples must be allowed before the first flow, and set once', () => {
+    const t = new FlowTable(8);
+    const e = insert(t, client);
+    expect(() => setReply(t, e, reply)).toThrow(/allowReplyTuples/);
+    expect(() => t.allowReplyTuples()).toThrow(/before the first flow/);
+    const u = new FlowTable(8);
+    u.allowReplyTuples();
+    const f = insert(u, client);
+    setReply(u, f, reply);
+    expect(() => setReply(u, f, reply)).toThrow(/already/);
+  });
+});
+
+describe('numbers, columns and listeners', () => {
+  it('a number removed in a batch is not handed out again before the batch ends', () => {
+    const t = new FlowTable(2);
+    const a = insert(t, { s: 1, d: 2, sp: 1, dp: 2 });
+    t.remove(a, Destroy.RESET);
+    const b = insert(t, { s: 3, d: 4, sp: 3, dp: 4 });
+    expect(b).not.toBe(a);
+    t.release();
+    t.remove(b, Destroy.RESET);
+    t.release();
+    const seen = new Set([insert(t, { s: 5, d: 6, sp: 5, dp: 6 }), insert(t, { s: 7, d: 8, sp: 7, dp: 8 })]);
+    expect(seen.has(a) || seen.has(b)).toBe(true);
+  });
+
+  it('a column is zero for every new flow; listeners hear of a flow\'s end at release, with its state readable', () => {
+    const t = new FlowTable(4);
+    const col = t.column((n) => new Int32Array(n), 2);
+    const ended: string[] = [];
+    t.onEnd((table, e, why) => ended.push(`${e} ${why} ${table.sport(e)} ${col[e * 2 + 1]}`));
+    const e = insert(t, { s: 1, d: 2, sp: 7, dp: 9 });
+    col[e * 2] = 5; col[e * 2 + 1] = 6;
+    t.remove(e, Destroy.EVICTED);
+    expect(ended).toEqual([]);
+    t.release();
+    expect(ended).toEqual([`${e} ${Destroy.EVICTED} 7 6`]);
+    for (let k = 0; k < 3; k++) {
+      const f = insert(t, { s: 10 + k, d: 2, sp: 7, dp: 9 });
+      expect([col[f * 2], col[f * 2 + 1]]).toEqual([0, 0]);
+    }
+  });
+});
+
+describe('the table behaves as a map of tuples (model-based, fast-check)', () => {
+  const small = fc.integer({ min: 1, max: 6 });
+  const tuple = fc.record({ s: small, d: small, sp: small, dp: small });
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant('insert' as const), t: tuple, reply: fc.option(tuple, { nil: undefined }) }),
+    fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant('release' as const) }),
+    fc.record({ kind: fc.constant('find' as const), t: tuple }),
+  );
+
+  it('every lookup gives what the model gives, through collisions, removals and batch ends', () => {
+    fc.assert(fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+      const t = new FlowTable(16);
+      t.allowReplyTuples();
+      /** tuple key -> [entry, direction] for every tuple a live flow is found by. */
+      const model = new Map<string, [number, number]>();
+      const live: { e: number; keys: string[] }[] = [];
+      const held = new Set<number>();
+      for (const o of ops) {
+        if (o.kind === 'insert') {
+          const keys = [key(o.t), key(mirror(o.t))];
+          const replyKeys = o.reply ? [key(o.reply), key(mirror(o.reply))] : [];
+          // The model's rule: a flow is only added when none of its tuples is taken.
+          if (t.full || [...keys, ...replyKeys].some((k) => model.has(k))) continue;
+          if (o.reply && replyKeys.some((k) => keys.includes(k))) continue;
+          const e = insert(t, o.t);
+          expect(held.has(e), 'a held number was handed out').toBe(false);
+          // A tuple that reads the same both ways (a host talking to itself) is found as given.
+          model.set(keys[1]!, [e, 1]);
+          model.set(keys[0]!, [e, 0]);
+          if (o.reply) {
+            setReply(t, e, o.reply);
+            model.set(replyKeys[1]!, [e, 0]);
+            model.set(replyKeys[0]!, [e, 1]);
+          }
+          live.push({ e, keys: [...keys, ...replyKeys] });
+        } else if (o.kind === 'remove') {
+          if (live.length === 0) continue;
+          const [f] = live.splice(o.pick % live.length, 1);
+          t.remove(f!.e, Destroy.TIMEOUT);
+          held.add(f!.e);
+          for (const k of f!.keys) model.delete(k);
+        } else if (o.kind === 'release') {
+          t.release();
+          held.clear();
+        } else {
+          const m = model.get(key(o.t));
+          expect(find(t, o.t)).toBe(m ? m[0] * 2 + m[1] : -1);
+        }
+        expect(t.count).toBe(live.length);
+      }
+      // Every tuple the model knows is found, and the sweep's slot walk sees each live entry.
+      for (const [k, [e, dir]] of model) {
+        const [s, d, sp, dp] = k.split(' ').map(Number) as [number, number, number, number];
+        expect(find(t, { s, d, sp, dp })).toBe(e * 2 + dir);
+      }
+      const inSlots = new Set<number>();
+      for (let s = 0; s < t.slotCount; s++) if (t.slotEntry(s) >= 0) inSlots.add(t.slotEntry(s));
+      expect([...inSlots].sort((x, y) => x - y)).toEqual(live.map((f) => f.e).sort((x, y) => x - y));
+    }), { numRuns: 300, seed: 14 });
+  });
+});
