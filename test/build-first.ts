@@ -1,0 +1,12 @@
+/**
+ * vitest globalSetup: build dist/ before any test runs. Worker threads and the CLI tests run the
+ * compiled code in dist/, while the tests import src/ directly; building here means a test run
+ * can never exercise stale worker or CLI code after a source edit, however vitest was started.
+ */
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+
+export default function setup(): void {
+  const root = join(import.meta.dirname, '..');
+  execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], { stdio: 'inherit' });
+}
