@@ -22,6 +22,8 @@ Print one tab-separated line per packet, to compare line by line with tshark:
   length     bytes on the wire (frame.len)
   reason     why the packet is malformed; empty when it decoded cleanly
 
+FILE - reads the capture from standard input (as tshark -r -).
+
 Options:
   --header     print a header line first
   --count N    stop after N packets

@@ -21,10 +21,18 @@ cost: the capture (link types, protocols, malformed packets), the verdicts (ever
 forwarded, dropped by a stage for a reason, or malformed), flow figures, and the per-stage table
 (calls, packets, ns/packet, packets/call, as VPP's "show runtime").
 
+FILE - reads the capture from standard input (as tcpdump -r -): dplab gen - | dplab replay -.
+A pipe is read once: it runs inline (--workers N is noted on stderr and not used; workers each
+re-read the file) and --repeat is refused.
+
+Output files: - is standard output, for one of --json/--write/--write-dropped/--flows; the text
+report then goes to stderr, so dplab replay x.pcap --json - | jq . sees only the JSON. Every
+output is opened before any packet is read: one that cannot be written is one line, exit 1.
+
 Options:
   --profile NAME|FILE   the pipeline to run (default: ${DEFAULT_PROFILE}); built-in profiles are in
                         profiles/ (dplab profiles lists them), or give a path to your own
-  --json FILE           also write the report as JSON (- for stdout)
+  --json FILE           also write the report as JSON
   --write FILE          write the forwarded packets to a capture (pcap in, pcap out; pcapng likewise)
   --write-dropped FILE  write the dropped and malformed packets to a capture
   --flows FILE          write one line per flow (tuple, packets and bytes each way, state, end)
@@ -42,11 +50,17 @@ Exit status: 0 when the whole file was read; 2 when it is damaged or holds packe
 unsupported link type (the report still covers every packet before the damage); 1 for a
 usage error, a bad profile or a file that cannot be opened; 3 when a stage or worker thread
 failed, which is a bug in dplab (what was processed is still reported; please report it with
-the capture and profile).
+the capture and profile); 4 when an output could not be written during the run (disk full: one
+line names the file and what it holds, after the report of what was processed); 130 / 143 when
+SIGINT (Ctrl-C) / SIGTERM stopped the run: the report covers the packets processed, marked
+INTERRUPTED (JSON: "interrupted"), and every output holds exactly those (a second signal quits
+at once).
 
 Examples:
   dplab replay captures/large/zeek_echo-connections.pcap
   dplab replay web.pcap --profile iptables --write-dropped dropped.pcap --json report.json
+  tcpdump -i eth0 -w - | dplab replay - --write-dropped dropped.pcap
+  dplab replay web.pcap --write - | tshark -r - -q -z conv,tcp
 `;
 
 export async function replayCommand(argv: string[]): Promise<number> {

@@ -18,12 +18,18 @@ export const TRACE_HELP = `dplab trace FILE --packet N[-M] [--flow] [options]
 Show a packet's path through the pipeline, stage by stage, with each decision and the conntrack
 state after it (in the spirit of VPP "trace add" and OVS "ofproto/trace"). Every packet before
 it still runs through the pipeline, one at a time, so the state it meets is the real one.
+FILE - reads the capture from standard input.
 
 Options:
   --packet N | N-M   the packet(s) to trace (numbers as in dplab decode and tshark)
-  --flow             trace every packet of the flow (both directions) of the --packet N given
+  --flow             trace every packet of the flow (both directions) of the --packet N given,
+                     from the flow's first packet, which may come before N
   --profile NAME|FILE  the pipeline (default: ${DEFAULT_PROFILE})
-  --limit N          with --flow, stop after N packets (default 100)
+  --limit N          with --flow, stop after N packets (default 100; the trace says when the
+                     flow has more)
+
+Exit status: 0 traced; 1 usage error or no such packet; 2 the capture is damaged before the
+packet, or is not a capture.
 
 Examples:
   dplab trace captures/tcp_http/ppp_one_http_stream_fin.pcap --packet 1-3
