@@ -28,7 +28,9 @@ Commands:
 
 Run "dplab COMMAND --help" for a command's options and examples; "dplab --version" for the version.
 Exit status: 0 done; 1 usage error, bad profile or unreadable file; 2 the capture is damaged or not
-a capture (what was read is reported); 3 a stage or worker failed: a bug in dplab, please report it.
+a capture (what was read is reported); 3 a stage or worker failed: a bug in dplab, please report it;
+4 an output could not be written mid-run; 130/143 stopped by SIGINT/SIGTERM (4, 130 and 143 still
+report what was processed).
 Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (802.1Q, QinQ,
 MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 `;
