@@ -13,7 +13,7 @@
  */
 import { Frag, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
-import { Proto } from '../packet/decode.js';
+import { isIcmpError, Proto } from '../packet/decode.js';
 import { CtInfo } from './info.js';
 import { Destroy, FlowTable, REC, RF_EXPIRES, RF_LAST, R_STATE, Status } from './table.js';
 import { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext } from './tcp.js';
@@ -281,7 +281,7 @@ export class Conntrack {
   private icmp(b: Batch, i: number, now: number, v6: boolean): number {
     const type = b.icmpType[i]!;
     const t = this.table;
-    if (v6 ? type >= 1 && type <= 4 : type === 3 || type === 4 || type === 5 || type === 11 || type === 12) {
+    if (isIcmpError(v6, type)) {
       // An error: RELATED to the flow of the packet it quotes.
       const w = i << 2;
       const r = t.find(b.hash[i]!, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);

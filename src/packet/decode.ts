@@ -46,6 +46,16 @@ export const MALFORMED_NAMES: readonly string[] = [
 
 export const Proto = { ICMP: 1, TCP: 6, UDP: 17, GRE: 47, ESP: 50, AH: 51, ICMPV6: 58, SCTP: 132, UDPLITE: 136 } as const;
 
+/** Protocols whose header starts with a source and a destination port (the decoder reads them). */
+export function hasPorts(proto: number): boolean {
+  return proto === Proto.TCP || proto === Proto.UDP || proto === Proto.SCTP || proto === Proto.UDPLITE;
+}
+
+/** ICMP errors (they quote the packet they are about): RFC 792 / RFC 4443 types. */
+export function isIcmpError(v6: boolean, type: number): boolean {
+  return v6 ? type >= 1 && type <= 4 : type === 3 || type === 4 || type === 5 || type === 11 || type === 12;
+}
+
 const ET_VLAN = 0x8100;
 const ET_QINQ = 0x88a8;
 const ET_QINQ_OLD = 0x9100;
@@ -451,7 +461,7 @@ function decodeIcmp(b: Batch, i: number, x: Uint8Array, l4: number, ipEnd: numbe
   b.pay[i] = Math.min(l4 + 8, ipEnd);
   if (v6 ? type === 128 || type === 129 : type === 0 || type === 8 || type === 13 || type === 14 || type === 15 || type === 16 || type === 17 || type === 18) {
     if (ipEnd - l4 >= 6) b.icmpId[i] = (x[l4 + 4]! << 8) | x[l4 + 5]!;
-  } else if (v6 ? type >= 1 && type <= 4 : type === 3 || type === 4 || type === 5 || type === 11 || type === 12) {
+  } else if (isIcmpError(v6, type)) {
     decodeQuoted(b, i, x, l4 + 8, ipEnd);
   }
 }
@@ -496,7 +506,7 @@ function decodeQuoted(b: Batch, i: number, x: Uint8Array, q: number, end: number
     }
   } else return;
   b.inProto[i] = proto;
-  if (proto === Proto.TCP || proto === Proto.UDP || proto === Proto.SCTP || proto === Proto.UDPLITE) {
+  if (hasPorts(proto)) {
     if (end - l4 >= 4) {
       b.inSport[i] = (x[l4]! << 8) | x[l4 + 1]!;
       b.inDport[i] = (x[l4 + 2]! << 8) | x[l4 + 3]!;

@@ -16,7 +16,8 @@ const K2 = 0x85ebca77 | 0;
 const F1 = 0x85ebca6b | 0;
 const F2 = 0xc2b2ae35 | 0;
 
-function fmix(h: number): number {
+/** MurmurHash3's 32-bit finaliser: the one mixing step every hash in dplab ends with. */
+export function fmix(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, F1);
   h ^= h >>> 13;

@@ -14,6 +14,7 @@
  */
 import type { Batch } from './batch.js';
 import { Frag } from './batch.js';
+import { Proto } from './decode.js';
 import { flowHash } from './hash.js';
 
 /** Field offsets from the start of each header. */
@@ -23,10 +24,10 @@ export const TCP = { SPORT: 0, DPORT: 2, CHECKSUM: 16 } as const;
 export const UDP = { SPORT: 0, DPORT: 2, CHECKSUM: 6 } as const;
 export const ICMPV6 = { CHECKSUM: 2 } as const;
 
-const PROTO_TCP = 6;
-const PROTO_UDP = 17;
-const PROTO_UDPLITE = 136;
-const PROTO_ICMPV6 = 58;
+const PROTO_TCP = Proto.TCP;
+const PROTO_UDP = Proto.UDP;
+const PROTO_UDPLITE = Proto.UDPLITE;
+const PROTO_ICMPV6 = Proto.ICMPV6;
 
 /** Which address or port a setter changes. */
 export const End = { SRC: 0, DST: 1 } as const;

@@ -8,7 +8,7 @@
  *   accept tcp port 80,443,8000-8080
  *   accept icmp
  *
- * ACTION is accept or drop; PROTO is tcp, udp, icmp, icmpv6, sctp, any or a number 0..255 (default
+ * ACTION is accept or drop; PROTO is tcp, udp, udplite, icmp, icmpv6, sctp, any or a number 0..255 (default
  * any); CIDR is a prefix, a host or "any" (see packet/cidr.ts: 0.0.0.0/0 means every IPv4 address,
  * "any" every address of either family); PORTS is a list of ports and ranges; `port` is the
  * destination port, `sport` the source port. The clauses after the protocol may come in any order.
@@ -18,7 +18,7 @@
  *   - a rule holds one family when a CIDR names one (from 10.0.0.0/8 matches IPv4 packets only);
  *   - a port condition never matches a packet without ports: protocols other than TCP, UDP and
  *     SCTP, and IP fragments after the first (they carry no L4 header). A rule with ports and no
- *     protocol matches TCP, UDP and SCTP alike (iptables would want `-p`; here it is spelled out);
+ *     protocol matches TCP, UDP, UDP-Lite and SCTP alike (iptables would want `-p`; here it is spelled out);
  *   - `from a,b` expands into one entry per address, as `iptables -s a,b` adds one rule per
  *     address: the entries keep the rule's number and sit together in order.
  *
@@ -28,7 +28,7 @@
  */
 import { Frag, type Batch } from '../packet/batch.js';
 import { parseExactPrefix, prefixToString, wordMask, ANY, type Prefix } from '../packet/cidr.js';
-import { Proto } from '../packet/decode.js';
+import { hasPorts, Proto } from '../packet/decode.js';
 
 /** What a rule does (never 0: the policy stage's per-flow Decision uses 0 for "none yet"). */
 export const Action = { ACCEPT: 1, DROP: 2 } as const;
@@ -36,9 +36,8 @@ export type ActionCode = (typeof Action)[keyof typeof Action];
 export const ACTION_NAMES: readonly string[] = ['none', 'accept', 'drop'];
 
 const PROTO_WORDS: Record<string, number> = {
-  tcp: Proto.TCP, udp: Proto.UDP, icmp: Proto.ICMP, icmpv6: Proto.ICMPV6, sctp: Proto.SCTP, any: -1,
+  tcp: Proto.TCP, udp: Proto.UDP, udplite: Proto.UDPLITE, icmp: Proto.ICMP, icmpv6: Proto.ICMPV6, sctp: Proto.SCTP, any: -1,
 };
-const PROTOS_WITH_PORTS = new Set<number>([-1, Proto.TCP, Proto.UDP, Proto.SCTP]);
 const CLAUSES = ['from', 'to', 'sport', 'port'] as const;
 type Clause = (typeof CLAUSES)[number];
 
@@ -110,8 +109,8 @@ export function parseRule(text: string, number = 1): Rule {
     else if (clause === 'sport') rule.sport = parsePorts(value);
     else rule.dport = parsePorts(value);
   }
-  if ((rule.sport || rule.dport) && !PROTOS_WITH_PORTS.has(rule.proto)) {
-    throw new Error(`${protoName(rule.proto)} has no ports: "${rule.dport ? 'port' : 'sport'}" needs tcp, udp, sctp or no protocol`);
+  if ((rule.sport || rule.dport) && rule.proto >= 0 && !hasPorts(rule.proto)) {
+    throw new Error(`${protoName(rule.proto)} has no ports: "${rule.dport ? 'port' : 'sport'}" needs tcp, udp, udplite, sctp or no protocol`);
   }
   if (!rule.src.some((s) => rule.dst.some((d) => compatible(s, d)))) {
     const s = rule.src.find((p) => p.family !== 0)!;
@@ -265,7 +264,7 @@ export function restMatches(t: RuleTable, k: number, b: Batch, i: number): boole
   const sn = t.sportN[k]!;
   const dn = t.dportN[k]!;
   if (sn === 0 && dn === 0) return true;
-  if ((proto !== Proto.TCP && proto !== Proto.UDP && proto !== Proto.SCTP) || b.frag[i] === Frag.LATER) return false;
+  if (!hasPorts(proto) || b.frag[i] === Frag.LATER) return false;
   return (sn === 0 || inRanges(t, t.sportAt[k]!, sn, b.sport[i]!))
     && (dn === 0 || inRanges(t, t.dportAt[k]!, dn, b.dport[i]!));
 }

@@ -10,20 +10,13 @@
  */
 import type { Batch } from '../packet/batch.js';
 import { wordMask } from '../packet/cidr.js';
+import { fmix } from '../packet/hash.js';
 import type { Evaluator } from './evaluator.js';
 import { restMatches, type RuleTable } from './rules.js';
 
 const NO_MATCH = 0x7fffffff;
 const K1 = 0x9e3779b1 | 0;
 const K2 = 0x85ebca77 | 0;
-
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b | 0);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35 | 0);
-  return h ^ (h >>> 16);
-}
 
 function hash4(k0: number, len: number): number {
   return fmix(Math.imul(len + 1, K1) ^ k0);
