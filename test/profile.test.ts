@@ -7,8 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { builtinProfiles, loadProfile, parseProfile, ProfileError } from '../src/pipeline/profile.js';
+import { builtinProfiles, loadProfile, parseProfile, pipelineText, ProfileError } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
+import { runCapture } from '../src/pipeline/run.js';
 import '../src/stages/index.js';
 import { ROOT } from './helpers.js';
 
@@ -26,6 +27,30 @@ describe('profiles', () => {
   it('ships the profiles the README lists, and each builds', () => {
     expect(builtinProfiles()).toEqual(expect.arrayContaining(['ebpf', 'iptables', 'ipset', 'stateless', 'conntrack-only']));
     for (const name of builtinProfiles()) expect(buildStages(loadProfile(name)).map((s) => s.name)).toEqual(loadProfile(name).stages);
+  });
+
+  it('a stage type may appear twice under names of its own, and reports key by those names', () => {
+    // Before conntrack, policy judges every packet; after it, once per flow. A port-23 flow is
+    // dropped by [pre] on its first packet; [post] then sees only what [pre] let through.
+    const p = parseProfile('pipeline: pre :: policy -> conntrack -> post :: policy\n[pre]\nrule: drop tcp port 23\n[post]\ndefault: drop\nrule: accept tcp port 80\n', 'two.profile');
+    expect([p.stages, p.types]).toEqual([['pre', 'conntrack', 'post'], ['policy', 'conntrack', 'policy']]);
+    expect(pipelineText(p)).toBe('pre :: policy -> conntrack -> post :: policy');
+    const stages = buildStages(p);
+    expect(stages.map((s) => s.name)).toEqual(['pre', 'conntrack', 'post']);
+    const r = runCapture({ file: join(ROOT, 'captures/large/zeek_echo-connections.pcap'), profile: 'two', stages, timing: false }).report;
+    expect(Object.keys(r.stageReports)).toEqual(['pre', 'conntrack', 'post']);
+    expect(r.stages.map((s) => s.name)).toEqual(['decode', 'pre', 'conntrack', 'post']);
+    // Every packet reached [pre] (it has no conntrack before it); [post] decided once per flow.
+    expect(r.stageReports.pre!.evaluations).toBe(r.stages[1]!.packets);
+    expect(r.stageReports.post!.cachedLookups).toBeGreaterThan(0);
+    for (const key of Object.keys(r.verdicts.dropsByReason)) expect(key).toMatch(/^(pre|conntrack|post)\//);
+    expect(r.verdicts.packets).toBe(r.verdicts.forwarded + r.verdicts.dropped + r.verdicts.malformed);
+  });
+
+  it('two stages of one name must be told apart', () => {
+    expect(errorOf('pipeline: policy -> conntrack -> policy\n')).toBe('my.profile:1: stage "policy" appears twice in the pipeline (give each its own name: "pre :: policy")');
+    expect(errorOf('pipeline: a :: nosuch\n')).toMatch(/^my\.profile:1: unknown stage "nosuch"/);
+    expect(errorOf('pipeline: a :: b :: c\n')).toMatch(/is not a chain of stage names/);
   });
 
   it('names file, line and key for an unknown key', () => {

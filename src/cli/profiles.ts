@@ -1,4 +1,4 @@
-import { builtinProfiles, loadProfile } from '../pipeline/profile.js';
+import { builtinProfiles, loadProfile, pipelineText } from '../pipeline/profile.js';
 import { buildStages, stageNames } from '../pipeline/registry.js';
 import '../stages/index.js';
 import { parseCommandLine } from './args.js';
@@ -38,7 +38,7 @@ export function profilesCommand(argv: string[]): number {
     const stages = buildStages(p);
     // The profile as checked, itself a valid profile: its settings without the comments, and what
     // each stage made of them as comments.
-    let s = `# ${p.file}: ok${p.description ? `\n# ${p.description}` : ''}\npipeline: ${p.stages.join(' -> ')}\n`;
+    let s = `# ${p.file}: ok${p.description ? `\n# ${p.description}` : ''}\npipeline: ${pipelineText(p)}\n`;
     for (const st of stages) {
       s += `\n[${st.name}]\n`;
       for (const e of p.sections.get(st.name)?.entries ?? []) s += `${e.key}: ${e.value}\n`;
@@ -50,7 +50,7 @@ export function profilesCommand(argv: string[]): number {
   let s = 'Built-in profiles (dplab replay FILE --profile NAME):\n';
   for (const name of builtinProfiles()) {
     const p = loadProfile(name);
-    s += `  ${name.padEnd(16)} ${p.stages.join(' -> ')}\n  ${''.padEnd(16)} ${p.description.replace(/^[a-z0-9-]+:\s*/, '')}\n`;
+    s += `  ${name.padEnd(16)} ${pipelineText(p)}\n  ${''.padEnd(16)} ${p.description.replace(/^[a-z0-9-]+:\s*/, '')}\n`;
   }
   s += '\nStages:\n';
   for (const st of stageNames()) s += `  ${st.name.padEnd(16)} ${st.summary}\n`;

@@ -2,7 +2,7 @@ import { openCapture } from '../capture/open.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
 import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
-import { loadProfile } from '../pipeline/profile.js';
+import { loadProfile, pipelineText } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import { runCapture } from '../pipeline/run.js';
 import type { Stage } from '../pipeline/stage.js';
@@ -62,7 +62,7 @@ export function traceCommand(argv: string[]): number {
   // --flow: the flow of packet N, traced from its first packet, which may come before N.
   const flowKey = values.flow ? keyOfPacket(file, from) : null;
   const out = new LineWriter();
-  const header = `Tracing ${file} through profile ${profile.name}: ${profile.stages.join(' -> ')}`
+  const header = `Tracing ${file} through profile ${profile.name}: ${pipelineText(profile)}`
     + (values.flow ? `, every packet of the flow of packet ${from} from its first` : '');
   let shown = 0;
   let more = false;

@@ -12,7 +12,9 @@
  *   rule: accept tcp to 10.0.0.0/8 port 80,443
  *
  * Lines are `key: value`; `#` starts a comment; `[name]` opens the section a stage of that name
- * reads. A key may repeat (rule:, block:). Every value remembers its file and line, so a stage's
+ * reads. A stage type may appear more than once under names of its own, as Click's `name :: Class`:
+ * `pipeline: pre :: policy -> conntrack -> post :: policy` has sections [pre] and [post], and
+ * reports key by those names. A key may repeat (rule:, block:). Every value remembers its file and line, so a stage's
  * validation error points at the exact place: "web.profile:7: [policy] rule: unknown protocol".
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -133,8 +135,10 @@ export interface Profile {
   name: string;
   file: string;
   description: string;
-  /** Stage names in order, from the `pipeline:` line. */
+  /** Stage instance names in order, from the `pipeline:` line (the type's name unless `name :: type`). */
   stages: string[];
+  /** Each instance's stage type, in the same order. */
+  types: string[];
   /** Line of the `pipeline:` entry, for errors about stage names. */
   pipelineLine: number;
   sections: Map<string, Section>;
@@ -147,6 +151,7 @@ export function parseProfile(text: string, file: string, name = file): Profile {
   const sections = new Map<string, Section>();
   let description = '';
   let stages: string[] | null = null;
+  let types: string[] = [];
   let pipelineLine = 0;
   let current: Section | null = null;
   const problems: ProfileError[] = [];
@@ -180,10 +185,12 @@ export function parseProfile(text: string, file: string, name = file): Profile {
       if (!current) {
         if (key !== 'pipeline') throw new ProfileError(file, lineNo, `"${key}" must be inside a [section]; only "pipeline:" comes before the sections`);
         if (stages) throw new ProfileError(file, lineNo, '"pipeline:" is given twice');
-        stages = value.split('->').map((s) => s.trim());
-        if (stages.some((s) => !/^[a-z][a-z0-9-]*$/.test(s))) {
-          throw new ProfileError(file, lineNo, `pipeline "${value}" is not a chain of stage names like "xdp -> conntrack -> policy"`);
+        const elements = value.split('->').map((s) => /^([a-z][a-z0-9-]*)(?:\s*::\s*([a-z][a-z0-9-]*))?$/.exec(s.trim()));
+        if (elements.some((m) => m === null)) {
+          throw new ProfileError(file, lineNo, `pipeline "${value}" is not a chain of stage names like "xdp -> conntrack -> policy" (a name for a stage: "pre :: policy")`);
         }
+        stages = elements.map((m) => m![1]!);
+        types = elements.map((m) => m![2] ?? m![1]!);
         pipelineLine = lineNo;
         continue;
       }
@@ -199,12 +206,17 @@ export function parseProfile(text: string, file: string, name = file): Profile {
     throw profileErrors(problems, file);
   }
   const dup = stages.find((s, k) => stages!.indexOf(s) !== k);
-  if (dup) problems.push(new ProfileError(file, pipelineLine, `stage "${dup}" appears twice in the pipeline`));
+  if (dup) problems.push(new ProfileError(file, pipelineLine, `stage "${dup}" appears twice in the pipeline (give each its own name: "pre :: ${types[stages.indexOf(dup)]}")`));
   for (const [s, section] of sections) {
     if (!stages.includes(s)) problems.push(new ProfileError(file, section.line, `section [${s}] configures a stage that is not in the pipeline (${stages.join(' -> ')})`));
   }
   for (const s of stages) if (!sections.has(s)) sections.set(s, new Section(s, file, pipelineLine));
-  return { name, file, description, stages, pipelineLine, sections, problems };
+  return { name, file, description, stages, types, pipelineLine, sections, problems };
+}
+
+/** The pipeline as the profile writes it: "xdp -> pre :: policy -> conntrack". */
+export function pipelineText(p: Pick<Profile, 'stages' | 'types'>): string {
+  return p.stages.map((s, k) => (s === p.types[k] ? s : `${s} :: ${p.types[k]}`)).join(' -> ');
 }
 
 /** The profiles shipped with dplab live in profiles/ at the package root. */

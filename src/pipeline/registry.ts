@@ -14,6 +14,7 @@ export interface StageContext {
   shards: number;
 }
 
+/** Builds a stage from its section; the stage takes the section's name (the instance name) as its own. */
 export type StageFactory = (section: Section, ctx: StageContext) => Stage;
 
 const factories = new Map<string, { create: StageFactory; summary: string }>();
@@ -34,11 +35,13 @@ export function buildStages(profile: Profile, shards = 1): Stage[] {
   const ctx: StageContext = { conntrack: null, shards };
   const stages: Stage[] = [];
   const errors: ProfileError[] = [...(profile.problems ?? [])];
-  for (const name of profile.stages) {
-    const f = factories.get(name);
+  for (let k = 0; k < profile.stages.length; k++) {
+    const name = profile.stages[k]!;
+    const type = profile.types[k]!;
+    const f = factories.get(type);
     if (!f) {
       errors.push(new ProfileError(profile.file, profile.pipelineLine,
-        `unknown stage "${name}" (stages: ${[...factories.keys()].join(', ')})`));
+        `unknown stage "${type}" (stages: ${[...factories.keys()].join(', ')})`));
       continue;
     }
     const section = profile.sections.get(name)!;

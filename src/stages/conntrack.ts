@@ -37,7 +37,7 @@ const TIMEOUT_KEYS: [key: string, set: (t: Timeouts, v: number) => void][] = [
 ];
 
 export class ConntrackStage implements Stage {
-  readonly name = 'conntrack';
+  readonly name: string;
   readonly reasons: readonly string[] = CT_REASONS;
   readonly ct: Conntrack;
   private readonly dropInvalid: boolean;
@@ -50,6 +50,7 @@ export class ConntrackStage implements Stage {
   private readonly shards: number;
 
   constructor(section: Section, shards = 1) {
+    this.name = section.name;
     const timeouts = defaultTimeouts();
     for (const [key, set] of TIMEOUT_KEYS) {
       const e = section.get(key);

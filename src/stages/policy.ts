@@ -45,7 +45,7 @@ export interface PolicyConfig {
 }
 
 export class PolicyStage implements Stage {
-  readonly name = 'policy';
+  readonly name: string;
   readonly reasons: readonly string[] = ['rule', 'default'];
   private readonly table: RuleTable;
   private readonly ev: Evaluator;
@@ -69,7 +69,8 @@ export class PolicyStage implements Stage {
   private how = new Uint8Array(0);
   private which = new Int32Array(0);
 
-  constructor(cfg: PolicyConfig, ct: FlowTable | null) {
+  constructor(cfg: PolicyConfig, ct: FlowTable | null, name = 'policy') {
+    this.name = name;
     this.table = new RuleTable(cfg.rules);
     this.ev = createEvaluator(cfg.evaluator, this.table);
     this.ct = ct;
@@ -221,4 +222,4 @@ export function policyConfig(section: Section): PolicyConfig {
 }
 
 registerStage('policy', 'first-match rules (chain / set / trie evaluator); once per flow behind conntrack',
-  (section: Section, ctx: StageContext) => new PolicyStage(policyConfig(section), ctx.conntrack));
+  (section: Section, ctx: StageContext) => new PolicyStage(policyConfig(section), ctx.conntrack, section.name));

@@ -52,7 +52,7 @@ export interface XdpConfig {
 }
 
 export class XdpStage implements Stage {
-  readonly name = 'xdp';
+  readonly name: string;
   /** The rate limiter keeps state per source: with workers, every worker runs it on every packet. */
   readonly seesAllPackets: boolean;
   readonly reasons: readonly string[] = REASONS;
@@ -68,7 +68,8 @@ export class XdpStage implements Stage {
   private readonly blocked: number;
   private readonly allowed: number;
 
-  constructor(cfg: XdpConfig) {
+  constructor(cfg: XdpConfig, name = 'xdp') {
+    this.name = name;
     this.blocked = cfg.prefixes.filter((p) => p.kind === BLOCK).length;
     this.allowed = cfg.prefixes.length - this.blocked;
     this.listed = cfg.prefixes;
@@ -226,4 +227,4 @@ export function parseRateLimit(text: string, fail: (msg: string) => Error): { ra
 }
 
 registerStage('xdp', 'early drop before any flow state: CIDR block lists (longest prefix match), per-source rate limits',
-  (section: Section) => new XdpStage(xdpConfig(section)));
+  (section: Section) => new XdpStage(xdpConfig(section), section.name));
