@@ -104,8 +104,10 @@ describe.concurrent('fuzzed and malformed captures: exit 0 or 2, one clear messa
       expect(run.code).toBe(damage || unsupported ? 2 : 0);
       if (run.code === 2) expect(messages(run).length).toBeGreaterThanOrEqual(1);
       const report = jsonReport(run.stdout);
-      expect(report).not.toBeNull();
-      expect(report!.capture.packets).toBe(patched ? second!.packets : row.packets);
+      const packets = patched ? second!.packets : row.packets;
+      // Nothing in the file read as a capture (its header is bad): the message alone, no report.
+      if (report === null) expect([run.code, packets, run.stdout]).toEqual([2, 0, '']);
+      else expect(report.capture.packets).toBe(packets);
     });
   }
 });
