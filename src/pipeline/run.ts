@@ -94,16 +94,19 @@ export function runCapture(spec: RunSpec): RunResult {
 export const YIELD_MS = 50;
 
 /**
- * runCapture that gives the event loop a turn every YIELD_MS (one setImmediate, measured at
- * well under 0.1% of a run), so a signal handler can set `spec.stop` and the run ends at the next
- * batch with the report of what it processed.
+ * runCapture that gives the event loop a turn every YIELD_MS, so a signal handler can set
+ * `spec.stop` and the run ends at the next batch with the report of what it processed. Measured on
+ * a 1M-packet gen capture: a yield (one setImmediate) costs ~4 us, 0.01% at one per 50 ms; the
+ * clock reads ~0.1 ns a packet (0.04%); end to end, CPU time against runCapture differed by
+ * +0.15% on average over 5 runs of 15 rounds each (-1.6% to +1.3%: the machine's noise).
  */
 export async function runCaptureAsync(spec: RunSpec): Promise<RunResult> {
   const run = new CaptureRun(spec);
   try {
     let next = performance.now() + YIELD_MS;
-    while (run.step()) {
-      if (performance.now() < next) continue;
+    // The clock is read every 4th batch: ~90 ns each time, 0.1 ns a packet at 256 packets a batch.
+    for (let n = 1; run.step(); n++) {
+      if ((n & 3) !== 0 || performance.now() < next) continue;
       await new Promise<void>((r) => setImmediate(r));
       next = performance.now() + YIELD_MS;
     }
