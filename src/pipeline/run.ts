@@ -47,7 +47,10 @@ export interface StageRow {
   ns: number;
   nsPerPacket: number;
   packetsPerCall: number;
-  /** With workers, this stage ran on every packet in every worker (per-source state). */
+  /**
+   * With workers, this row ran on every packet in every worker (decode, and stages with
+   * per-source state); merged, its packets count each packet once per worker.
+   */
   allPackets?: boolean;
 }
 
