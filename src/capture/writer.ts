@@ -1,5 +1,5 @@
 import type { Batch } from '../packet/batch.js';
-import { outputFile, type OutputError, type OutputFile } from './outfile.js';
+import { outputFile, STDOUT_NAME, type OutputError, type OutputFile } from './outfile.js';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US } from './pcap.js';
 import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 
@@ -205,6 +205,7 @@ export class SplitWriter {
 
   /** After a failed write to one of these captures: say in the error how many packets it holds. */
   explain(e: OutputError): void {
+    if (e.file === STDOUT_NAME) return; // a pipe's reader went away: what it took is its business
     if (e.option === '--write') e.note = `it holds the first ${(this.fwd?.flushed ?? 0).toLocaleString('en-US')} forwarded packets`;
     if (e.option === '--write-dropped') e.note = `it holds the first ${(this.drop?.flushed ?? 0).toLocaleString('en-US')} dropped packets`;
   }
