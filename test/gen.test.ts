@@ -164,10 +164,10 @@ describe('dplab gen: synthetic traffic', () => {
 
   it('the dplab gen command writes what the library writes, and rejects bad options', () => {
     const f = join(dir, 'cli.pcap');
-    const ok = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', f, '--flows', '50', '--ipv6', '50%', '--seed', '9'], { encoding: 'utf8' });
+    const ok = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', f, '--flows', '50', '--ipv6', '50%', '--scan', '30%', '--seed', '9'], { encoding: 'utf8' });
     expect(ok.status, ok.stderr).toBe(0);
     const lib = join(dir, 'lib.pcap');
-    writeSynthPcap(lib, { flows: 50, ipv6Share: 0.5, seed: 9 });
+    writeSynthPcap(lib, { flows: 50, ipv6Share: 0.5, scanShare: 0.3, seed: 9 });
     expect(readFileSync(f).equals(readFileSync(lib))).toBe(true);
     const bad = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', f, '--udp', '2'], { encoding: 'utf8' });
     expect(bad.status).toBe(1);

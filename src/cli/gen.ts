@@ -28,6 +28,9 @@ Mix (a share is a fraction or a percentage: 0.2 or 20%):
   --udp SHARE        of flows that are UDP (default ${D.udpShare})
   --rst SHARE        of TCP flows that end with an RST (default ${D.rstShare})
   --attack SHARE     of all packets that are attack SYNs (default ${D.attackShare})
+  --scan SHARE       of all packets that are SYN-scan probes: a SYN to a well-known port (23, 445,
+                     ...) from 100.64.0.0/24, answered 1-4 us later by the server's RST/ACK
+                     (default ${D.scanShare}); dozens of such flows begin and end inside one batch
   --payload BYTES    payload of each data packet, 1-${MAX_PAYLOAD} (default ${D.payloadSize})
 
 Shape:
@@ -47,7 +50,7 @@ Examples:
 export function genCommand(argv: string[]): number {
   const str = { type: 'string' } as const;
   const args = parseCommandLine('gen', argv, GEN_HELP, {
-    flows: str, packets: str, 'packets-per-flow': str, ipv6: str, vlan: str, udp: str, rst: str, attack: str,
+    flows: str, packets: str, 'packets-per-flow': str, ipv6: str, vlan: str, udp: str, rst: str, attack: str, scan: str,
     payload: str, concurrency: str, clients: str, servers: str, rate: str, start: str, seed: str,
   });
   if (!args) return Exit.OK;
@@ -64,6 +67,7 @@ export function genCommand(argv: string[]): number {
     udpShare: share('--udp', values.udp),
     rstShare: share('--rst', values.rst),
     attackShare: share('--attack', values.attack),
+    scanShare: share('--scan', values.scan),
     payloadSize: count('--payload', values.payload),
     concurrency: count('--concurrency', values.concurrency),
     clients: count('--clients', values.clients),
@@ -90,7 +94,7 @@ export function genCommand(argv: string[]): number {
   const s = summary;
   const n = (x: number): string => x.toLocaleString('en-US');
   process.stderr.write(`dplab gen: wrote ${file === '-' ? 'stdout' : file}: ${n(s.packets)} packets (${formatBytes(s.bytes)}) in ${secs.toFixed(2)} s\n`
-    + `  ${n(s.tcpFlows)} TCP flows (${n(s.rstFlows)} end with RST), ${n(s.udpFlows)} UDP flows, ${n(s.attackPackets)} attack SYN${s.attackPackets === 1 ? '' : 's'}; `
+    + `  ${n(s.tcpFlows)} TCP flows (${n(s.rstFlows)} end with RST), ${n(s.udpFlows)} UDP flows, ${n(s.attackPackets)} attack SYN${s.attackPackets === 1 ? '' : 's'}${s.scanProbes ? `, ${n(s.scanProbes)} scan probes (SYN + RST)` : ''}; `
     + `${n(s.ipv6Packets)} IPv6 and ${n(s.vlanPackets)} VLAN-tagged packets; ${((s.lastMicros - s.firstMicros) / 1e6).toFixed(3)} s of traffic\n`);
   return Exit.OK;
 }
