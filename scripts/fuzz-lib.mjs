@@ -254,7 +254,7 @@ function concat(parts) {
  * @param dir a directory to write each case to (openCapture reads files)
  */
 export function createFuzz(deps, seeds, dir, opts = {}) {
-  const { fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch } = deps;
+  const { fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch, decodePacket } = deps;
   const timeLimitMs = opts.timeLimitMs ?? 1000;
   const profiles = builtinProfiles();
   const seedInfo = seeds.map((s) => {
@@ -387,6 +387,16 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
     for (let k = 0; k < out[0].length; k++) {
       check(out[1][k] === out[0][k] && out[2][k] === out[0][k], `the decoded fields do not depend on bytes after the packet (byte ${k} of the fields)`);
     }
+    if (decodePacket) {
+      // The general path alone gives the same fields as decodeBatch (whose fast path may have taken it).
+      const b = new Batch(1);
+      b.bytes = new Uint8Array(p.data); b.count = 1;
+      b.off[0] = 0; b.capLen[0] = p.data.length; b.wireLen[0] = p.wireLen; b.linkType[0] = p.linkType; b.num[0] = 1;
+      b.decoded.fill(0);
+      decodePacket(b, 0);
+      if (b.malformed[0] !== 0) b.verdict[0] = 1;
+      for (let k = 0; k < out[0].length; k++) check(b.decoded[k] === out[0][k], `the fast path and the general path decode alike (byte ${k} of the fields)`);
+    }
   }
 
   const withRun = (input) => fc.record({ input, profile: fc.constantFrom(...profiles), batchSize: fc.oneof(fc.constant(256), fc.integer({ min: 1, max: 64 })) });
@@ -394,7 +404,7 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
   // --- running one case ---
   let caseNo = 0;
   /** What the cases came to (for the long-run script's summary). */
-  const stats = { outcomes: {}, malformed: {}, packets: 0, forwarded: 0 };
+  const stats = { outcomes: {}, malformed: {}, packets: 0, forwarded: 0, slowestMs: 0, slowest: '' };
   function run(c) {
     const ext = c.bytes.length >= 4 && c.bytes[0] === 0x0a && c.bytes[1] === 0x0d ? 'pcapng' : 'pcap';
     const file = join(dir, `case-${caseNo++ % 4}.${ext}`);
@@ -431,6 +441,7 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
       const what = thrown instanceof Error ? `${thrown.name}: ${thrown.message}\n${thrown.stack}` : String(thrown);
       throw new Error(`the run threw instead of reporting (${what})`);
     }
+    if (ms > stats.slowestMs) { stats.slowestMs = ms; stats.slowest = `${c.kind ?? 'intact'} ${c.bytes.length} bytes, ${c.profile}, batch ${c.batchSize}`; }
     if (ms > timeLimitMs) throw new Error(`the run took ${ms.toFixed(0)} ms (limit ${timeLimitMs})`);
     const { report, source } = result;
     const v = report.verdicts;
@@ -493,7 +504,11 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
 
   function intact(k) {
     const s = seedInfo[k];
-    if (!s.intact) s.intact = run({ bytes: s.bytes, profile: profiles[0], batchSize: 256 });
+    if (!s.intact) {
+      s.intact = run({ bytes: s.bytes, profile: profiles[0], batchSize: 256 });
+      check(s.intact.error === null && s.intact.prints.length === s.recs.filter((x) => x.packet).length,
+        `the seed ${s.name} reads cleanly (${s.intact.error?.message}), every packet record delivered`);
+    }
     return s.intact;
   }
 
@@ -513,6 +528,9 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
     const { packets, cutRecord } = prefixAt(recs, c.input.firstChange);
     check(r.prints.length >= packets, `the ${packets} packets before the first changed byte ${c.input.firstChange} are delivered (got ${r.prints.length})`);
     for (let k = 0; k < packets; k++) check(r.prints[k] === base.prints[k], `packet ${k + 1} before the damage decodes as in the intact file`, { got: r.prints[k], want: base.prints[k] });
+    // Damage is never reported before the record the first changed byte is in.
+    const changedRecord = recs.find((x) => x.end > c.input.firstChange)?.start ?? -1;
+    if (r.error && changedRecord > 0) check(r.error.offset >= changedRecord, `the error at byte ${r.error.offset} is not before the first damaged record (byte ${changedRecord})`);
     if (c.input.truncatedAt !== undefined) {
       const at = c.input.truncatedAt;
       check(r.prints.length === packets, `a capture cut at byte ${at} delivers exactly the ${packets} packets before the cut (got ${r.prints.length})`);

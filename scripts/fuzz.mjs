@@ -85,7 +85,7 @@ function main() {
 async function worker({ runs, seed, only, dir, out, maxSeedSize, timeLimitMs }) {
   const log = (text) => parentPort.postMessage({ type: 'log', text });
   const dist = (p) => import(join(ROOT, 'dist', p));
-  const [fc, { createFuzz }, { CaptureError }, { openCapture }, { Batch }, { decodeBatch }, { Pipeline }, { builtinProfiles, loadProfile }, { buildStages }, { runCapture }] = await Promise.all([
+  const [fc, { createFuzz }, { CaptureError }, { openCapture }, { Batch }, { decodeBatch, decodePacket }, { Pipeline }, { builtinProfiles, loadProfile }, { buildStages }, { runCapture }] = await Promise.all([
     import('fast-check').then((m) => m.default), import('./fuzz-lib.mjs'), dist('capture/errors.js'), dist('capture/open.js'), dist('packet/batch.js'), dist('packet/decode.js'),
     dist('pipeline/runner.js'), dist('pipeline/profile.js'), dist('pipeline/registry.js'), dist('pipeline/run.js'),
   ]);
@@ -98,7 +98,7 @@ async function worker({ runs, seed, only, dir, out, maxSeedSize, timeLimitMs }) 
   let property = '';
   // Tell the main thread which case is running, so a hang can be saved.
   const onCase = (file, c) => parentPort.postMessage({ type: 'case', file, property, profile: c.profile, batchSize: c.batchSize });
-  const fuzz = createFuzz({ fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch }, seeds, dir, { timeLimitMs, onCase });
+  const fuzz = createFuzz({ fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch, decodePacket }, seeds, dir, { timeLimitMs, onCase });
   log(`${seeds.length} seed captures of at most ${maxSeedSize} bytes`);
   const t0 = Date.now();
   for (const name of only) {
@@ -123,5 +123,5 @@ async function worker({ runs, seed, only, dir, out, maxSeedSize, timeLimitMs }) 
   }
   log(`outcomes: ${JSON.stringify(fuzz.stats.outcomes)}`);
   log(`malformed reasons met: ${JSON.stringify(fuzz.stats.malformed)}`);
-  log(`packets: ${fuzz.stats.packets}, forwarded ${fuzz.stats.forwarded}`);
+  log(`packets: ${fuzz.stats.packets}, forwarded ${fuzz.stats.forwarded}; slowest case ${fuzz.stats.slowestMs.toFixed(0)} ms (${fuzz.stats.slowest})`);
 }
