@@ -86,14 +86,23 @@ export class CaptureWriter {
   write(b: Batch, i: number): void {
     const len = b.capLen[i]!;
     const pad = this.format === 'pcap' ? 0 : (4 - (len & 3)) & 3;
-    const need = (this.format === 'pcap' ? 16 : 32) + len + pad;
+    // A packet that came without a time (a pcapng Simple Packet Block) leaves as one, so no tool
+    // shows it a time it never had; an SPB belongs to interface 0 and its captured length is
+    // implied (min of original length and snap length), so only such a packet can be one.
+    const simple = this.format === 'pcapng' && b.noTime[i] === 1 && b.iface[i] === 0 && len === impliedCapLen(b.wireLen[i]!, this.interfaces[0]?.snapLen ?? 0);
+    const need = (this.format === 'pcap' ? 16 : simple ? 16 : 32) + len + pad;
     if (this.format === 'pcapng' && b.iface[i]! >= this.written) this.describeInterfaces(b.iface[i]!);
     if (this.at + need > this.buf.length) this.flush();
     const dv = this.dv;
     let p = this.at;
     const sec = b.tsSec[i]!;
     const nsec = b.tsNsec[i]!;
-    if (this.format === 'pcap') {
+    if (simple) {
+      dv.setUint32(p, 3, true);
+      dv.setUint32(p + 4, need, true);
+      dv.setUint32(p + 8, b.wireLen[i]!, true);
+      p += 12;
+    } else if (this.format === 'pcap') {
       dv.setUint32(p, sec, true);
       // A microsecond input's timestamps are whole microseconds, so this division is exact.
       dv.setUint32(p + 4, this.micro ? Math.floor(nsec / 1000) : nsec, true);
@@ -173,6 +182,11 @@ export class CaptureWriter {
 const IDB_BYTES = 32;
 
 /** if_tsresol for a resolution: 10^-n as n, 2^-n as 0x80 | n. */
+/** What a reader takes as a Simple Packet Block's captured length: the original, cut at the snap length. */
+function impliedCapLen(wireLen: number, snapLen: number): number {
+  return snapLen > 0 && snapLen < wireLen ? snapLen : wireLen;
+}
+
 function tsresolByte(unitsPerSecond: number): number {
   for (let n = 0; n <= 18; n++) if (10 ** n === unitsPerSecond) return n;
   for (let n = 0; n < 64; n++) if (2 ** n === unitsPerSecond) return 0x80 | n;
