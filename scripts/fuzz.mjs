@@ -46,6 +46,9 @@ function main() {
   for (const p of only) if (!PROPERTIES.includes(p)) throw new Error(`--only: no property ${p} (${PROPERTIES.join(', ')})`);
   if (!Number.isInteger(runs) || runs < 1 || !Number.isInteger(seed)) throw new Error('--runs and --seed take whole numbers');
   const work = mkdtempSync(join(tmpdir(), 'dplab-fuzz-cases-'));
+  // The scratch files go however the run ends (a closed pipe on stdout included).
+  process.on('exit', () => rmSync(work, { recursive: true, force: true }));
+  process.stdout.on('error', () => process.exit(2));
   const out = join(tmpdir(), `dplab-fuzz-${seed}`);
   console.log(`fuzzing ${only.join(', ')}: ${runs} cases each, seed ${seed} (repeat with --seed ${seed})`);
 
@@ -76,7 +79,6 @@ function main() {
   w.on('error', (e) => { failed = true; console.log(`worker failed: ${e.stack ?? e}`); });
   w.on('exit', () => {
     clearInterval(timer);
-    rmSync(work, { recursive: true, force: true });
     if (failed) console.log(`counterexamples are in ${out}`);
     process.exitCode = failed ? 1 : 0;
   });
