@@ -15,8 +15,31 @@
  *    decode as they do in the intact file; a truncated capture delivers exactly those, and its
  *    error points at the record the cut went through.
  */
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+/** Run in a child with a capture on its standard input: runCapture({ file: '-' }) on dist/. */
+const STDIN_RUNNER = `
+const [dist, profile, batchSize] = process.argv.slice(1);
+const { runCapture } = await import(dist + '/pipeline/run.js');
+const { buildStages } = await import(dist + '/pipeline/registry.js');
+const { loadProfile } = await import(dist + '/pipeline/profile.js');
+await import(dist + '/stages/index.js');
+const { report, source } = runCapture({ file: '-', profile, stages: buildStages(loadProfile(profile)), batchSize: Number(batchSize), timing: false });
+const v = report.verdicts;
+process.stdout.write(JSON.stringify({ packets: v.packets, forwarded: v.forwarded, dropped: v.dropped, malformed: v.malformed, complete: report.complete,
+  error: source.error && { offset: source.error.offset, message: source.error.message } }));
+`;
+
+/** Read `bytes` as standard input (for regression cases); returns the child's summary. */
+export function runStdin(distDir, bytes, profile, batchSize = 256) {
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', STDIN_RUNNER, pathToFileURL(distDir).href, profile, String(batchSize)],
+    { input: bytes, maxBuffer: 16 << 20, timeout: 30_000, encoding: 'utf8' });
+  if (child.status !== 0) throw new Error(`the run on standard input failed (status ${child.status}): ${child.stderr}`);
+  return JSON.parse(child.stdout);
+}
 
 const PCAP_MAGICS = [0xa1b2c3d4, 0xa1b23c4d];
 const BT_SHB = 0x0a0d0d0a;
@@ -354,12 +377,13 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
   // record or a big unknown block somewhere, damaged near a chunk boundary or anywhere. This is
   // where records are carried from one chunk to the next and oversized blocks are skipped.
   const MiB = 1 << 20;
-  const large = fc.record({
-    seed: fc.nat({ max: seedInfo.length - 1 }), target: fc.integer({ min: MiB + MiB / 8, max: 2 * MiB + MiB / 2 }),
-    big: fc.integer({ min: 1000, max: 262144 }), bigBlock: fc.integer({ min: 1, max: 1600 * 1024 }), bigAt: fc.nat(),
+  /** Captures of `min`..`max` chunks (of `chunk` bytes), with an unknown pcapng block up to `bigMax`. */
+  const grown = (chunk, min, max, bigMax) => fc.record({
+    seed: fc.nat({ max: seedInfo.length - 1 }), target: fc.integer({ min: Math.round(min * chunk), max: Math.round(max * chunk) }),
+    big: fc.integer({ min: 1000, max: 262144 }), bigBlock: fc.integer({ min: 1, max: bigMax }), bigAt: fc.nat(),
     damage: fc.oneof(
       fc.record({ kind: fc.constant('none') }),
-      fc.record({ kind: fc.constantFrom('flip', 'truncate', 'length'), near: fc.integer({ min: 1, max: 2 }), delta: fc.integer({ min: -300, max: 300 }), rec: fc.nat(), field: fc.nat(), bit: fc.nat({ max: 7 }) }),
+      fc.record({ kind: fc.constantFrom('flip', 'truncate', 'length'), near: fc.integer({ min: 1, max: Math.floor(max) }), delta: fc.integer({ min: -300, max: 300 }), rec: fc.nat(), field: fc.nat(), bit: fc.nat({ max: 7 }) }),
       mutation.map((m) => ({ ...m, near: 0 })),
     ),
     chunks: fc.integer({ min: 1, max: 3 }),
@@ -370,13 +394,30 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
     let m = c.damage;
     if (m.kind === 'none') return { kind: 'large', name: s.name, base, recs, bytes: base, firstChange: base.length, chunks: c.chunks };
     if (m.near > 0) {
-      const pos = Math.max(0, m.near * MiB + m.delta);
+      const pos = Math.max(0, m.near * chunk + m.delta);
       const rec = recs.findIndex((r) => r.end > pos);
       m = { ...m, pos, rec: rec < 0 ? recs.length - 1 : rec, value: 'near', delta: 4 };
     }
     const r = mutate(base, m, recs, s.le);
     return { kind: m.kind === 'truncate' ? 'truncated' : 'large', name: s.name, damage: c.damage, base, recs, bytes: r.bytes, firstChange: r.at, truncatedAt: m.kind === 'truncate' ? r.at : undefined, chunks: c.chunks };
   });
+  const large = grown(MiB, 1.125, 2.5, 1600 * 1024);
+  // For standard input, read in the default 4 MiB chunks: up to 6 MiB, blocks to skip up to 6 MiB.
+  const streamed = grown(4 * MiB, 0.1, 1.5, 6 * MiB).map((c) => ({ ...c, chunks: undefined }));
+
+  /**
+   * A capture read from standard input (a pipe: sequential reads, size unknown until its end) gives
+   * the same report as the same bytes read from a file: packets, verdicts, and the same error at
+   * the same offset. The pipe is fed to a child process running runCapture on dist/.
+   */
+  function checkStream(c, r) {
+    if (!opts.distDir) return;
+    const got = runStdin(opts.distDir, c.input.bytes, c.profile, c.batchSize);
+    const v = r.report.verdicts;
+    const want = { packets: v.packets, forwarded: v.forwarded, dropped: v.dropped, malformed: v.malformed, complete: r.error === null,
+      error: r.error && { offset: r.error.offset, message: r.error.message.replace(r.error.file, 'standard input') } };
+    check(JSON.stringify(got) === JSON.stringify(want), 'standard input reads as the file does', { stdin: got, file: want });
+  }
 
   // Single packets for the decoder alone: a seed's packet (pcap seeds, whose link type is in the
   // file header) or generated bytes, cut to a random length and maybe damaged in its headers.
@@ -583,6 +624,7 @@ export function createFuzz(deps, seeds, dir, opts = {}) {
       truncated: () => property(truncated, checkPrefix),
       large: () => property(large, checkPrefix),
       decoder: () => fc.property(packetCase, decodeAlone),
+      stream: () => property(streamed, (c, r) => { checkPrefix(c, r); checkStream(c, r); }),
     },
     /** The bytes of a case (for saving a counterexample). */
     bytesOf: (c) => c.input.bytes,

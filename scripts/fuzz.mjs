@@ -3,7 +3,7 @@
  * Long fuzzing runs of the capture readers and the decoder: the properties of test/fuzz.test.ts
  * (scripts/fuzz-lib.mjs) on the built code in dist/ (npx tsc -p tsconfig.json first).
  *
- *   node scripts/fuzz.mjs [--runs N] [--seed S] [--only random,mutated,truncated,large]
+ *   node scripts/fuzz.mjs [--runs N] [--seed S] [--only random,mutated,truncated,large,decoder,stream]
  *                         [--max-seed-size BYTES] [--time-limit MS]
  *
  * --runs is per property (default 10000); the seed defaults to the clock and is printed. The cases
@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const PROPERTIES = ['random', 'mutated', 'truncated', 'large', 'decoder'];
+const PROPERTIES = ['random', 'mutated', 'truncated', 'large', 'decoder', 'stream'];
 
 if (isMainThread) main();
 else await worker(workerData);
@@ -100,7 +100,7 @@ async function worker({ runs, seed, only, dir, out, maxSeedSize, timeLimitMs }) 
   let property = '';
   // Tell the main thread which case is running, so a hang can be saved.
   const onCase = (file, c) => parentPort.postMessage({ type: 'case', file, property, profile: c.profile, batchSize: c.batchSize });
-  const fuzz = createFuzz({ fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch, decodePacket }, seeds, dir, { timeLimitMs, onCase });
+  const fuzz = createFuzz({ fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch, decodePacket }, seeds, dir, { timeLimitMs, onCase, distDir: join(ROOT, 'dist') });
   log(`${seeds.length} seed captures of at most ${maxSeedSize} bytes`);
   const t0 = Date.now();
   for (const name of only) {

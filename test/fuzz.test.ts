@@ -8,7 +8,7 @@
  * FUZZ_SEED=n and FUZZ_RUNS=n override it and the number of cases per property.
  */
 import fc from 'fast-check';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -22,8 +22,8 @@ import { buildStages } from '../src/pipeline/registry.js';
 import { runCapture } from '../src/pipeline/run.js';
 import '../src/stages/index.js';
 // @ts-expect-error plain JavaScript shared with scripts/fuzz.mjs
-import { createFuzz } from '../scripts/fuzz-lib.mjs';
-import { CAPTURES, cleanCaptures } from './helpers.js';
+import { createFuzz, runStdin } from '../scripts/fuzz-lib.mjs';
+import { CAPTURES, ROOT, cleanCaptures } from './helpers.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const RUNS = Number(process.env.FUZZ_RUNS ?? 0);
@@ -37,7 +37,12 @@ const seeds = cleanCaptures().filter((r) => {
 const dir = mkdtempSync(join(tmpdir(), 'dplab-fuzz-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const fuzz = createFuzz({ fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch, decodePacket }, seeds, dir);
+/** Standard input is read by a child process running dist/ (npm test builds it first). */
+const DIST = join(ROOT, 'dist');
+const haveDist = existsSync(join(DIST, 'pipeline', 'run.js'));
+
+const fuzz = createFuzz({ fc, runCapture, buildStages, loadProfile, builtinProfiles, CaptureError, openCapture, Pipeline, Batch, decodeBatch, decodePacket }, seeds, dir,
+  { distDir: haveDist ? DIST : undefined });
 
 describe('fuzzing the readers and the decoder (fixed seed)', () => {
   it('has pcap and pcapng captures to mutate', () => {
@@ -61,7 +66,30 @@ describe('fuzzing the readers and the decoder (fixed seed)', () => {
     fc.assert(fuzz.properties.large(), { seed: SEED, numRuns: RUNS || 20 });
   });
 
+  it.runIf(haveDist)('captures of up to 6 MiB on standard input (4 MiB chunks, blocks to skip larger than a chunk): the same, and as read from a file', () => {
+    fc.assert(fuzz.properties.stream(), { seed: SEED, numRuns: RUNS || 6 });
+  });
+
   it('the decoder alone: reads nothing past a packet\'s captured length, never throws, fast path = general path', () => {
     fc.assert(fuzz.properties.decoder(), { seed: SEED, numRuns: RUNS || 2000 });
+  });
+});
+
+describe('regressions found by fuzzing', () => {
+  // Standard input: a pcapng block larger than a read chunk, cut off by the end of the stream, was
+  // skipped to the end and the capture reported complete (exit 0); a file says where it was cut.
+  it.runIf(haveDist)('a pcapng cut inside a block larger than a chunk, on standard input, is incomplete at the block', () => {
+    const head = new Uint8Array(readFileSync(join(CAPTURES, 'pcapng/gopacket_le_test001.pcapng')));
+    const blen = (5 << 20) + 12;
+    const bytes = new Uint8Array(head.length + 4_500_000);
+    bytes.set(head, 0);
+    const dv = new DataView(bytes.buffer);
+    dv.setUint32(head.length, 0x0bad, true);
+    dv.setUint32(head.length + 4, blen, true);
+    const got = runStdin(DIST, bytes, 'stateless');
+    expect(got.complete).toBe(false);
+    expect(got.packets).toBe(4);
+    expect(got.error.offset).toBe(head.length);
+    expect(got.error.message).toContain(`claims ${blen} bytes, the file has ${4_500_000} left`);
   });
 });

@@ -128,7 +128,14 @@ export class PcapngReader extends ChunkedFileSource {
               'The block is corrupt or the file is not pcapng; the packets before it were read');
             return 0;
           }
+          const at = c.fileOffset + pos;
           this.skip(blen);
+          // A stream's size is known only at its end: the skip may have found it inside the block.
+          if (this.remainingInFile() < 0) {
+            this.fail(at, `block of type 0x${type.toString(16)} claims ${blen} bytes, the file has ${this.size - at} left`,
+              'The capture was probably cut off while being written, or is corrupt; the packets before it were read');
+            return this.handOut(b, n);
+          }
           continue;
         }
       }
