@@ -144,7 +144,15 @@ export class PcapngReader extends ChunkedFileSource {
       if (r === Refill.BLOCKED) return 0;
       if (r === Refill.EOF) {
         const left = this.avail();
-        if (left > 0) {
+        if (left >= 12) {
+          // A stream's end is found only here, after a block that did not fit: say what it claims.
+          const type = this.c.dv.getUint32(this.pos, this.le);
+          const blen = type === BT_SHB ? this.shbLength(this.pos) : this.c.dv.getUint32(this.pos + 4, this.le);
+          if (blen >= 0) {
+            this.fail(this.position, `block of type 0x${type.toString(16)} claims ${blen} bytes, the file has ${left} left`,
+              'The capture was probably cut off while being written, or is corrupt; the packets before it were read');
+          }
+        } else if (left > 0) {
           this.fail(this.position, `last block is cut short (${left} bytes left, a block needs at least 12)`,
             'The capture was probably cut off while being written; the packets before it were read');
         }
