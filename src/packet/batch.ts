@@ -3,9 +3,9 @@
  *
  * Packet bytes live in a chunk (one large buffer the capture reader filled from the file); the
  * batch holds the chunk and, per packet, typed-array fields: where the packet starts, what the
- * decoder found, and what the stages decided. Every field array is a view over one `meta` buffer,
- * so a batch crosses to a worker thread by transferring one buffer (the chunk is shared), and no
- * per-packet object ever exists.
+ * decoder found, and what the stages decided. Every field array is a view over one `meta` buffer
+ * (zeroed in one sweep per batch), and no per-packet object ever exists. Batches stay on the thread
+ * that read them: each worker reads the capture itself (see pipeline/parallel.ts).
  *
  * Addresses take four u32 words per packet (index 4*i .. 4*i+3) in network order; an IPv4 address
  * uses word 0 and leaves 1..3 zero, and `family` tells the two apart.
@@ -15,8 +15,12 @@ export const DEFAULT_BATCH_SIZE = 256;
 /** The largest batch: per-flow tables keep spare entries for what one batch can remove. */
 export const MAX_BATCH_SIZE = 65536;
 
-/** Verdicts a stage can give. Packets whose verdict is PASS are "alive" for the next stage. */
-export const Verdict = { PASS: 0, DROP: 1 } as const;
+/**
+ * Verdicts. Packets whose verdict is PASS are "alive" for the next stage; a stage gives DROP.
+ * FOREIGN marks, in a worker, a packet another worker's shard owns: every per-flow stage skips it
+ * and the accounting leaves it to its owner.
+ */
+export const Verdict = { PASS: 0, DROP: 1, FOREIGN: 2 } as const;
 
 /** What sits at L3. Values are the ethertypes, so output can name anything else by number. */
 export const L3 = { NONE: 0, IPV4: 0x0800, IPV6: 0x86dd, ARP: 0x0806 } as const;

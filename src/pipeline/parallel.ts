@@ -5,8 +5,9 @@
  * workers changes no verdict and memory stays bounded (each worker streams the file in its own
  * few chunks). The main thread merges the parts into one report.
  *
- * Measured before choosing (see the issue note): piscina costs 22-33 us per task, nothing for one
- * task per worker per run; a per-batch task or message would have cost more than the stages.
+ * Measured before choosing (bench/workers.js): a piscina task costs ~67 us and a MessagePort round
+ * trip ~38 us; one task per worker per run costs nothing, a task or message per batch would have
+ * cost more than the stages.
  */
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';

@@ -45,8 +45,6 @@ export class StageFailure extends Error {
   }
 }
 
-/** A packet another worker owns: every stage skips it, the accounting ignores it. */
-const FOREIGN = 2;
 
 export class Pipeline {
   readonly runtime: StageRuntime[];
@@ -138,7 +136,7 @@ export class Pipeline {
     const { verdict, malformed, stage, reason } = b;
     for (let i = 0; i < b.count; i++) {
       const v = verdict[i];
-      if (v === FOREIGN) continue;
+      if (v === Verdict.FOREIGN) continue;
       if (v === Verdict.PASS) this.forwarded++;
       else if (malformed[i] !== 0) this.malformedBy[malformed[i]!]!++;
       else this.drops[stage[i]! * 65536 + reason[i]!]!++;
@@ -200,7 +198,7 @@ function countAliveMine(b: Batch, mine: Uint8Array): number {
 /** Packets of other shards leave the alive set (dropped ones stay dropped; they are not ours either). */
 function hideForeign(b: Batch, mine: Uint8Array): void {
   const v = b.verdict;
-  for (let i = 0; i < b.count; i++) if (mine[i] === 0) v[i] = FOREIGN;
+  for (let i = 0; i < b.count; i++) if (mine[i] === 0) v[i] = Verdict.FOREIGN;
 }
 
 export function countAlive(b: Batch): number {

@@ -6,6 +6,7 @@
  * processed so far and the failure, never a hang.
  */
 import { OutputError } from '../capture/outfile.js';
+import { Verdict } from '../packet/batch.js';
 import { loadProfile } from './profile.js';
 import { buildStages } from './registry.js';
 import { runCapture, type RunReport } from './run.js';
@@ -125,7 +126,7 @@ function injectFailure(stages: ReturnType<typeof buildStages>, at: NonNullable<S
   const original = s.process.bind(s);
   s.process = (b, self) => {
     for (let i = 0; i < b.count; i++) {
-      if (b.num[i] !== at.packet || b.verdict[i] !== 0) continue;
+      if (b.num[i] !== at.packet || b.verdict[i] !== Verdict.PASS) continue;
       if (at.how === 'exit') process.exit(70);
       throw new Error(`injected failure at packet ${at.packet}`);
     }
