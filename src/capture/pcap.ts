@@ -9,8 +9,19 @@ import { ChunkedFileSource, MAX_PACKET, Refill, type InterfaceInfo, type SourceO
 export const PCAP_MAGIC_US = 0xa1b2c3d4;
 export const PCAP_MAGIC_NS = 0xa1b23c4d;
 
-const FILE_HEADER = 24;
-const RECORD_HEADER = 16;
+export const FILE_HEADER = 24;
+export const RECORD_HEADER = 16;
+
+/** Write a classic pcap file header (little-endian, version 2.4) at `at`: micro- or nanosecond timestamps. */
+export function writePcapHeader(dv: DataView, at: number, nano: boolean, snapLen: number, linkType: number): void {
+  dv.setUint32(at, nano ? PCAP_MAGIC_NS : PCAP_MAGIC_US, true);
+  dv.setUint16(at + 4, 2, true);
+  dv.setUint16(at + 6, 4, true);
+  dv.setUint32(at + 8, 0, true); // thiszone
+  dv.setUint32(at + 12, 0, true); // sigfigs
+  dv.setUint32(at + 16, snapLen, true);
+  dv.setUint32(at + 20, linkType, true);
+}
 /** Link-type field: bits 16..25 are reserved and must be zero; bits 26..31 describe the FCS. */
 const LINKTYPE_RESERVED = 0x03ff0000;
 /**

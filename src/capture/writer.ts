@@ -1,6 +1,7 @@
 import type { Batch } from '../packet/batch.js';
 import { outputFile, STDOUT_NAME, type OutputError, type OutputFile } from './outfile.js';
-import { PCAP_MAGIC_NS, PCAP_MAGIC_US } from './pcap.js';
+import { LinkType } from './linktype.js';
+import { FILE_HEADER as PCAP_FILE_HEADER, writePcapHeader } from './pcap.js';
 import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
 
 /**
@@ -37,16 +38,9 @@ export class CaptureWriter {
     this.out = outputFile('--write', out);
     if (this.format === 'pcap') {
       const f = interfaces[0];
-      const dv = this.dv;
       this.micro = f?.unitsPerSecond === 1e6;
-      dv.setUint32(0, this.micro ? PCAP_MAGIC_US : PCAP_MAGIC_NS, true);
-      dv.setUint16(4, 2, true);
-      dv.setUint16(6, 4, true);
-      dv.setUint32(8, 0, true);
-      dv.setUint32(12, 0, true);
-      dv.setUint32(16, f && f.snapLen > 0 ? f.snapLen : MAX_PACKET, true);
-      dv.setUint32(20, f ? f.linkType : 1, true);
-      this.at = 24;
+      writePcapHeader(this.dv, 0, !this.micro, f && f.snapLen > 0 ? f.snapLen : MAX_PACKET, f ? f.linkType : LinkType.ETHERNET);
+      this.at = PCAP_FILE_HEADER;
     } else {
       this.block(0x0a0d0d0a, 16, (p) => {
         this.dv.setUint32(p, 0x1a2b3c4d, true);

@@ -19,6 +19,9 @@
  * A flow shorter than 6 packets (4 with an RST) is its script cut short: 1 packet is a lone SYN.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { LinkType } from '../capture/linktype.js';
+import { FILE_HEADER as PCAP_HEADER, RECORD_HEADER, writePcapHeader } from '../capture/pcap.js';
+import { MAX_PACKET } from '../capture/source.js';
 
 export interface SynthOptions {
   /** PRNG seed: same seed and options, same bytes. */
@@ -111,8 +114,6 @@ const TCP_PSH = 0x08;
 const TCP_ACK = 0x10;
 const MSS = 1460;
 
-const PCAP_HEADER = 24;
-const RECORD_HEADER = 16;
 const ETH_HEADER = 14;
 const VLAN_TAG = 4;
 const IPV4_HEADER = 20;
@@ -293,13 +294,7 @@ class Generator {
   run(): void {
     const o = this.o;
     const dv = this.dv;
-    dv.setUint32(0, 0xa1b2c3d4, true);
-    dv.setUint16(4, 2, true);
-    dv.setUint16(6, 4, true);
-    dv.setUint32(8, 0, true);
-    dv.setUint32(12, 0, true);
-    dv.setUint32(16, 262144, true);
-    dv.setUint32(20, 1, true); // LINKTYPE_ETHERNET
+    writePcapHeader(dv, 0, false, MAX_PACKET, LinkType.ETHERNET);
     this.at = PCAP_HEADER;
     this.summary.bytes = PCAP_HEADER;
 
