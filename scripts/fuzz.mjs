@@ -43,8 +43,12 @@ function main() {
   const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
   const timeLimitMs = Number(values['time-limit']);
   const only = values.only.split(',');
-  for (const p of only) if (!PROPERTIES.includes(p)) throw new Error(`--only: no property ${p} (${PROPERTIES.join(', ')})`);
-  if (!Number.isInteger(runs) || runs < 1 || !Number.isInteger(seed)) throw new Error('--runs and --seed take whole numbers');
+  const bad = only.find((p) => !PROPERTIES.includes(p));
+  if (bad !== undefined || !Number.isInteger(runs) || runs < 1 || !Number.isInteger(seed)) {
+    console.error(bad !== undefined ? `fuzz: --only: no property ${bad} (there are ${PROPERTIES.join(', ')})` : 'fuzz: --runs and --seed take whole numbers');
+    process.exitCode = 2;
+    return;
+  }
   const work = mkdtempSync(join(tmpdir(), 'dplab-fuzz-cases-'));
   // The scratch files go however the run ends (a closed pipe on stdout included).
   process.on('exit', () => rmSync(work, { recursive: true, force: true }));
