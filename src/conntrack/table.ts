@@ -313,7 +313,7 @@ export class FlowTable {
     const columns = this.columns;
     for (let k = 0; k < columns.length; k++) {
       const { array, width } = columns[k]!;
-      array.fill(0, e * width, (e + 1) * width);
+      for (let j = e * width, end = j + width; j < end; j++) array[j] = 0;
     }
     this.link(h, slotValue(e, 0));
     if (++this.count > this.peak) this.peak = this.count;

@@ -42,6 +42,8 @@ export class ConntrackStage implements Stage {
   readonly ct: Conntrack;
   private readonly dropInvalid: boolean;
   private now = 0;
+  /** Packet number at which the next expiry sweep runs. */
+  private nextSweep = SWEEP_EVERY;
   /** Snapshot of the table when the input ended (before the flush). */
   private atEnd: StageReport | null = null;
 
@@ -77,12 +79,17 @@ export class ConntrackStage implements Stage {
     // The sweep's clock is the capture's: the latest time of any packet so far, whoever owns it
     // and whatever its verdict, so every worker's table ages the same way.
     let clock = this.now;
+    let nextSweep = this.nextSweep;
     for (let i = 0; i < n; i++) {
       const t = tsSec[i]! + tsNsec[i]! * 1e-9;
       if (t > clock) clock = t;
-      // The sweep runs at fixed packet numbers, never at batch ends: no batch size changes what
-      // it removes and when.
-      if (num[i]! % SWEEP_EVERY === 0) ct.sweep(clock, SWEEP_SLOTS);
+      // The sweep runs at fixed packet numbers (every SWEEP_EVERY-th), never at batch ends: no
+      // batch size changes what it removes and when. (A compare, not num % 256: that is a
+      // floating-point remainder on a Float64Array element.)
+      if (num[i]! >= nextSweep) {
+        ct.sweep(clock, SWEEP_SLOTS);
+        nextSweep = (Math.floor(num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
+      }
       if (verdict[i] !== Verdict.PASS) continue;
       const r = ct.track(b, i, t);
       if (r !== CT_OK && (dropInvalid || r === R_TABLE_FULL)) {
@@ -92,6 +99,7 @@ export class ConntrackStage implements Stage {
       }
     }
     this.now = clock;
+    this.nextSweep = nextSweep;
   }
 
   /** Every stage has seen the batch: entries that ended in it may be reused now. */
