@@ -8,6 +8,7 @@
  */
 import type { FlowTable } from '../conntrack/table.js';
 import type { Batch } from '../packet/batch.js';
+import type { MergeRules, ReportSeries } from './merge.js';
 
 export interface Stage {
   /** Shown in reports: "xdp", "conntrack", "policy", ... */
@@ -15,8 +16,15 @@ export interface Stage {
   /** Names of this stage's drop reasons, indexed by the code it writes to batch.reason. */
   readonly reasons: readonly string[];
   process(b: Batch, self: number): void;
-  /** What the stage counted: numbers (summed across workers) or nested records of numbers. */
+  /** What the stage counted: numbers or nested records of numbers (merged across workers by `merge`). */
   report(): StageReport;
+  /**
+   * How report()'s figures merge across workers (sum, max, min, config, peak; see merge.ts).
+   * Figures not named are summed.
+   */
+  readonly merge?: MergeRules;
+  /** The series behind each 'peak' figure, by key path: sampled at the same moments in every worker. */
+  series?(): ReportSeries;
   /** Figures about the stage's configuration (table sizes, rules): the same in every worker. */
   describe?(): StageReport;
   /**
@@ -35,6 +43,11 @@ export interface Stage {
    * how flows were sharded.
    */
   readonly seesAllPackets?: boolean;
+  /**
+   * True for a stage that rewrites packet bytes (NAT, TTL, encapsulation): when several pipelines
+   * share one decode (pipeline/fanout.ts), the next one gets the bytes as read back.
+   */
+  readonly rewrites?: boolean;
   /** Stages that keep flows call `listener` as each flow ends (for the flow log). */
   watchFlows?(listener: (table: FlowTable, entry: number, why: number) => void): void;
 }
