@@ -1,20 +1,23 @@
 /**
  * Workers change nothing: with 2 and 3 worker threads every shipped capture gets the same
- * verdict for every packet, the same flows (tuple, counters, state, how they ended) and the same
- * totals as one pipeline on the main thread. Also: a stage that throws in a worker ends the run
- * with the stage and packets named and what was processed reported, and no hang.
+ * verdict for every packet, the same flows (tuple, counters, state, how they ended), the same
+ * totals and the same figure for figure stage reports (peaks included) as one pipeline on the
+ * main thread. Also: a stage that throws in a worker ends the run with the stage and packets
+ * named and what was processed reported, and no hang.
  */
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openCapture } from '../src/capture/open.js';
 import { loadProfile } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
-import { runParallel, WorkerFailure, workerPool } from '../src/pipeline/parallel.js';
-import { runCapture } from '../src/pipeline/run.js';
+import { writeSynthPcap } from '../src/gen/synth.js';
+import { mergeReports, runParallel, WorkerFailure, workerPool } from '../src/pipeline/parallel.js';
+import { runCapture, type RunReport } from '../src/pipeline/run.js';
+import { Sharder } from '../src/pipeline/shard.js';
 import '../src/stages/index.js';
-import { CAPTURES, captureIndex } from './helpers.js';
+import { CAPTURES, captureIndex, ROOT } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-workers-'));
 // One pool for the whole file: starting threads per capture would be most of the run time.
@@ -54,7 +57,61 @@ describe('N workers give the same results as one pipeline', () => {
           expect(many.report.stages.map((s) => [s.name, s.allPackets ? s.packets / workers : s.packets, s.dropped]))
             .toEqual(one.report.stages.map((s) => [s.name, s.packets, s.dropped]));
           expect(many.report.stages[0]).toMatchObject({ name: 'decode', allPackets: true, packets: one.report.capture.packets * workers });
+          expectSameStageReports(many.report, one.report, msg);
         }
+      }
+    });
+  }
+});
+
+/** Every figure of every stage (peakEntries and activeAtEnd included), and nothing internal left over. */
+function expectSameStageReports(merged: RunReport, one: RunReport, msg: string): void {
+  expect(merged.stageReports, `${msg}: stage reports`).toEqual(one.stageReports);
+  expect(merged.stageReports.conntrack?.peakEntries, `${msg}: peak entries`).toBeTypeOf('number');
+  expect(merged, `${msg}: the merge information of the parts`).not.toHaveProperty('merging');
+  expect(one).not.toHaveProperty('merging');
+}
+
+describe('flows that time out mid-run: the peak of live flows is the peak of the workers\' sum', () => {
+  // On the shipped captures few flows end before the input does, so every worker's peak is at
+  // the end and even a sum of the workers' peaks is right. Here flows time out after 3 ms of a
+  // 250 ms capture, so the workers' live counts peak at different moments.
+  const SHORT = ['syn-sent', 'syn-recv', 'established', 'fin-wait', 'close-wait', 'last-ack', 'time-wait', 'close']
+    .map((s) => `timeout-tcp-${s}: 3ms\n`).join('') + 'timeout-udp: 3ms\ntimeout-udp-stream: 3ms\ntimeout-icmp: 3ms\n';
+  const file = join(dir, 'expiring.pcap');
+  const profileOf = (name: string): string => {
+    const path = join(dir, `${name}-short.profile`);
+    writeFileSync(path, readFileSync(join(ROOT, 'profiles', `${name}.profile`), 'utf8').replace('[conntrack]\n', `[conntrack]\n${SHORT}`));
+    return path;
+  };
+  beforeAll(() => {
+    writeSynthPcap(file, { seed: 3, flows: 2000, scanShare: 0.2, concurrency: 100 });
+    // The profiles' rule files, where the copies of the profiles look for them.
+    symlinkSync(join(ROOT, 'profiles', 'rules'), join(dir, 'rules'));
+  });
+
+  for (const name of PROFILES) {
+    it(`${name} with 3 ms timeouts`, async () => {
+      const profile = profileOf(name);
+      const one = runCapture({ file, profile, stages: buildStages(loadProfile(profile)) }).report;
+      const ct = one.stageReports.conntrack!;
+      // Flows did time out, and far more flows were made than were ever live at once.
+      expect((ct.destroyed as Record<string, number>).timeout).toBeGreaterThan(1000);
+      expect(ct.peakEntries).toBeLessThan((ct.flowsCreated as number) / 10);
+      expect(ct.peakEntries).toBeGreaterThanOrEqual((ct.activeAtEnd as Record<string, number>).total!);
+      for (const workers of [2, 3]) {
+        const msg = `${name}, ${workers} workers`;
+        // The workers' parts, run here one after another: their own peaks add up to more than
+        // the peak, so a merge that sums them (as before) fails this test.
+        const parts = Array.from({ length: workers }, (_, k) => runCapture({
+          file, profile, stages: buildStages(loadProfile(profile), workers), sharder: new Sharder(workers, k),
+        }).report);
+        const summed = parts.reduce((a, p) => a + (p.stageReports.conntrack!.peakEntries as number), 0);
+        expect(summed, `${msg}: the workers' own peaks`).toBeGreaterThan(ct.peakEntries as number);
+        expectSameStageReports(mergeReports(parts, 1), one, `${msg}, merged here`);
+        const many = await runParallel({ file, profile, workers, pool });
+        expect(many.report.verdicts, msg).toEqual(one.verdicts);
+        expectSameStageReports(many.report, one, msg);
       }
     });
   }

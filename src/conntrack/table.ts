@@ -89,8 +89,21 @@ export class FlowTable {
   hi = 0;
   /** Entries in use. */
   count = 0;
-  /** Most entries in use at once. */
-  peak = 0;
+
+  /**
+   * Flows live at fixed moments (sample points 1..samples, taken by sample()), for the report's
+   * peak: an entry counts at a sample point from the first one after its creation until its
+   * removal or until the clock passes its timeout, whichever comes first. Expired entries the
+   * sweep has not reached yet do not count, so the figure does not depend on the sweep's pace
+   * (which differs between one table and a worker's share of the flows) and the workers' series
+   * add up, point by point, to one pipeline's. Kept as a difference array: +1 at the point where
+   * an entry starts to count, -1 where it stops.
+   */
+  samples = 0;
+  private sampleClock = new Float64Array(1024);
+  private liveDelta = new Int32Array(1024);
+  /** Per entry: the first sample point at which it counts. */
+  private readonly bornAt: Uint32Array;
 
   /**
    * A small direct-mapped cache in front of the slots: hash -> slot value of the flow last found
@@ -146,6 +159,7 @@ export class FlowTable {
     this.ignored = new Float64Array(size * 2);
     this.ignoredBytes = new Float64Array(size * 2);
     this.gen = new Uint32Array(size);
+    this.bornAt = new Uint32Array(size);
     this.freeList = new Int32Array(size);
     for (let k = 0; k < size; k++) this.freeList[k] = size - 1 - k;
     this.freeTop = size;
@@ -316,7 +330,10 @@ export class FlowTable {
       for (let j = e * width, end = j + width; j < end; j++) array[j] = 0;
     }
     this.link(h, slotValue(e, 0));
-    if (++this.count > this.peak) this.peak = this.count;
+    this.count++;
+    const born = this.samples + 1;
+    this.bornAt[e] = born;
+    this.liveDelta[born]!++;
     return e;
   }
 
@@ -340,6 +357,7 @@ export class FlowTable {
     if ((this.rec[k]! & (Status.REPLY_TUPLE << 8)) !== 0) this.unlink(this.rep[e * REP]!, slotValue(e, 1));
     // Not in use any more, but state and status stay readable for the end-of-flow listeners.
     this.rec[k] = this.rec[k]! & ~(Status.USED << 8);
+    this.liveDelta[this.liveUntil(e)]!--;
     this.gen[e]!++;
     this.heldWhy[this.heldTop] = why;
     this.held[this.heldTop++] = e;
@@ -382,6 +400,60 @@ export class FlowTable {
       free[this.freeTop++] = e;
     }
     this.heldTop = 0;
+  }
+
+  /**
+   * A sample point for the live-flow series at capture time `clock` (never decreasing): every
+   * SWEEP_EVERY packet numbers, before that packet is tracked, and at the end of input. The
+   * arrays grow by doubling, so a sample allocates nothing but now and then.
+   */
+  sample(clock: number): void {
+    const k = ++this.samples;
+    if (k + 2 > this.liveDelta.length) {
+      const clocks = new Float64Array(this.sampleClock.length * 2);
+      clocks.set(this.sampleClock);
+      this.sampleClock = clocks;
+      const delta = new Int32Array(this.liveDelta.length * 2);
+      delta.set(this.liveDelta);
+      this.liveDelta = delta;
+    }
+    this.sampleClock[k] = clock;
+  }
+
+  /**
+   * The first sample point at which entry e no longer counts: the first taken whose clock is
+   * past its timeout, else the next one (it is being removed now). A binary search, only when
+   * the entry had expired by the last point.
+   */
+  private liveUntil(e: number): number {
+    const exp = this.expires(e);
+    const clock = this.sampleClock;
+    let lo = this.bornAt[e]!;
+    let hi = this.samples + 1;
+    if (lo >= hi || !(clock[hi - 1]! > exp)) return hi;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (clock[mid]! > exp) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+
+  /**
+   * Flows live at each sample point taken so far (element k - 1 for point k). Entries still in
+   * the table (a run that ended without its flush) count until their timeout. For the report.
+   */
+  liveSeries(): Float64Array {
+    const n = this.samples;
+    const delta = this.liveDelta.slice(0, n + 2);
+    this.forEach((e) => { delta[this.liveUntil(e)]!--; });
+    const out = new Float64Array(n);
+    let live = 0;
+    for (let k = 1; k <= n; k++) {
+      live += delta[k]!;
+      out[k - 1] = live;
+    }
+    return out;
   }
 
   /** Number of slots (a power of two); slot s holds entry slotEntry(s), or -1. */

@@ -19,6 +19,7 @@ import { Conntrack, CT_OK, CT_REASONS, defaultTimeouts, R_TABLE_FULL, type Timeo
 import { protoName } from '../packet/format.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
+import { peakOf, type MergeRules, type ReportSeries } from '../pipeline/merge.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
 
 const TIMEOUT_KEYS: [key: string, set: (t: Timeouts, v: number) => void][] = [
@@ -75,6 +76,7 @@ export class ConntrackStage implements Stage {
     const n = b.count;
     const { verdict, tsSec, tsNsec, num, stage, reason } = b;
     const ct = this.ct;
+    const table = ct.table;
     const dropInvalid = this.dropInvalid;
     // The sweep's clock is the capture's: the latest time of any packet so far, whoever owns it
     // and whatever its verdict, so every worker's table ages the same way.
@@ -87,6 +89,9 @@ export class ConntrackStage implements Stage {
       // batch size changes what it removes and when. (A compare, not num % 256: that is a
       // floating-point remainder on a Float64Array element.)
       if (num[i]! >= nextSweep) {
+        // Also a sample point of the live-flow count (the report's peak): at the same packet
+        // numbers in every worker, so the workers' counts add up to one pipeline's.
+        table.sample(clock);
         ct.sweep(clock, SWEEP_SLOTS);
         nextSweep = (Math.floor(num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
       }
@@ -107,6 +112,16 @@ export class ConntrackStage implements Stage {
     this.ct.table.release();
   }
 
+  /**
+   * Each worker holds its share of the flows: counts add up, but the most flows live at once is
+   * the peak of the workers' summed live counts, sampled at the same packet numbers.
+   */
+  readonly merge: MergeRules = { peakEntries: 'peak' };
+
+  series(): ReportSeries {
+    return { peakEntries: this.ct.table.liveSeries() };
+  }
+
   describe(): StageReport {
     return { capacity: this.capacity, ...(this.shards > 1 ? { tables: this.shards, capacityPerTable: this.ct.table.capacity } : {}) };
   }
@@ -117,6 +132,8 @@ export class ConntrackStage implements Stage {
 
   finish(): void {
     this.atEnd = this.snapshot();
+    // The last sample point: the flows live at the end of input (activeAtEnd's total).
+    this.ct.table.sample(this.now);
     this.ct.flush(this.now);
   }
 
@@ -160,7 +177,7 @@ export class ConntrackStage implements Stage {
       createdByProtocol: created,
       destroyed,
       activeAtEnd: this.atEnd ?? this.snapshot(),
-      peakEntries: ct.table.peak,
+      peakEntries: peakOf(ct.table.liveSeries()),
       packetsByState: packets,
       invalidByReason: invalid,
       tcpIgnored: ct.ignored,
