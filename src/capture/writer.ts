@@ -200,7 +200,11 @@ export class SplitWriter {
   private readonly forwarded?: OutputFile;
   private readonly dropped?: OutputFile;
 
-  constructor(private readonly src: PacketSource, forwarded?: string | OutputFile, dropped?: string | OutputFile) {
+  /**
+   * `src` gives the format and the interfaces (a live list while a pcapng source reads): the source
+   * of an inline run, or, when the main thread merges workers' parts, a worker's final list.
+   */
+  constructor(private readonly src: Pick<PacketSource, 'format' | 'interfaces'>, forwarded?: string | OutputFile, dropped?: string | OutputFile) {
     this.format = src.format.startsWith('pcapng') ? 'pcapng' : 'pcap';
     this.forwarded = forwarded === undefined ? undefined : outputFile('--write', forwarded);
     try {

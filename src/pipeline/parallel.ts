@@ -16,11 +16,12 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { openCapture } from '../capture/open.js';
 import { OutputError, outputFile, type OutputFile } from '../capture/outfile.js';
+import { PartReader, type PartSpec } from '../capture/part.js';
+import type { PacketSource } from '../capture/source.js';
 import { SplitWriter } from '../capture/writer.js';
 import { Batch } from '../packet/batch.js';
 import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
-import { mergeStageReports } from './merge.js';
 import type { RunCounts } from './runner.js';
 import type { RunReport, StageRow, StopFlag } from './run.js';
 import type { StageReport } from './stage.js';
@@ -64,6 +65,8 @@ export interface ParallelSpec {
   failAt?: ShardTask['failAt'];
   /** Run on this pool (at least `workers` threads) instead of starting one; the caller destroys it. */
   pool?: Piscina;
+  /** Test hook, passed to the workers: modules to import before building stages (see ShardTask.modules). */
+  modules?: string[];
 }
 
 /** A pool of worker threads for runParallel, for callers that run many captures. */
@@ -107,19 +110,36 @@ export async function runParallel(spec: ParallelSpec): Promise<ParallelResult> {
     for (const o of outs) o.close();
     throw e;
   }
-  // The workers' parts of the flow log: next to it, or in a temporary folder for standard output.
-  const tmp = flowOut?.stdout ? mkdtempSync(join(tmpdir(), 'dplab-flows-')) : null;
-  const parts = flowOut ? Array.from({ length: n }, (_, k) => (tmp ? join(tmp, `part${k}`) : `${flowOut!.path}.part${k}`)) : [];
+  // The workers' parts (flow log; packets for --write and --write-dropped, one part per worker
+  // for both): next to their output when it is a regular file, else (standard output, a device)
+  // in a temporary folder. Removed however the run ends (a second signal excepted).
+  const regular = (o?: OutputFile): o is OutputFile => o !== undefined && !o.stdout && isRegular(o.path);
+  const anchor = regular(fwdOut) ? fwdOut : regular(dropOut) ? dropOut : undefined;
+  const flowsNextTo = regular(flowOut);
+  const needTmp = (flowOut !== undefined && !flowsNextTo) || ((fwdOut || dropOut) !== undefined && !anchor);
+  const tmp = needTmp ? mkdtempSync(join(tmpdir(), 'dplab-parts-')) : null;
+  const parts = flowOut ? Array.from({ length: n }, (_, k) => (flowsNextTo ? `${flowOut!.path}.part${k}` : join(tmp!, `flows${k}`))) : [];
+  const packetParts = fwdOut || dropOut ? Array.from({ length: n }, (_, k): PartSpec => ({
+    path: anchor ? `${anchor.path}.part${k}` : join(tmp!, `packets${k}`),
+    option: (anchor ?? fwdOut ?? dropOut)!.option,
+    forwarded: fwdOut !== undefined,
+    dropped: dropOut !== undefined,
+  })) : [];
   try {
-    return await runShards(spec, file, size, parts, fwdOut, dropOut, flowOut);
+    return await runShards(spec, file, size, parts, packetParts, fwdOut, dropOut, flowOut);
   } finally {
     for (const part of parts) rmSync(part, { force: true });
+    for (const part of packetParts) rmSync(part.path, { force: true });
     if (tmp) rmSync(tmp, { recursive: true, force: true });
     for (const o of outs) try { o.close(); } catch { /* a close that fails after a failure: the first is reported */ }
   }
 }
 
-async function runShards(spec: ParallelSpec, file: string, size: number, parts: string[],
+function isRegular(path: string): boolean {
+  try { return statSync(path).isFile(); } catch { return false; }
+}
+
+async function runShards(spec: ParallelSpec, file: string, size: number, parts: string[], packetParts: PartSpec[],
   fwdOut?: OutputFile, dropOut?: OutputFile, flowOut?: OutputFile): Promise<ParallelResult> {
   const n = spec.workers;
   // One bit per packet: a record takes at least 16 bytes (pcap) or 32 (pcapng).
@@ -144,8 +164,8 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
     results = await Promise.all(Array.from({ length: n }, (_, k) => {
       const task: ShardTask = {
         file, profile, shard: k, shards: n, batchSize: spec.batchSize, timing: spec.timing,
-        flowLog: parts[k], forwardedBits: forwarded, progress, failAt: spec.failAt,
-        control, throttleMs: spec.throttleMs,
+        flowLog: parts[k], part: packetParts[k], forwardedBits: forwarded, progress, failAt: spec.failAt,
+        control, throttleMs: spec.throttleMs, modules: spec.modules,
       };
       return (pool.run(task) as Promise<ShardResult>).catch((e: Error): ShardResult => ({
         shard: k, report: null, packetsRead: 0,
@@ -164,12 +184,27 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
   const report = mergeReports(reports, wallSeconds);
   const interrupted = reports.find((r) => r.interrupted)?.interrupted;
   if (interrupted) report.interrupted = interrupted;
-  // Every worker stopped after the same packet (see ShardTask.control); the outputs hold those.
-  const limit = interrupted ? Math.max(...results.map((r) => r.packetsRead)) : Infinity;
+  // Every worker stopped after the same packet (see ShardTask.control): the parts hold those.
+  // The capture's interfaces as the workers ended (the same in all): the merged captures use them.
+  const source = { format: report.format, interfaces: results.find((r) => r.interfaces)?.interfaces ?? [] };
   const outputFailure = failures.find((f) => f!.output);
   if (outputFailure) {
     const o = outputFailure.output!;
-    const e = new OutputError(o.option, o.option === '--flows' && flowOut ? flowOut.name : o.file, o.problem, true);
+    if (o.option === '--flows') {
+      const e = new OutputError(o.option, flowOut ? flowOut.name : o.file, o.problem, true);
+      e.partial = report;
+      throw e;
+    }
+    // A packet part could not be written (the disk next to the output filled): nothing is
+    // merged. The parts go first (giving their room back) and the captures get their headers
+    // alone, so each is a capture that holds no packet, as the message says.
+    const named = o.option === '--write' ? fwdOut : dropOut;
+    const tmpPart = named === undefined || !packetParts[0]!.path.startsWith(`${named.path}.part`);
+    const e = new OutputError(o.option, tmpPart ? o.file : named.name, o.problem, true);
+    for (const p of packetParts) rmSync(p.path, { force: true });
+    try { mergeParts([], source, fwdOut, dropOut); } catch { /* the first failure is the one reported */ }
+    e.note = tmpPart ? 'a temporary part of the workers\' captures; no packet was written' : o.option === '--write'
+      ? 'it holds the first 0 forwarded packets' : 'it holds the first 0 dropped packets';
     e.partial = report;
     throw e;
   }
@@ -180,7 +215,7 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
   }
   try {
     if (flowOut) mergeFlowLogs(flowOut, parts);
-    if (fwdOut || dropOut) splitByVerdict(file, forwarded, fwdOut, dropOut, limit);
+    if (fwdOut || dropOut) mergeParts(packetParts.map((p) => p.path), source, fwdOut, dropOut);
   } catch (e) {
     if (e instanceof OutputError) {
       e.partial = report;
@@ -189,6 +224,17 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
     throw e;
   }
   return { report, forwarded, failures };
+}
+
+/** Add two stage reports key by key. */
+function addReports(a: StageReport, b: StageReport): StageReport {
+  const out: StageReport = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const x = out[k];
+    if (typeof v === 'number') out[k] = (typeof x === 'number' ? x : 0) + v;
+    else out[k] = addReports(typeof x === 'object' ? x : {}, v);
+  }
+  return out;
 }
 
 function addCounts(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
@@ -200,9 +246,8 @@ function addCounts(a: Record<string, number>, b: Record<string, number>): Record
 /**
  * One report from the workers' parts. Capture summaries, verdicts and stage costs are sums (each
  * worker counts the packets it owns; ns is CPU time over all
- * workers); each stage figure merges as its stage declares (Stage.merge: summed unless it says
- * max, min, config or peak, see merge.ts), except for stages that see every packet in every
- * worker, whose figures are one worker's (each worker's copy saw the whole capture).
+ * workers); stage figures are summed, except for stages that see every packet in every worker,
+ * whose figures are one worker's (each worker's copy saw the whole capture).
  */
 export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport {
   const first = parts[0]!;
@@ -233,8 +278,7 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
   const stageReports: Record<string, StageReport> = {};
   for (const name of Object.keys(first.stageReports)) {
     const all = first.stages.find((s) => s.name === name)?.allPackets === true;
-    const rules = all ? 'config' : parts.find((p) => p.merging?.[name])?.merging?.[name]?.rules;
-    stageReports[name] = mergeStageReports(parts.map((p) => p.stageReports[name] ?? {}), rules, parts.map((p) => p.merging?.[name]?.series));
+    stageReports[name] = all ? first.stageReports[name]! : parts.reduce((a, p) => addReports(a, p.stageReports[name] ?? {}), {} as StageReport);
   }
   const capture = parts.slice(1).reduce((a, p) => addSummaries(a, p.capture), first.capture);
   const merged: RunReport = {
@@ -248,8 +292,6 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
     stageReports,
     workers: parts.length,
   };
-  // The parts' merge information is spent: the merged report is what an inline run reports.
-  delete merged.merging;
   if (parts.some((p) => p.flowsLogged !== undefined)) merged.flowsLogged = parts.reduce((a, p) => a + (p.flowsLogged ?? 0), 0);
   return merged;
 }
@@ -281,26 +323,34 @@ function mergeFlowLogs(out: OutputFile, parts: string[]): void {
   }
 }
 
-/** Re-read the capture and write each packet where its verdict bit says. */
-function splitByVerdict(file: string, bits: Uint8Array, write?: OutputFile, writeDropped?: OutputFile, limit = Infinity): void {
-  const src = openCapture(file);
+/**
+ * The workers' packet parts merged by packet number into the real captures, through the
+ * SplitWriter an inline run writes with, so the bytes are the same. Each part is in order, so this
+ * is a k-way merge: at most 8 readers, scanned for the lowest number (a heap would not pay). Each
+ * reader holds one 1 MiB block; nothing is allocated per packet.
+ */
+function mergeParts(paths: string[], src: Pick<PacketSource, 'format' | 'interfaces'>, write?: OutputFile, writeDropped?: OutputFile): void {
   const split = new SplitWriter(src, write, writeDropped);
-  const b = new Batch();
+  const readers: PartReader[] = [];
+  const b = new Batch(1);
   try {
-    while (src.fill(b) > 0) {
-      for (let i = 0; i < b.count; i++) {
-        const k = b.num[i]! - 1;
-        if (k >= limit) break;
-        split.write(b, i, ((bits[k >>> 3]! >> (k & 7)) & 1) === 1);
+    for (const p of paths) if (existsSync(p)) readers.push(new PartReader(p));
+    for (;;) {
+      let r: PartReader | null = null;
+      let lowest = Infinity;
+      for (let k = 0; k < readers.length; k++) {
+        const x = readers[k]!;
+        if (x.num < lowest) { lowest = x.num; r = x; }
       }
-      src.release(b);
-      if (src.packets >= limit) break;
+      if (r === null) break;
+      split.write(b, 0, r.load(b));
+      r.next();
     }
   } catch (e) {
     if (e instanceof OutputError) split.explain(e);
     throw e;
   } finally {
-    src.close();
+    for (const r of readers) r.close();
     split.close();
   }
 }

@@ -5,11 +5,11 @@
 import { openCapture } from '../capture/open.js';
 import type { PacketSource } from '../capture/source.js';
 import { OutputError, type OutputFile } from '../capture/outfile.js';
+import { PartWriter, type PartSpec } from '../capture/part.js';
 import { SplitWriter } from '../capture/writer.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { TrafficSummary, type SummaryJson } from '../packet/summary.js';
 import { FlowLog, flowRecord, type FlowRecord } from './flowlog.js';
-import { stageMerging, type StageMerging } from './merge.js';
 import { Pipeline, StageFailure, type RunCounts } from './runner.js';
 import type { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
@@ -38,6 +38,8 @@ export interface RunSpec {
   sharder?: Sharder;
   /** Set bit (num - 1) for every forwarded packet this run owns (shared between workers). */
   forwardedBits?: Uint8Array;
+  /** As a worker: write the packets this run owns, as the stages left them, to this part file. */
+  part?: PartSpec;
 }
 
 export interface StageRow {
@@ -77,11 +79,6 @@ export interface RunReport {
   interrupted?: string;
   /** Set by `replay --repeat`: which run this report is. */
   run?: { repeat: number; note: string };
-  /**
-   * Only in a worker's part of a report, for mergeReports (which drops it): how each stage's
-   * figures merge, and the series behind its peaks.
-   */
-  merging?: Record<string, StageMerging>;
 }
 
 export interface RunResult {
@@ -138,6 +135,7 @@ class CaptureRun {
   private readonly summary = new TrafficSummary();
   private readonly split: SplitWriter;
   private readonly log: FlowLog | null;
+  private readonly part: PartWriter | null;
   private readonly b: Batch;
   private readonly t0 = process.hrtime.bigint();
   private failure: unknown = null;
@@ -153,6 +151,13 @@ class CaptureRun {
         this.log = spec.flowLog ? new FlowLog(spec.flowLog) : null;
       } catch (e) {
         this.split.close();
+        throw e;
+      }
+      try {
+        this.part = spec.part ? new PartWriter(spec.part) : null;
+      } catch (e) {
+        this.split.close();
+        this.log?.close();
         throw e;
       }
     } catch (e) {
@@ -176,12 +181,19 @@ class CaptureRun {
 
   /** One batch: false when the input is done or the run was asked to stop. */
   step(): boolean {
-    const { src, b, pipeline, split, bits, spec } = this;
+    const { src, b, pipeline, split, part, bits, spec } = this;
     if (spec.stop?.signal) { this.interrupted = spec.stop.signal; return false; }
     if (src.fill(b) === 0) return false;
     pipeline.process(b);
     this.summary.add(b, pipeline.owned());
     if (split.active) for (let i = 0; i < b.count; i++) split.write(b, i, b.verdict[i] === Verdict.PASS);
+    if (part) {
+      // Packets of other shards are FOREIGN here; every other packet is this worker's to write.
+      for (let i = 0; i < b.count; i++) {
+        const v = b.verdict[i];
+        if (v !== Verdict.FOREIGN) part.write(b, i, v === Verdict.PASS);
+      }
+    }
     if (bits) {
       // Packets of other shards are not PASS here (the pipeline hid them), so only ours count.
       for (let i = 0; i < b.count; i++) {
@@ -211,6 +223,7 @@ class CaptureRun {
     this.src.close();
     try { this.split.close(); } catch (e) { this.failure ??= e; }
     try { this.log?.close(); } catch (e) { this.failure ??= e; }
+    try { this.part?.close(); } catch (e) { this.failure ??= e; }
     const e = this.failure;
     if (e instanceof StageFailure || e instanceof OutputError) {
       // What was processed before the failure is still reported.
@@ -245,7 +258,6 @@ class CaptureRun {
       })),
       stageReports: pipeline.reports(),
       stageConfig: pipeline.configs(),
-      ...(spec.sharder ? { merging: stageMerging(spec.stages) } : {}),
     };
     // Only flows that surely reached the file count as logged.
     if (log) r.flowsLogged = this.failure instanceof OutputError && this.failure.option === '--flows' ? log.flushed : log.flows;

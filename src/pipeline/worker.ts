@@ -5,7 +5,10 @@
  * batch. It returns its part of the report; a stage that throws ends the shard with what it
  * processed so far and the failure, never a hang.
  */
+import { pathToFileURL } from 'node:url';
 import { OutputError } from '../capture/outfile.js';
+import type { PartSpec } from '../capture/part.js';
+import type { InterfaceInfo } from '../capture/source.js';
 import { Verdict } from '../packet/batch.js';
 import { loadProfile } from './profile.js';
 import { buildStages } from './registry.js';
@@ -22,6 +25,8 @@ export interface ShardTask {
   timing?: boolean;
   /** Flow log part file for this shard. */
   flowLog?: string;
+  /** Packet part file for this shard: the packets it owns, as its stages left them (--write, --write-dropped). */
+  part?: PartSpec;
   /** Shared: bit per packet, set when forwarded. */
   forwardedBits?: Uint8Array;
   /** Shared: [bytes read, packets read] per shard, for the progress bar. */
@@ -40,6 +45,13 @@ export interface ShardTask {
    * that dies), to prove both are reported without a hang.
    */
   failAt?: { stage: string; packet: number; how?: 'throw' | 'exit' };
+  /**
+   * Test hook: modules (paths) to import before the profile's stages are built, so a test can run
+   * a stage of its own in workers: the module calls registerStage from dist/pipeline/registry.js
+   * (the registry this worker builds from) and the test's profile names that stage. The CLI never
+   * sets it; nothing shipped registers a stage this way.
+   */
+  modules?: string[];
 }
 
 export interface ShardResult {
@@ -48,6 +60,11 @@ export interface ShardResult {
   failure: { message: string; stage: string; firstPacket: number; lastPacket: number; output?: { option: string; file: string; problem: string } } | null;
   /** Packets this worker read (all shards read every packet). */
   packetsRead: number;
+  /**
+   * The capture's interfaces when the worker ended (every worker reads the whole capture, so all
+   * have the same list): the main thread writes the merged parts with it.
+   */
+  interfaces?: InterfaceInfo[];
 }
 
 /** Signal numbers in ShardTask.control[0]. */
@@ -55,7 +72,8 @@ export const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
-export default function runShard(task: ShardTask): ShardResult {
+export default async function runShard(task: ShardTask): Promise<ShardResult> {
+  for (const m of task.modules ?? []) await import(pathToFileURL(m).href);
   const profile = loadProfile(task.profile);
   const stages = buildStages(profile, task.shards);
   if (task.failAt) injectFailure(stages, task.failAt);
@@ -75,13 +93,14 @@ export default function runShard(task: ShardTask): ShardResult {
     Atomics.notify(ctl, 1);
   };
   try {
-    const { report } = runCapture({
+    const { report, source } = runCapture({
       file: task.file,
       profile: profile.name,
       stages,
       batchSize: task.batchSize,
       timing: task.timing,
       flowLog: task.flowLog,
+      part: task.part,
       sharder: new Sharder(task.shards, task.shard),
       forwardedBits: task.forwardedBits,
       onBatch: (_b, src) => {
@@ -106,7 +125,7 @@ export default function runShard(task: ShardTask): ShardResult {
     });
     if (stoppedBy) report.interrupted = stoppedBy;
     arrive();
-    return { shard: task.shard, report, failure: null, packetsRead: read };
+    return { shard: task.shard, report, failure: null, packetsRead: read, interfaces: source.interfaces.map((f) => ({ ...f })) };
   } catch (e) {
     arrive();
     const f = e as { stage?: string; firstPacket?: number; lastPacket?: number; message?: string; partial?: RunReport | null };
