@@ -22,6 +22,7 @@ import { SplitWriter } from '../capture/writer.js';
 import { Batch } from '../packet/batch.js';
 import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
+import { mergeStageReports } from './merge.js';
 import type { RunCounts } from './runner.js';
 import type { RunReport, StageRow, StopFlag } from './run.js';
 import type { StageReport } from './stage.js';
@@ -226,17 +227,6 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
   return { report, forwarded, failures };
 }
 
-/** Add two stage reports key by key. */
-function addReports(a: StageReport, b: StageReport): StageReport {
-  const out: StageReport = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const x = out[k];
-    if (typeof v === 'number') out[k] = (typeof x === 'number' ? x : 0) + v;
-    else out[k] = addReports(typeof x === 'object' ? x : {}, v);
-  }
-  return out;
-}
-
 function addCounts(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   const out = { ...a };
   for (const [k, v] of Object.entries(b)) out[k] = (out[k] ?? 0) + v;
@@ -246,8 +236,9 @@ function addCounts(a: Record<string, number>, b: Record<string, number>): Record
 /**
  * One report from the workers' parts. Capture summaries, verdicts and stage costs are sums (each
  * worker counts the packets it owns; ns is CPU time over all
- * workers); stage figures are summed, except for stages that see every packet in every worker,
- * whose figures are one worker's (each worker's copy saw the whole capture).
+ * workers); each stage figure merges as its stage declares (Stage.merge: summed unless it says
+ * max, min, config or peak, see merge.ts), except for stages that see every packet in every
+ * worker, whose figures are one worker's (each worker's copy saw the whole capture).
  */
 export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport {
   const first = parts[0]!;
@@ -278,7 +269,8 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
   const stageReports: Record<string, StageReport> = {};
   for (const name of Object.keys(first.stageReports)) {
     const all = first.stages.find((s) => s.name === name)?.allPackets === true;
-    stageReports[name] = all ? first.stageReports[name]! : parts.reduce((a, p) => addReports(a, p.stageReports[name] ?? {}), {} as StageReport);
+    const rules = all ? 'config' : parts.find((p) => p.merging?.[name])?.merging?.[name]?.rules;
+    stageReports[name] = mergeStageReports(parts.map((p) => p.stageReports[name] ?? {}), rules, parts.map((p) => p.merging?.[name]?.series));
   }
   const capture = parts.slice(1).reduce((a, p) => addSummaries(a, p.capture), first.capture);
   const merged: RunReport = {
@@ -292,6 +284,8 @@ export function mergeReports(parts: RunReport[], wallSeconds: number): RunReport
     stageReports,
     workers: parts.length,
   };
+  // The parts' merge information is spent: the merged report is what an inline run reports.
+  delete merged.merging;
   if (parts.some((p) => p.flowsLogged !== undefined)) merged.flowsLogged = parts.reduce((a, p) => a + (p.flowsLogged ?? 0), 0);
   return merged;
 }

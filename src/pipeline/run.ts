@@ -10,6 +10,7 @@ import { SplitWriter } from '../capture/writer.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { TrafficSummary, type SummaryJson } from '../packet/summary.js';
 import { FlowLog, flowRecord, type FlowRecord } from './flowlog.js';
+import { stageMerging, type StageMerging } from './merge.js';
 import { Pipeline, StageFailure, type RunCounts } from './runner.js';
 import type { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
@@ -79,6 +80,11 @@ export interface RunReport {
   interrupted?: string;
   /** Set by `replay --repeat`: which run this report is. */
   run?: { repeat: number; note: string };
+  /**
+   * Only in a worker's part of a report, for mergeReports (which drops it): how each stage's
+   * figures merge, and the series behind its peaks.
+   */
+  merging?: Record<string, StageMerging>;
 }
 
 export interface RunResult {
@@ -258,6 +264,7 @@ class CaptureRun {
       })),
       stageReports: pipeline.reports(),
       stageConfig: pipeline.configs(),
+      ...(spec.sharder ? { merging: stageMerging(spec.stages) } : {}),
     };
     // Only flows that surely reached the file count as logged.
     if (log) r.flowsLogged = this.failure instanceof OutputError && this.failure.option === '--flows' ? log.flushed : log.flows;
