@@ -1,4 +1,5 @@
 import type { Batch } from '../packet/batch.js';
+import { packetBytes, packetLength, packetStart, packetWireLength } from '../packet/wire.js';
 import { outputFile, STDOUT_NAME, type OutputError, type OutputFile } from './outfile.js';
 import { LinkType } from './linktype.js';
 import { FILE_HEADER as PCAP_FILE_HEADER, writePcapHeader } from './pcap.js';
@@ -76,14 +77,15 @@ export class CaptureWriter {
     }
   }
 
-  /** Append packet i of the batch. */
+  /** Append packet i of the batch, as the stages left it (from the output area if it grew). */
   write(b: Batch, i: number): void {
-    const len = b.capLen[i]!;
+    const len = packetLength(b, i);
+    const wireLen = packetWireLength(b, i);
     const pad = this.format === 'pcap' ? 0 : (4 - (len & 3)) & 3;
     // A packet that came without a time (a pcapng Simple Packet Block) leaves as one, so no tool
     // shows it a time it never had; an SPB belongs to interface 0 and its captured length is
     // implied (min of original length and snap length), so only such a packet can be one.
-    const simple = this.format === 'pcapng' && b.noTime[i] === 1 && b.iface[i] === 0 && len === impliedCapLen(b.wireLen[i]!, this.interfaces[0]?.snapLen ?? 0);
+    const simple = this.format === 'pcapng' && b.noTime[i] === 1 && b.iface[i] === 0 && len === impliedCapLen(wireLen, this.interfaces[0]?.snapLen ?? 0);
     const need = (this.format === 'pcap' ? 16 : simple ? 16 : 32) + len + pad;
     if (this.format === 'pcapng' && b.iface[i]! >= this.written) this.describeInterfaces(b.iface[i]!);
     if (this.at + need > this.buf.length) this.flush();
@@ -94,14 +96,14 @@ export class CaptureWriter {
     if (simple) {
       dv.setUint32(p, 3, true);
       dv.setUint32(p + 4, need, true);
-      dv.setUint32(p + 8, b.wireLen[i]!, true);
+      dv.setUint32(p + 8, wireLen, true);
       p += 12;
     } else if (this.format === 'pcap') {
       dv.setUint32(p, sec, true);
       // A microsecond input's timestamps are whole microseconds, so this division is exact.
       dv.setUint32(p + 4, this.micro ? Math.floor(nsec / 1000) : nsec, true);
       dv.setUint32(p + 8, len, true);
-      dv.setUint32(p + 12, b.wireLen[i]!, true);
+      dv.setUint32(p + 12, wireLen, true);
       p += 16;
     } else {
       dv.setUint32(p, 6, true);
@@ -121,11 +123,11 @@ export class CaptureWriter {
       dv.setUint32(p + 12, s2 * d + x1Hi + carry, true);
       dv.setUint32(p + 16, low - carry * 4294967296, true);
       dv.setUint32(p + 20, len, true);
-      dv.setUint32(p + 24, b.wireLen[i]!, true);
+      dv.setUint32(p + 24, wireLen, true);
       p += 28;
     }
-    const src = b.bytes;
-    const from = b.off[i]!;
+    const src = packetBytes(b, i);
+    const from = packetStart(b, i);
     const out = this.buf;
     if (len <= 64) for (let k = 0; k < len; k++) out[p + k] = src[from + k]!;
     else out.set(src.subarray(from, from + len), p);

@@ -108,6 +108,13 @@ export interface BatchFields {
   flow: Int32Array;
   /** Direction of the packet within its flow: 0 original, 1 reply. */
   dir: Uint8Array;
+  /**
+   * 1 when a stage made the packet longer (wire.ts insertBytes): its bytes are then in the batch's
+   * output area `out`, at outOff, outLen long, and l3/l4/pay/l3End point into `out`.
+   */
+  grown: Uint8Array;
+  outOff: Uint32Array;
+  outLen: Uint32Array;
 }
 
 type FieldSpec = readonly [keyof BatchFields, 1 | 2 | 4 | 8, number, 'u8' | 'u16' | 'u32' | 'i32' | 'f64'];
@@ -142,6 +149,8 @@ const DECODE_FIELDS: readonly FieldSpec[] = [
   ['inDst', 4, 4, 'u32'],
   ['hash', 4, 1, 'u32'],
   ['flow', 4, 1, 'i32'],
+  ['outOff', 4, 1, 'u32'],
+  ['outLen', 4, 1, 'u32'],
   ['l3Type', 2, 1, 'u16'],
   ['vlan', 2, 1, 'u16'],
   ['sport', 2, 1, 'u16'],
@@ -164,6 +173,7 @@ const DECODE_FIELDS: readonly FieldSpec[] = [
   ['stage', 1, 1, 'u8'],
   ['ctInfo', 1, 1, 'u8'],
   ['dir', 1, 1, 'u8'],
+  ['grown', 1, 1, 'u8'],
 ];
 function groupBytes(group: readonly FieldSpec[], capacity: number): number {
   let n = 0;
@@ -254,6 +264,13 @@ export class Batch implements BatchFields {
   readonly ctInfo: Uint8Array;
   readonly flow: Int32Array;
   readonly dir: Uint8Array;
+  readonly grown: Uint8Array;
+  readonly outOff: Uint32Array;
+  readonly outLen: Uint32Array;
+  /** Output area for packets a stage made longer (see `grown`); reused batch after batch. */
+  out: Uint8Array = EMPTY;
+  /** Bytes of `out` in use by this batch's grown packets. */
+  outUsed = 0;
 
   /**
    * A new batch, or (with `meta`) a view of a batch another thread made: both sides then see the
@@ -294,6 +311,8 @@ export class Batch implements BatchFields {
     this.inDst = new Uint32Array(m, at.inDst, c * 4);
     this.hash = new Uint32Array(m, at.hash, c);
     this.flow = new Int32Array(m, at.flow, c);
+    this.outOff = new Uint32Array(m, at.outOff, c);
+    this.outLen = new Uint32Array(m, at.outLen, c);
     this.l3Type = new Uint16Array(m, at.l3Type, c);
     this.vlan = new Uint16Array(m, at.vlan, c);
     this.sport = new Uint16Array(m, at.sport, c);
@@ -316,5 +335,6 @@ export class Batch implements BatchFields {
     this.stage = new Uint8Array(m, at.stage, c);
     this.ctInfo = new Uint8Array(m, at.ctInfo, c);
     this.dir = new Uint8Array(m, at.dir, c);
+    this.grown = new Uint8Array(m, at.grown, c);
   }
 }

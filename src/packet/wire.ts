@@ -11,6 +11,9 @@
  * IPv4 UDP checksum of 0 means "none" and stays 0; a computed 0 is sent as 0xffff, RFC 768).
  * A later fragment has no L4 header: only its IP header changes. A checksum cut off by the snap
  * length cannot be updated and is left alone.
+ *
+ * A packet that grows (a tag pushed, a header for encapsulation) moves to the batch's output area
+ * (insertBytes); every setter, and the capture writer, find its bytes through packetBytes().
  */
 import type { Batch } from './batch.js';
 import { Frag } from './batch.js';
@@ -68,6 +71,62 @@ function put32(b: Uint8Array, at: number, v: number): void {
   b[at + 3] = v & 0xff;
 }
 
+/** The buffer holding packet i's bytes: the reader's chunk, or the output area once it grew. */
+export function packetBytes(b: Batch, i: number): Uint8Array {
+  return b.grown[i] === 1 ? b.out : b.bytes;
+}
+
+/** Where packet i starts in packetBytes(b, i), and how many bytes of it there are. */
+export function packetStart(b: Batch, i: number): number {
+  return b.grown[i] === 1 ? b.outOff[i]! : b.off[i]!;
+}
+
+export function packetLength(b: Batch, i: number): number {
+  return b.grown[i] === 1 ? b.outLen[i]! : b.capLen[i]!;
+}
+
+/** Packet i's length on the wire, with what stages added (wireLen itself stays as read). */
+export function packetWireLength(b: Batch, i: number): number {
+  return b.grown[i] === 1 ? b.wireLen[i]! + b.outLen[i]! - b.capLen[i]! : b.wireLen[i]!;
+}
+
+/**
+ * Make packet i `n` bytes longer at `at` bytes from its start (0 = in front), the new bytes zero:
+ * the packet moves to the batch's output area and its header offsets (l3, l4, pay, l3End) follow
+ * it, each moved by n when it lies at or after `at`. Returns the buffer the packet is now in; the
+ * new bytes are at packetStart(b, i) + at. Its length on the wire grows by n too (packetWireLength).
+ */
+export function insertBytes(b: Batch, i: number, at: number, n: number): Uint8Array {
+  const src = packetBytes(b, i);
+  const from = packetStart(b, i);
+  const len = packetLength(b, i);
+  if (!(at >= 0 && at <= len && n >= 0)) throw new RangeError(`insertBytes: offset ${at} is outside packet ${b.num[i]} (${len} bytes)`);
+  const need = b.outUsed + len + n;
+  if (need > b.out.length) {
+    // Grow geometrically: packets already moved keep their offsets.
+    const bigger = new Uint8Array(Math.max(need, b.out.length * 2, 1 << 16));
+    bigger.set(b.out.subarray(0, b.outUsed));
+    b.out = bigger;
+  }
+  const out = b.out;
+  const to = b.outUsed;
+  // After a copy within `out` (a second growth) the old bytes are left behind: the area is per batch.
+  out.set((src === out ? out.slice(from, from + at) : src.subarray(from, from + at)), to);
+  out.fill(0, to + at, to + at + n);
+  out.set((src === out ? out.slice(from + at, from + len) : src.subarray(from + at, from + len)), to + at + n);
+  // 0 is "no such header" (a packet never starts at a chunk's first byte: a record header precedes it).
+  const move = (x: number): number => (x === 0 ? 0 : to + (x - from) + (x - from >= at ? n : 0));
+  b.l3[i] = move(b.l3[i]!);
+  b.l4[i] = move(b.l4[i]!);
+  b.pay[i] = move(b.pay[i]!);
+  b.l3End[i] = move(b.l3End[i]!);
+  b.grown[i] = 1;
+  b.outOff[i] = to;
+  b.outLen[i] = len + n;
+  b.outUsed = to + len + n;
+  return out;
+}
+
 /**
  * Where packet i's L4 checksum is (an absolute offset in b.bytes) when it covers the IP addresses
  * (pseudo-header), the packet has its L4 header and the field was captured; else -1.
@@ -81,12 +140,12 @@ function pseudoChecksumAt(b: Batch, i: number): number {
   else if (p === PROTO_ICMPV6 && b.family[i] === 6) field = ICMPV6.CHECKSUM;
   else return -1;
   const at = b.l4[i]! + field;
-  return at + 2 <= b.off[i]! + b.capLen[i]! ? at : -1;
+  return at + 2 <= packetStart(b, i) + packetLength(b, i) ? at : -1;
 }
 
 /** Fold a change of the L4 checksum at `at` (from setters): UDP over IPv4 keeps "no checksum". */
 function updateL4(b: Batch, i: number, at: number, m: number, m2: number, wide: boolean): void {
-  const bytes = b.bytes;
+  const bytes = packetBytes(b, i);
   const old = get16(bytes, at);
   const udp4 = b.family[i] === 4 && b.proto[i] === PROTO_UDP;
   if (udp4 && old === 0) return;
@@ -100,7 +159,7 @@ function updateL4(b: Batch, i: number, at: number, m: number, m2: number, wide: 
  * the header checksum, the L4 pseudo-header checksum, b.src/b.dst and the flow hash.
  */
 export function setIpv4Address(b: Batch, i: number, end: number, addr: number): void {
-  const bytes = b.bytes;
+  const bytes = packetBytes(b, i);
   const l3 = b.l3[i]!;
   const at = l3 + (end === End.SRC ? IPV4.SRC : IPV4.DST);
   const old = get32(bytes, at);
@@ -120,7 +179,7 @@ export function setIpv4Address(b: Batch, i: number, end: number, addr: number): 
  * header checksum).
  */
 export function setIpv6Address(b: Batch, i: number, end: number, A: Uint32Array, ao: number): void {
-  const bytes = b.bytes;
+  const bytes = packetBytes(b, i);
   const at = b.l3[i]! + (end === End.SRC ? IPV6.SRC : IPV6.DST);
   const l4 = pseudoChecksumAt(b, i);
   const field = end === End.SRC ? b.src : b.dst;
@@ -141,13 +200,13 @@ export function setPort(b: Batch, i: number, end: number, port: number): void {
   if ((p !== PROTO_TCP && p !== PROTO_UDP && p !== PROTO_UDPLITE) || b.frag[i] === Frag.LATER) {
     throw new RangeError(`packet ${b.num[i]} has no TCP or UDP header to set a port in`);
   }
-  const bytes = b.bytes;
+  const bytes = packetBytes(b, i);
   const at = b.l4[i]! + (end === End.SRC ? TCP.SPORT : TCP.DPORT);
   const old = get16(bytes, at);
   if (old === port) return;
   put16(bytes, at, port);
   const sum = b.l4[i]! + (p === PROTO_TCP ? TCP.CHECKSUM : UDP.CHECKSUM);
-  if (sum + 2 <= b.off[i]! + b.capLen[i]!) updateL4(b, i, sum, old, port, false);
+  if (sum + 2 <= packetStart(b, i) + packetLength(b, i)) updateL4(b, i, sum, old, port, false);
   (end === End.SRC ? b.sport : b.dport)[i] = port;
   rehash(b, i);
 }
@@ -157,7 +216,7 @@ export function setPort(b: Batch, i: number, end: number, port: number): void {
  * number, so the IPv4 checksum update uses that word.
  */
 export function setTtl(b: Batch, i: number, ttl: number): void {
-  const bytes = b.bytes;
+  const bytes = packetBytes(b, i);
   const l3 = b.l3[i]!;
   if (b.family[i] === 6) {
     bytes[l3 + IPV6.HOP_LIMIT] = ttl;

@@ -87,6 +87,7 @@ export class Pipeline {
    */
   runStages(b: Batch, decodeNs: number): void {
     const timing = this.timing;
+    b.outUsed = 0; // the output area is this pipeline's, for this batch
     let t0 = 0;
     let t1 = 0;
     const sharder = this.sharder;
