@@ -106,35 +106,25 @@ export class Pipeline {
     const stages = this.stages;
     let s = 0;
     try {
-      // Stages with per-source state run on every packet in every worker, so each worker's copy
-      // of that state is the one a single pipeline would have. Only owned packets are counted.
-      for (; s < this.replicated; s++) {
-        const rt = this.runtime[s + 1]!;
-        if (timing) t0 = performance.now();
-        stages[s]!.process(b, s);
-        if (timing) t1 = performance.now();
-        const after = countAliveMine(b, mine);
-        rt.calls++;
-        rt.packets += alive;
-        rt.dropped += alive - after;
-        rt.ns += (t1 - t0) * 1e6;
-        alive = after;
-      }
-      if (sharder) hideForeign(b, mine);
-      // Every stage is called even when no packet is left for it: stages keep time by the
-      // batches (conntrack's expiry sweep), and must keep it the same in every worker.
+      // Stages [0, replicated) keep per-source state: in a worker they run on every packet, so
+      // each worker's copy of that state is the one a single pipeline would have, and count only
+      // the packets this worker owns. Then the other shards' packets are hidden (FOREIGN). Every
+      // stage is called even when no packet is left for it: stages keep time by the capture's
+      // packet numbers (conntrack's expiry sweep), the same in every worker.
       for (; s < stages.length; s++) {
+        if (s === this.replicated && sharder) hideForeign(b, mine);
         const rt = this.runtime[s + 1]!;
         if (timing) t0 = performance.now();
         stages[s]!.process(b, s);
         if (timing) t1 = performance.now();
-        const after = countAlive(b);
-        if (alive > 0) rt.calls++;
+        const after = s < this.replicated ? countAliveMine(b, mine) : countAlive(b);
+        if (alive > 0 || s < this.replicated) rt.calls++;
         rt.packets += alive;
         rt.dropped += alive - after;
         rt.ns += (t1 - t0) * 1e6;
         alive = after;
       }
+      if (this.replicated === stages.length && sharder) hideForeign(b, mine);
       for (s = 0; s < stages.length; s++) stages[s]!.endBatch?.();
     } catch (e) {
       throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
