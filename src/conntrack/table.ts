@@ -428,9 +428,10 @@ export class FlowTable {
   private liveUntil(e: number): number {
     const exp = this.expires(e);
     const clock = this.sampleClock;
-    let lo = this.bornAt[e]!;
     let hi = this.samples + 1;
-    if (lo >= hi || !(clock[hi - 1]! > exp)) return hi;
+    // Not expired by the last point (the usual removal: a flow that ended): no search.
+    if (!(clock[hi - 1]! > exp)) return hi;
+    let lo = this.bornAt[e]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (clock[mid]! > exp) hi = mid;
