@@ -3,8 +3,9 @@
  * --batch 1, 7 and 256 and with 2 and 3 workers (issue 14): workers write the packets they own to
  * part files and the main thread merges them in packet-number order through the inline writer.
  *
- * The stage that rewrites is test-only (test/fixtures/rewrite-stage.mjs: TTL - 1, destination
- * address and port changed, with wire.ts's setters). It registers itself in dist's registry, so
+ * The stages are test-only (test/fixtures/rewrite-stage.mjs): one rewrites (TTL - 1, destination
+ * address and port changed, with wire.ts's setters), one grows untagged Ethernet packets by a
+ * VLAN tag (insertBytes: the packet moves to the batch's output area). It registers itself in dist's registry, so
  * the inline runs here use dist's runCapture and profile loader too, and every worker imports the
  * module first (runParallel's `modules` test hook): the same profile builds the same stages in
  * both. Then tshark, with checksum validation on, reads the written packets with the checksum
@@ -39,7 +40,8 @@ afterAll(async () => {
 
 beforeAll(() => {
   // Rewritten before policy, so policy drops rewritten packets too: both outputs hold rewrites.
-  writeFileSync(PROFILE, `pipeline: conntrack -> test-rewrite -> policy\n[policy]\nrules: ${join(ROOT, 'profiles/rules/policy.rules')}\n`);
+  // test-push makes untagged Ethernet packets 4 bytes longer (they move to the batch's output area).
+  writeFileSync(PROFILE, `pipeline: conntrack -> test-push -> test-rewrite -> policy\n[policy]\nrules: ${join(ROOT, 'profiles/rules/policy.rules')}\n`);
   const g = spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), 'gen', GEN, '--packets', '30000', '--seed', '14'], { encoding: 'utf8' });
   expect(g.status, g.stderr).toBe(0);
 });
@@ -78,6 +80,8 @@ describe('--write with workers writes what the stages produced, as inline does',
       const base = dist.run.runCapture({ file, profile: PROFILE, stages: stages(), write: FWD, writeDropped: DROP, timing: false });
       const rewritten = base.report.stageReports['test-rewrite']?.rewritten as number;
       expect(rewritten).toBeGreaterThan(0);
+      const pushed = base.report.stageReports['test-push']?.pushed as number;
+      if (file === GEN) expect(pushed).toBeGreaterThan(10_000);
       const expected = both();
       for (const batchSize of [1, 7]) {
         dist.run.runCapture({ file, profile: PROFILE, stages: stages(), batchSize, write: FWD, writeDropped: DROP, timing: false });
@@ -88,6 +92,7 @@ describe('--write with workers writes what the stages produced, as inline does',
         for (const batchSize of [7, 256]) {
           const r = await runParallel({ file, profile: PROFILE, workers, batchSize, pool, write: FWD, writeDropped: DROP, timing: false, modules: [FIXTURE] });
           expect(r.report.stageReports['test-rewrite']?.rewritten, `--workers ${workers}: the stage ran`).toBe(rewritten);
+          expect(r.report.stageReports['test-push']?.pushed, `--workers ${workers}: packets grew`).toBe(pushed);
           expect(same(both(), expected), `--workers ${workers} --batch ${batchSize}: the same bytes as inline`).toBe(true);
           forwarded = r.forwarded;
         }

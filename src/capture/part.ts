@@ -9,8 +9,9 @@
  *    0  f64  packet number (1-based, as Batch.num)
  *    8  f64  timestamp, seconds (Batch.tsSec)
  *   16  u32  nanoseconds (Batch.tsNsec)
- *   20  u32  original (wire) length
- *   24  u32  captured length: the bytes that follow the header
+ *   20  u32  original (wire) length, with what stages added (packetWireLength)
+ *   24  u32  captured length: the bytes that follow the header (packetLength: a packet that grew
+ *            is written from the batch's output area)
  *   28  u16  interface (Batch.iface)
  *   30  u8   flags: 1 forwarded (else dropped or malformed), 2 no timestamp (Batch.noTime)
  *   31  u8   0
@@ -21,6 +22,7 @@
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
+import { packetBytes, packetLength, packetStart, packetWireLength } from '../packet/wire.js';
 import { OutputFile } from './outfile.js';
 
 export const PART_HEADER = 32;
@@ -49,10 +51,10 @@ export class PartWriter {
     this.out = new OutputFile(spec.option, spec.path);
   }
 
-  /** Append packet i of the batch, if its output is wanted. */
+  /** Append packet i of the batch, if its output is wanted, from wherever its bytes now are. */
   write(b: Batch, i: number, forwarded: boolean): void {
     if (forwarded ? !this.spec.forwarded : !this.spec.dropped) return;
-    const len = b.capLen[i]!;
+    const len = packetLength(b, i);
     const need = PART_HEADER + ((len + 3) & ~3);
     if (this.at + need > BLOCK) this.flush();
     const dv = this.dv;
@@ -60,13 +62,13 @@ export class PartWriter {
     dv.setFloat64(p, b.num[i]!, true);
     dv.setFloat64(p + 8, b.tsSec[i]!, true);
     dv.setUint32(p + 16, b.tsNsec[i]!, true);
-    dv.setUint32(p + 20, b.wireLen[i]!, true);
+    dv.setUint32(p + 20, packetWireLength(b, i), true);
     dv.setUint32(p + 24, len, true);
     dv.setUint16(p + 28, b.iface[i]!, true);
     dv.setUint16(p + 30, (forwarded ? FORWARDED : 0) | (b.noTime[i] === 1 ? NO_TIME : 0), true);
     const out = this.buf;
-    const src = b.bytes;
-    const from = b.off[i]!;
+    const src = packetBytes(b, i);
+    const from = packetStart(b, i);
     const q = p + PART_HEADER;
     if (len <= 64) for (let k = 0; k < len; k++) out[q + k] = src[from + k]!;
     else out.set(src.subarray(from, from + len), q);
