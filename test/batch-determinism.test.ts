@@ -21,6 +21,7 @@ import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { loadProfile, parseProfile } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
 import { runCapture } from '../src/pipeline/run.js';
+import { tracePacket } from '../src/cli/trace.js';
 import '../src/stages/index.js';
 import { CAPTURES, captureIndex, ROOT } from './helpers.js';
 
@@ -32,15 +33,19 @@ interface Outcome {
   verdicts: number[];
   /** The flow log, in the order flows ended. */
   flows: string[];
+  /** At --batch 1: what `dplab trace` says of each packet (its last line), as the trace command renders it. */
+  traced: string[];
 }
 
 function replay(file: string, profile: string, batchSize: number, text?: string): Outcome {
   const verdicts: number[] = [];
   const flows: string[] = [];
+  const traced: string[] = [];
+  const stages = buildStages(text === undefined ? loadProfile(profile) : parseProfile(text, `${profile}.profile`));
   runCapture({
     file,
     profile,
-    stages: buildStages(text === undefined ? loadProfile(profile) : parseProfile(text, `${profile}.profile`)),
+    stages,
     batchSize,
     timing: false,
     onFlow: (r) => flows.push(JSON.stringify(r)),
@@ -48,9 +53,10 @@ function replay(file: string, profile: string, batchSize: number, text?: string)
       for (let i = 0; i < b.count; i++) {
         verdicts[b.num[i]! - 1] = b.verdict[i] === Verdict.PASS ? 0 : b.malformed[i] !== 0 ? -1 : 1 + b.stage[i]! * 256 + b.reason[i]!;
       }
+      if (batchSize === 1) traced.push(tracePacket(b, 0, stages).at(-1)!.trim());
     },
   });
-  return { verdicts, flows };
+  return { verdicts, flows, traced };
 }
 
 function opens(file: string): boolean {
@@ -134,7 +140,14 @@ describe('a SYN scan: flows that end inside a batch', () => {
   });
 });
 
-describe('every shipped capture: the same verdicts and flows at --batch 1, 7 and 256', () => {
+/** The last line trace prints for a packet with verdict code v. */
+function told(v: number, stageNames: string[]): string {
+  return v === 0 ? '=> forwarded' : v < 0 ? '=> malformed' : `=> dropped by ${stageNames[(v - 1) >> 8]}`;
+}
+
+const names: Record<string, string[]> = Object.fromEntries(PROFILES.map((p) => [p, buildStages(loadProfile(p)).map((s) => s.name)]));
+
+describe('every shipped capture: the same verdicts and flows at --batch 1, 7 and 256, and trace agrees', () => {
   for (const row of captureIndex()) {
     const file = join(CAPTURES, row.file);
     if (!opens(file)) continue;
@@ -145,6 +158,8 @@ describe('every shipped capture: the same verdicts and flows at --batch 1, 7 and
           const other = replay(file, profile, batch);
           expect(other.verdicts, `${profile} --batch ${batch}`).toEqual(base.verdicts);
           expect(other.flows, `${profile} --batch ${batch} flow log`).toEqual(base.flows);
+          // trace runs one packet at a time and renders each packet's fate: it agrees with replay.
+          if (batch === 1) expect(other.traced, `${profile} trace`).toEqual(base.verdicts.map((v) => told(v, names[profile]!)));
         }
       }
     });
