@@ -239,8 +239,14 @@ export class FlowTable {
     const fwd = ((sp << 16) | dp) >>> 0;
     const rev = ((dp << 16) | sp) >>> 0;
     const c = this.recent[h & FC_MASK]!;
-    if (c !== 0) {
-      const r = (c & 1) === 0 ? this.match((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof) : this.matchReply((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
+    // The common case first and alone: an original tuple, found through the recent cache.
+    if ((c & 1) === 0) {
+      if (c !== 0 && this.rec[((c >>> 1) - 1) * REC + R_HASH] === h) {
+        const r = this.match((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
+        if (r >= 0) return r;
+      }
+    } else {
+      const r = this.matchReply((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
       if (r >= 0) return r;
     }
     const slots = this.slots;
@@ -324,11 +330,7 @@ export class FlowTable {
     this.first[e] = now;
     this.ignored[e << 1] = 0; this.ignored[(e << 1) | 1] = 0;
     this.ignoredBytes[e << 1] = 0; this.ignoredBytes[(e << 1) | 1] = 0;
-    const columns = this.columns;
-    for (let k = 0; k < columns.length; k++) {
-      const { array, width } = columns[k]!;
-      for (let j = e * width, end = j + width; j < end; j++) array[j] = 0;
-    }
+    if (this.columns.length > 0) this.zeroColumns(e);
     this.link(h, slotValue(e, 0));
     this.count++;
     const born = this.samples + 1;
@@ -345,6 +347,16 @@ export class FlowTable {
     slots[s << 1] = h;
     slots[(s << 1) | 1] = v;
     this.recent[h & FC_MASK] = v;
+  }
+
+  /** A new flow's columns start at 0 (out of insert's way: a loop over arrays of several types). */
+  private zeroColumns(e: number): void {
+    const columns = this.columns;
+    for (let k = 0; k < columns.length; k++) {
+      const { array, width } = columns[k]!;
+      if (width === 1) array[e] = 0;
+      else array.fill(0, e * width, (e + 1) * width);
+    }
   }
 
   /**
