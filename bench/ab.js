@@ -5,7 +5,7 @@
 // (reading, summary, accounting).
 //
 //   npm run build && git archive OLD | tar -x -C /tmp/old && (cd /tmp/old && ln -s $PWD/node_modules && npx tsc)
-//   node bench/ab.js [--profile ebpf] [--rounds 12] [--file CAPTURE] dist /tmp/old/dist
+//   node --expose-gc bench/ab.js [--profile ebpf] [--rounds 12] [--file CAPTURE] dist /tmp/old/dist
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -35,6 +35,8 @@ let verdicts = null;
 for (let r = 0; r < rounds; r++) {
   for (let k = 0; k < builds.length; k++) {
     const b = builds[(k + r) % builds.length];
+    // Collect the last run's flow tables (tens of MB) now, not inside the next timed run.
+    globalThis.gc?.();
     const rep = b.run();
     // Every build must decide the same: a faster one that skips work is no faster.
     const v = JSON.stringify(rep.verdicts);
