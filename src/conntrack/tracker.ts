@@ -178,6 +178,18 @@ export class Conntrack {
     this.table.recF[(e << 3) + RF_EXPIRES] = at;
   }
 
+  /**
+   * Let packet i through without counting it or refreshing the entry (the kernel's IGNORE). Its
+   * own method: rare, and tcp() stays small enough for V8 to inline the hot helpers into it.
+   */
+  private ignore(b: Batch, i: number, e: number, dir: number): number {
+    const t = this.table;
+    this.ignored++;
+    t.ignored[(e << 1) | dir]!++;
+    t.ignoredBytes[(e << 1) | dir]! += b.wireLen[i]!;
+    return CT_OK;
+  }
+
   /** mark() and count(): the usual case. */
   private account(b: Batch, i: number, e: number, dir: number, now: number): void {
     this.mark(b, i, e, dir);
@@ -213,12 +225,7 @@ export class Conntrack {
         this.mark(b, i, e, dir);
         // Ignored: plausible but unverifiable (a retransmitted SYN/ACK, a SYN to an open flow).
         // The kernel lets it through without counting it or refreshing the entry.
-        if (next === S_IGNORE) {
-          this.ignored++;
-          t.ignored[(e << 1) | dir]!++;
-          t.ignoredBytes[(e << 1) | dir]! += b.wireLen[i]!;
-          return CT_OK;
-        }
+        if (next === S_IGNORE) return this.ignore(b, i, e, dir);
         // ASSURED: a valid ACK in ESTABLISHED after SYN_RECV, or an answer to a picked-up flow.
         let st = (t.rec[k]! & ~0xff) | next;
         if (seenReply && (old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) st |= Status.ASSURED << 8;
@@ -228,10 +235,7 @@ export class Conntrack {
           // (now SYN_SENT2). The kernel moves the state on but neither counts the packet nor renews
           // the timeout, so port reuse cannot keep the entry alive ("do not renew timeout on SYN
           // retransmit", nf_conntrack_tcp_packet); it is counted as ignored here.
-          this.ignored++;
-          t.ignored[(e << 1) | dir]!++;
-          t.ignoredBytes[(e << 1) | dir]! += b.wireLen[i]!;
-          return CT_OK;
+          return this.ignore(b, i, e, dir);
         }
         this.count(b, i, e, dir, now);
         if (!seenReply && cls === TcpClass.RST) {
