@@ -4,10 +4,25 @@ import type { Batch } from '../packet/batch.js';
 import { CaptureError } from './errors.js';
 import { PCAP_MAGIC_NS, PCAP_MAGIC_US, PcapReader } from './pcap.js';
 import { BT_SHB, PcapngReader } from './pcapng.js';
-import { readStream, type InterfaceInfo, type PacketSource, type SourceOptions } from './source.js';
+import { isStreamStat, readStream, type InterfaceInfo, type PacketSource, type SourceOptions } from './source.js';
 
 /** How a capture read from standard input (`-`) is named in reports and messages. */
 export const STDIN_NAME = 'standard input';
+
+/** How a capture argument is named in messages: `-` is standard input. */
+export function inputName(file: string): string {
+  return file === '-' ? STDIN_NAME : file;
+}
+
+/**
+ * True when a capture argument can be read only once, in order (standard input, a named pipe,
+ * /dev/stdin on a pipe): what cannot be re-read cannot run on workers or twice. A path that does
+ * not exist is not a stream (opening it says what is wrong).
+ */
+export function isStreamInput(file: string): boolean {
+  if (file === '-') return true;
+  try { return isStreamStat(statSync(file)); } catch { return false; }
+}
 
 /**
  * Open a capture file, recognising pcap and pcapng by their first bytes. Throws CaptureError
@@ -50,7 +65,7 @@ function openFd(path: string, fd: number, opts?: SourceOptions): PacketSource {
   let stream = false;
   try {
     const st = fstatSync(fd);
-    stream = !st.isFile() && !st.isBlockDevice();
+    stream = isStreamStat(st);
     size = st.size;
     if (!stream) got = readSync(fd, head, 0, 4, 0);
     else {

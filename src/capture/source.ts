@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, readSync, type Stats } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
 import { CaptureError } from './errors.js';
 
@@ -67,6 +67,11 @@ export interface Chunk {
 
 export const enum Refill { OK, EOF, BLOCKED }
 
+/** A pipe, a terminal, a socket: read once, in order, with no size known before its end. */
+export function isStreamStat(st: Stats): boolean {
+  return !st.isFile() && !st.isBlockDevice();
+}
+
 /**
  * Streams a file through a small pool of large chunks, so memory stays bounded whatever the file
  * size. A record that straddles the end of a chunk is carried to the start of the next one, so a
@@ -101,7 +106,7 @@ export abstract class ChunkedFileSource implements PacketSource {
   constructor(readonly path: string, fd: number, opts: SourceOptions = {}) {
     this.fd = fd;
     const st = fstatSync(fd);
-    this.stream = !st.isFile() && !st.isBlockDevice();
+    this.stream = isStreamStat(st);
     this.size = this.stream ? 0 : st.size;
     const chunkSize = Math.max(MIN_CHUNK_SIZE, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
     const count = Math.max(1, opts.chunks ?? 2);

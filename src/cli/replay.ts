@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs';
+import { inputName, isStreamInput } from '../capture/open.js';
 import { OutputError, OutputFile } from '../capture/outfile.js';
 import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
 import { loadProfile } from '../pipeline/profile.js';
@@ -90,10 +91,10 @@ export async function replayCommand(argv: string[]): Promise<number> {
   const toStdout = Object.entries(outputs).filter(([, v]) => v === '-').map(([k]) => k);
   if (toStdout.length > 1) throw new UsageError(`${toStdout.join(' and ')} cannot both go to standard output (-): give one of them a file`, 'replay');
   const say = (text: string): boolean => (toStdout.length ? process.stderr : process.stdout).write(text);
-  if (isStream(file)) {
+  if (isStreamInput(file)) {
     // A pipe is read once: no second run, and no workers (each re-reads the file).
-    if (repeat > 1) throw new UsageError(`--repeat needs a file: ${file === '-' ? 'standard input' : file} can be read only once`, 'replay');
-    if (workers > 1) process.stderr.write(`dplab replay: ${file === '-' ? 'standard input' : file} is read once, so it runs inline (--workers ${workers} needs a file each worker can re-read)\n`);
+    if (repeat > 1) throw new UsageError(`--repeat needs a file: ${inputName(file)} can be read only once`, 'replay');
+    if (workers > 1) process.stderr.write(`dplab replay: ${inputName(file)} is read once, so it runs inline (--workers ${workers} needs a file each worker can re-read)\n`);
     workers = 1;
   }
   // --json is opened (and so checked) with the other outputs, before any packet is read.
@@ -207,16 +208,6 @@ export async function replayCommand(argv: string[]): Promise<number> {
   return reportCaptureProblems(outcome);
 }
 
-/** Standard input, a named pipe, /dev/stdin on a pipe: read once, in order. */
-function isStream(file: string): boolean {
-  if (file === '-') return true;
-  try {
-    const st = statSync(file);
-    return st.isFIFO() || st.isCharacterDevice() || st.isSocket();
-  } catch {
-    return false;
-  }
-}
 
 function statSize(file: string): number {
   try { return statSync(file).size; } catch { return 0; }

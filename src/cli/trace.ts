@@ -1,4 +1,4 @@
-import { openCapture } from '../capture/open.js';
+import { inputName, isStreamInput, openCapture } from '../capture/open.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
 import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
@@ -56,7 +56,7 @@ export function traceCommand(argv: string[]): number {
   if (values.flow && m[2]) throw new UsageError('--flow follows the flow of one packet: give --packet N', 'trace');
   const limit = wholeNumber(values.limit, '--limit', 'trace', 1, Infinity, 100);
   const file = positionals[0]!;
-  if (values.flow && file === '-') throw new UsageError('--flow reads the capture twice (to find the flow, then to trace it): give a file, not -', 'trace');
+  if (values.flow && isStreamInput(file)) throw new UsageError(`--flow reads the capture twice (to find the flow, then to trace it): give a file, not ${inputName(file)}`, 'trace');
   const profile = loadProfile(values.profile ?? DEFAULT_PROFILE);
   const stages = buildStages(profile);
   // --flow: the flow of packet N, traced from its first packet, which may come before N.
