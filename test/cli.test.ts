@@ -155,6 +155,10 @@ describe('dplab replay', () => {
     expect(warning).toEqual([expect.stringMatching(/^WARNING: the flow table filled: [\d,]+ flows were evicted to make room and [\d,]+ packets were dropped for lack of room, .*Raise "\[conntrack\] capacity:" in the profile \(now 100\)\.$/)]);
     const report = JSON.parse(readFileSync(json, 'utf8')) as { stageReports: { conntrack: { tableFull: { flowsEvicted: number; packetsDropped: number } } } };
     expect(report.stageReports.conntrack.tableFull.flowsEvicted).toBeGreaterThan(0);
+    // A conntrack named in the pipeline is warned about by its name.
+    writeFileSync(profile, '# small: a tiny flow table\npipeline: host :: conntrack\n[host]\ncapacity: 100\n');
+    expect(lines(dplab('replay', synth, '--profile', profile).stdout).filter((l) => l.startsWith('WARNING')))
+      .toEqual([expect.stringMatching(/Raise "\[host\] capacity:" in the profile \(now 100\)\.$/)]);
     // Room enough: no warning.
     expect(dplab('replay', HTTP).stdout).not.toContain('WARNING');
   });

@@ -60,15 +60,22 @@ export function renderReport(r: RunReport): string {
   return s;
 }
 
-/** The flow table filled: say so where it cannot be missed, with the setting to raise. */
+/**
+ * A flow table filled: say so where it cannot be missed, with the setting to raise, for every
+ * conntrack stage whatever its instance name (`host :: conntrack` reports as "host").
+ */
 function tableFullWarning(r: RunReport): string {
-  const full = r.stageReports.conntrack?.tableFull;
-  if (full === undefined || typeof full === 'number') return '';
-  const n = (k: string): string => ((full[k] as number | undefined) ?? 0).toLocaleString('en-US');
-  const capacity = r.stageConfig?.conntrack?.capacity;
-  return `WARNING: the flow table filled: ${n('flowsEvicted')} flows were evicted to make room and ${n('packetsDropped')} packets `
-    + `were dropped for lack of room, so flows and verdicts depend on its size. Raise "[conntrack] capacity:" in the profile`
-    + `${typeof capacity === 'number' ? ` (now ${capacity.toLocaleString('en-US')})` : ''}.\n`;
+  let s = '';
+  for (const [name, rep] of Object.entries(r.stageReports)) {
+    const full = rep.tableFull;
+    if (full === undefined || typeof full === 'number') continue;
+    const n = (k: string): string => ((full[k] as number | undefined) ?? 0).toLocaleString('en-US');
+    const capacity = r.stageConfig?.[name]?.capacity;
+    s += `WARNING: the flow table filled: ${n('flowsEvicted')} flows were evicted to make room and ${n('packetsDropped')} packets `
+      + `were dropped for lack of room, so flows and verdicts depend on its size. Raise "[${name}] capacity:" in the profile`
+      + `${typeof capacity === 'number' ? ` (now ${capacity.toLocaleString('en-US')})` : ''}.\n`;
+  }
+  return s;
 }
 
 /** A stage's own figures, nested records indented; camelCase keys read as words. */

@@ -13,7 +13,7 @@
  */
 import { Verdict, type Batch } from '../packet/batch.js';
 import { CT_INFO_NAMES } from '../conntrack/info.js';
-import { DESTROY_NAMES, Status, SWEEP_EVERY, SWEEP_SLOTS, type FlowTable } from '../conntrack/table.js';
+import { Destroy, DESTROY_NAMES, Status, SWEEP_EVERY, SWEEP_SLOTS, type FlowTable } from '../conntrack/table.js';
 import { TCP_STATE_NAMES, TcpState } from '../conntrack/tcp.js';
 import { Conntrack, CT_OK, CT_REASONS, defaultTimeouts, R_TABLE_FULL, type Timeouts } from '../conntrack/tracker.js';
 import { protoName } from '../packet/format.js';
@@ -168,7 +168,7 @@ export class ConntrackStage implements Stage {
     CT_REASONS.forEach((name, k) => { if (ct.invalid[k]! > 0) invalid[name] = ct.invalid[k]!; });
     // The table filled: flows were pushed out or packets turned away, so results depend on the
     // capacity setting. Present only then, for the report's warning and for JSON readers.
-    const evicted = ct.destroyed[DESTROY_NAMES.indexOf('evicted')]!;
+    const evicted = ct.destroyed[Destroy.EVICTED]!;
     const refused = ct.invalid[R_TABLE_FULL]!;
     const full: StageReport = evicted > 0 || refused > 0 ? { tableFull: { flowsEvicted: evicted, packetsDropped: refused } } : {};
     return {
