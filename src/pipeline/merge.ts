@@ -98,7 +98,5 @@ export function peakOfSum(series: readonly Float64Array[]): number {
 
 /** The largest element of a series (0 when empty): a 'peak' figure of one pipeline. */
 export function peakOf(series: Float64Array): number {
-  let peak = 0;
-  for (let k = 0; k < series.length; k++) if (series[k]! > peak) peak = series[k]!;
-  return peak;
+  return peakOfSum([series]);
 }
