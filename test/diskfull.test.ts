@@ -15,7 +15,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statfsSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT } from './helpers.js';
+import { ROOT, tsharkCount } from './helpers.js';
 
 const DPLAB = join(ROOT, 'bin/dplab.js');
 const dir = mkdtempSync(join(tmpdir(), 'dplab-diskfull-'));
@@ -44,12 +44,6 @@ afterAll(() => {
 function replay(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [DPLAB, 'replay', GEN, ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function tsharkCount(file: string): number {
-  const r = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  expect(r.status, `tshark -r ${file}: ${r.stderr}`).toBe(0);
-  return r.stdout.trim() === '' ? 0 : r.stdout.trim().split('\n').length;
 }
 
 function clean(): void {

@@ -6,7 +6,6 @@
  * bytes longer, carries VLAN 42, has its TTL one lower, and keeps the checksum verdicts it had; the
  * output is byte-identical at --batch 1, 7 and 256.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +21,7 @@ import { runCapture } from '../src/pipeline/run.js';
 import { Pipeline } from '../src/pipeline/runner.js';
 import type { Stage, StageReport } from '../src/pipeline/stage.js';
 import '../src/stages/index.js';
-import { CAPTURES } from './helpers.js';
+import { CAPTURES, tsharkFields } from './helpers.js';
 
 /** Test stage (not shipped): push VLAN 42 on untagged Ethernet IP packets, then TTL - 1. */
 class VlanPush implements Stage {
@@ -46,14 +45,6 @@ class VlanPush implements Stage {
   }
 }
 
-const CHECKS = ['-o', 'ip.check_checksum:TRUE', '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE'];
-
-function tshark(file: string, fields: string[]): string[][] {
-  const r = spawnSync('tshark', ['-r', file, ...CHECKS, '-T', 'fields', ...fields.flatMap((f) => ['-e', f])], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  if (r.error || r.status !== 0) throw new Error(`tshark could not read ${file} (${r.error?.message ?? r.stderr}): install it, e.g. apt-get install tshark`);
-  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t'));
-}
-
 const dir = mkdtempSync(join(tmpdir(), 'dplab-grow-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -74,8 +65,8 @@ describe('a stage that makes packets longer', () => {
       expect(readFileSync(outs[0]!).equals(bytes), '--batch 1').toBe(true);
       expect(readFileSync(outs[1]!).equals(bytes), '--batch 7').toBe(true);
       const F = ['frame.len', 'vlan.id', 'ip.ttl', 'ipv6.hlim', 'ip.checksum.status', 'tcp.checksum.status', 'udp.checksum.status', 'ip.src', 'ipv6.src'];
-      const before = tshark(input, F);
-      const after = tshark(outs[2]!, F);
+      const before = tsharkFields(input, F);
+      const after = tsharkFields(outs[2]!, F);
       expect(after.length).toBe(before.length);
       let pushed = 0;
       after.forEach((a, k) => {

@@ -1,4 +1,5 @@
 /** Shared test helpers: the shipped captures and their INDEX rows (counts from capinfos). */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCapture } from '../src/capture/open.js';
@@ -48,4 +49,23 @@ export function readAll(path: string, each?: (b: Batch) => void): PacketSource {
     src.close();
   }
   return src;
+}
+
+/** tshark preferences that make it check IP, TCP and UDP checksums (it reports ICMPv6's anyway). */
+const CHECKSUMS = ['-o', 'ip.check_checksum:TRUE', '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE'];
+
+/**
+ * tshark's view of a capture: the given fields (`tshark -T fields`), one row per packet, with
+ * checksum validation on. pcapng section headers, which tshark 4 lists as frames of no
+ * encapsulation, are not packets and are left out.
+ */
+export function tsharkFields(file: string, fields: string[]): string[][] {
+  const r = spawnSync('tshark', ['-r', file, ...CHECKSUMS, '-T', 'fields', ...['frame.encap_type', ...fields].flatMap((f) => ['-e', f])], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (r.error || r.status !== 0) throw new Error(`tshark could not read ${file} (${r.error?.message ?? r.stderr}): install it, e.g. apt-get install tshark`);
+  return r.stdout.split('\n').filter((l) => l !== '').map((l) => l.split('\t')).filter((row) => row[0] !== '').map((row) => row.slice(1));
+}
+
+/** How many packets tshark reads in a capture. */
+export function tsharkCount(file: string): number {
+  return tsharkFields(file, ['frame.number']).length;
 }

@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT } from './helpers.js';
+import { ROOT, tsharkCount } from './helpers.js';
 
 const DPLAB = join(ROOT, 'bin/dplab.js');
 const dir = mkdtempSync(join(tmpdir(), 'dplab-signals-'));
@@ -22,12 +22,6 @@ beforeAll(() => {
   const r = spawnSync(process.execPath, [DPLAB, 'gen', GEN, '--packets', String(PACKETS), '--seed', '3'], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
 });
-
-function tsharkCount(file: string): number {
-  const r = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  expect(r.status, `tshark -r ${file}: ${r.stderr}`).toBe(0);
-  return r.stdout.trim() === '' ? 0 : r.stdout.trim().split('\n').length;
-}
 
 /** Start a replay, send `signal` once its first batch is done (plus a little), collect what it printed. */
 function interrupt(args: string[], signal: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string }> {

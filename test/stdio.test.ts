@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CAPTURES, ROOT } from './helpers.js';
+import { CAPTURES, ROOT, tsharkCount } from './helpers.js';
 
 const DPLAB = join(ROOT, 'bin/dplab.js');
 const dir = mkdtempSync(join(tmpdir(), 'dplab-stdio-'));
@@ -23,12 +23,6 @@ const dplab = `${q(process.execPath)} ${q(DPLAB)}`;
 function sh(cmd: string): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync('sh', ['-c', cmd.replaceAll('$D', dplab)], { encoding: 'utf8', cwd: dir, maxBuffer: 1 << 28, timeout: 120_000 });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function tsharkCount(file: string): number {
-  const r = spawnSync('tshark', ['-r', file, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  expect(r.status, r.stderr).toBe(0);
-  return r.stdout.trim() === '' ? 0 : r.stdout.trim().split('\n').length;
 }
 
 beforeAll(() => {

@@ -7,7 +7,6 @@
  * verdicts (good / bad / unverified, IP and TCP/UDP/ICMPv6) are the same as in the original
  * capture, and tshark sees the new values.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +18,7 @@ import { decodeBatch } from '../src/packet/decode.js';
 import { csumUpdate16, End, setIpv4Address, setIpv6Address, setPort, setTtl } from '../src/packet/wire.js';
 import { runCapture } from '../src/pipeline/run.js';
 import type { Stage, StageReport } from '../src/pipeline/stage.js';
-import { CAPTURES } from './helpers.js';
+import { CAPTURES, tsharkFields } from './helpers.js';
 
 /** RFC 1071: the one's-complement sum of 16-bit words, folded and complemented. */
 function internetChecksum(bytes: Uint8Array, from: number, to: number, initial = 0): number {
@@ -148,14 +147,7 @@ class Rewrite implements Stage {
   }
 }
 
-const CHECKS = ['-o', 'ip.check_checksum:TRUE', '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE'];
 const FIELDS = ['frame.number', 'ip.checksum.status', 'tcp.checksum.status', 'udp.checksum.status', 'icmpv6.checksum.status'];
-
-function tsharkFields(file: string, fields: string[]): string[][] {
-  const r = spawnSync('tshark', ['-r', file, ...CHECKS, '-T', 'fields', ...fields.flatMap((f) => ['-e', f])], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  if (r.error || r.status !== 0) throw new Error(`tshark could not read ${file} (${r.error?.message ?? r.stderr}): install it, e.g. apt-get install tshark`);
-  return r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t'));
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-wire-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

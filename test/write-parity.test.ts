@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runParallel, workerPool } from '../src/pipeline/parallel.js';
-import { CAPTURES, ROOT } from './helpers.js';
+import { CAPTURES, ROOT, tsharkFields } from './helpers.js';
 
 const FIXTURE = join(ROOT, 'test/fixtures/rewrite-stage.mjs');
 // dist's modules, typed as their sources: the fixture registers its stage in dist's registry.
@@ -46,15 +46,7 @@ beforeAll(() => {
   expect(g.status, g.stderr).toBe(0);
 });
 
-const CHECKS = ['-o', 'ip.check_checksum:TRUE', '-o', 'tcp.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE'];
 const STATUS = ['ip.checksum.status', 'tcp.checksum.status', 'udp.checksum.status', 'icmpv6.checksum.status'];
-
-function tsharkFields(file: string, fields: string[]): string[][] {
-  const r = spawnSync('tshark', ['-r', file, ...CHECKS, '-T', 'fields', ...['frame.encap_type', ...fields].flatMap((f) => ['-e', f])], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  if (r.error || r.status !== 0) throw new Error(`tshark could not read ${file} (${r.error?.message ?? r.stderr}): install it, e.g. apt-get install tshark`);
-  // tshark 4 lists a pcapng file's section headers as frames of no encapsulation: not packets.
-  return r.stdout.split('\n').filter((l) => l !== '').map((l) => l.split('\t')).filter((row) => row[0] !== '').map((row) => row.slice(1));
-}
 
 const FWD = join(dir, 'fwd');
 const DROP = join(dir, 'drop');
