@@ -7,8 +7,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { openCapture } from '../src/capture/open.js';
-import { Batch, Frag, Verdict } from '../src/packet/batch.js';
-import { End, setIpv4Address, setPort, setTtl } from '../src/packet/wire.js';
+import { Batch } from '../src/packet/batch.js';
 import { Fanout } from '../src/pipeline/fanout.js';
 import { loadProfile } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
@@ -16,6 +15,7 @@ import { Pipeline } from '../src/pipeline/runner.js';
 import type { Stage, StageReport } from '../src/pipeline/stage.js';
 import '../src/stages/index.js';
 import { CAPTURES, captureIndex } from './helpers.js';
+import { Rewrite } from './stages.js';
 
 /** Appended to a pipeline: what it decided for every packet, and the destination it saw. */
 class Recorder implements Stage {
@@ -25,24 +25,6 @@ class Recorder implements Stage {
   process(b: Batch): void {
     for (let i = 0; i < b.count; i++) {
       this.seen.push(`${b.num[i]} ${b.verdict[i]} ${b.stage[i]} ${b.reason[i]} ${b.dst[i << 2]} ${b.dport[i]} ${b.ttl[i]} ${b.bytes[b.off[i]! + 14] ?? ''}`);
-    }
-  }
-  report(): StageReport {
-    return {};
-  }
-}
-
-/** A stage that rewrites every IPv4 packet: TTL - 1, destination into 198.18.0.0/15, port + 1. */
-class Rewrite implements Stage {
-  readonly name = 'rewrite';
-  readonly reasons: readonly string[] = [];
-  readonly rewrites = true;
-  process(b: Batch): void {
-    for (let i = 0; i < b.count; i++) {
-      if (b.verdict[i] !== Verdict.PASS || b.family[i] !== 4) continue;
-      if (b.ttl[i]! > 0) setTtl(b, i, b.ttl[i]! - 1);
-      setIpv4Address(b, i, End.DST, 0xc6120000 | (b.dst[i << 2]! & 0x1ffff));
-      if ((b.proto[i] === 6 || b.proto[i] === 17) && b.frag[i] !== Frag.LATER) setPort(b, i, End.DST, (b.dport[i]! + 1) & 0xffff);
     }
   }
   report(): StageReport {
@@ -78,7 +60,7 @@ describe('one decode, several pipelines, each as if alone', () => {
     if (!opens(file)) continue;
     it(row.file, () => {
       // A rewriting pipeline first: the others must not see its rewrites.
-      const rewriting = pipelineOf('ebpf', [new Rewrite()]);
+      const rewriting = pipelineOf('ebpf', [new Rewrite('rewrite')]);
       const shared = PROFILES.map((name) => pipelineOf(name));
       const fan = new Fanout([rewriting.p, ...shared.map((x) => x.p)], false);
       feed(file, (b) => fan.process(b));
@@ -92,7 +74,7 @@ describe('one decode, several pipelines, each as if alone', () => {
         expect(shared[k]!.p.reports(), PROFILES[k]).toEqual(alone.p.reports());
       }
       // And the rewriting pipeline did rewrite what it saw, as it would alone.
-      const alone = pipelineOf('ebpf', [new Rewrite()]);
+      const alone = pipelineOf('ebpf', [new Rewrite('rewrite')]);
       feed(file, (b) => alone.p.process(b));
       expect(rewriting.rec.seen).toEqual(alone.rec.seen);
     });

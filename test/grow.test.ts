@@ -10,40 +10,17 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LinkType } from '../src/capture/linktype.js';
 import { openCapture } from '../src/capture/open.js';
-import { Batch, Verdict } from '../src/packet/batch.js';
-import { insertBytes, packetStart, setTtl } from '../src/packet/wire.js';
+import { Batch } from '../src/packet/batch.js';
 import { Fanout } from '../src/pipeline/fanout.js';
 import { loadProfile } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
 import { runCapture } from '../src/pipeline/run.js';
 import { Pipeline } from '../src/pipeline/runner.js';
-import type { Stage, StageReport } from '../src/pipeline/stage.js';
+import type { Stage } from '../src/pipeline/stage.js';
 import '../src/stages/index.js';
 import { CAPTURES, tsharkFields } from './helpers.js';
-
-/** Test stage (not shipped): push VLAN 42 on untagged Ethernet IP packets, then TTL - 1. */
-class VlanPush implements Stage {
-  readonly name = 'vlan-push';
-  readonly reasons: readonly string[] = [];
-  readonly rewrites = true;
-  pushed = 0;
-  process(b: Batch): void {
-    for (let i = 0; i < b.count; i++) {
-      if (b.verdict[i] !== Verdict.PASS || b.linkType[i] !== LinkType.ETHERNET || b.vlan[i] !== 0 || b.family[i] === 0) continue;
-      const out = insertBytes(b, i, 12, 4);
-      const at = packetStart(b, i) + 12;
-      out[at] = 0x81; out[at + 1] = 0x00; out[at + 2] = 0x00; out[at + 3] = 42;
-      b.vlan[i] = 42;
-      if (b.ttl[i]! > 0) setTtl(b, i, b.ttl[i]! - 1);
-      this.pushed++;
-    }
-  }
-  report(): StageReport {
-    return { pushed: this.pushed };
-  }
-}
+import { VlanPush } from './stages.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-grow-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -56,7 +33,7 @@ describe('a stage that makes packets longer', () => {
       const input = join(CAPTURES, f);
       const outs = [1, 7, 256].map((batchSize) => {
         const out = join(dir, `${batchSize}-${f.replace(/\//g, '_')}`);
-        const stage = new VlanPush();
+        const stage = new VlanPush('vlan-push', { ttl: true });
         runCapture({ file: input, profile: 'grow', stages: [stage], write: out, batchSize, timing: false });
         expect(stage.pushed).toBeGreaterThan(0);
         return out;
@@ -91,7 +68,7 @@ describe('a stage that makes packets longer', () => {
     });
     const a: string[] = [];
     const b0: string[] = [];
-    const grow = new Pipeline([new VlanPush()], { timing: false });
+    const grow = new Pipeline([new VlanPush('vlan-push', { ttl: true })], { timing: false });
     const after = new Pipeline([...buildStages(loadProfile('ebpf')), recorder(a)], { timing: false });
     const alone = new Pipeline([...buildStages(loadProfile('ebpf')), recorder(b0)], { timing: false });
     const fan = new Fanout([grow, after], false);

@@ -13,12 +13,12 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LinkType } from '../src/capture/linktype.js';
-import { Batch, Frag, Verdict } from '../src/packet/batch.js';
+import { Batch } from '../src/packet/batch.js';
 import { decodeBatch } from '../src/packet/decode.js';
 import { csumUpdate16, End, setIpv4Address, setIpv6Address, setPort, setTtl } from '../src/packet/wire.js';
 import { runCapture } from '../src/pipeline/run.js';
-import type { Stage, StageReport } from '../src/pipeline/stage.js';
 import { CAPTURES, tsharkFields } from './helpers.js';
+import { Rewrite } from './stages.js';
 
 /** RFC 1071: the one's-complement sum of 16-bit words, folded and complemented. */
 function internetChecksum(bytes: Uint8Array, from: number, to: number, initial = 0): number {
@@ -121,32 +121,6 @@ describe('setters give what a full recomputation gives', () => {
   });
 });
 
-/** A test stage (not shipped): TTL - 1, destination into 198.18.0.0/15 (IPv4) or word 3 flipped (IPv6), destination port + 1. */
-class Rewrite implements Stage {
-  readonly name = 'rewrite';
-  readonly reasons: readonly string[] = [];
-  rewritten = 0;
-  private readonly words = new Uint32Array(4);
-  process(b: Batch): void {
-    for (let i = 0; i < b.count; i++) {
-      if (b.verdict[i] !== Verdict.PASS || (b.family[i] !== 4 && b.family[i] !== 6)) continue;
-      if (b.ttl[i]! > 0) setTtl(b, i, b.ttl[i]! - 1);
-      const w = i << 2;
-      if (b.family[i] === 4) setIpv4Address(b, i, End.DST, 0xc6120000 | (b.dst[w]! & 0x1ffff));
-      else {
-        this.words.set(b.dst.subarray(w, w + 4));
-        this.words[3] = this.words[3]! ^ 1;
-        setIpv6Address(b, i, End.DST, this.words, 0);
-      }
-      if ((b.proto[i] === 6 || b.proto[i] === 17) && b.frag[i] !== Frag.LATER) setPort(b, i, End.DST, (b.dport[i]! + 1) & 0xffff);
-      this.rewritten++;
-    }
-  }
-  report(): StageReport {
-    return { rewritten: this.rewritten };
-  }
-}
-
 const FIELDS = ['frame.number', 'ip.checksum.status', 'tcp.checksum.status', 'udp.checksum.status', 'icmpv6.checksum.status'];
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-wire-'));
@@ -161,7 +135,7 @@ describe('tshark reads rewritten captures with the checksums they had', () => {
     it(f, () => {
       const input = join(CAPTURES, f);
       const out = join(dir, f.replace(/\//g, '_'));
-      const stage = new Rewrite();
+      const stage = new Rewrite('rewrite');
       runCapture({ file: input, profile: 'rewrite', stages: [stage], write: out, timing: false });
       expect(stage.rewritten).toBeGreaterThan(0);
       expect(tsharkFields(out, FIELDS)).toEqual(tsharkFields(input, FIELDS));
