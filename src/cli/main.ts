@@ -10,6 +10,7 @@ import { VERSION } from './args.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
+import { LIVE_HELP, liveCommand } from './live.js';
 import { PROFILES_HELP, profilesCommand } from './profiles.js';
 import { REPLAY_HELP, replayCommand } from './replay.js';
 import { TRACE_HELP, traceCommand } from './trace.js';
@@ -25,6 +26,7 @@ Commands:
   decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
   profiles       list the built-in profiles and stages; check a profile file
   gen FILE       write synthetic traffic (flows, IPv6/VLAN/UDP/attack shares) as a pcap
+  live IFACE     run the pipeline on packets arriving on an interface, with a live status line
 
 Run "dplab COMMAND --help" for a command's options and examples; "dplab --version" for the version.
 Exit status: 0 done; 1 usage error, bad profile or unreadable file; 2 the capture is damaged or not
@@ -41,6 +43,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<numbe
   decode: { run: decodeCommand, help: DECODE_HELP },
   profiles: { run: profilesCommand, help: PROFILES_HELP },
   gen: { run: genCommand, help: GEN_HELP },
+  live: { run: liveCommand, help: LIVE_HELP },
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -17,6 +17,8 @@ import type { Stage, StageReport } from './stage.js';
 
 export interface RunSpec {
   file: string;
+  /** Read this source (already open: a live tap) instead of opening `file`. */
+  source?: PacketSource;
   profile: string;
   stages: Stage[];
   /** Write forwarded / dropped packets to these capture files (paths, or outputs already open). */
@@ -133,10 +135,15 @@ export interface StopFlag {
   signal: string | null;
 }
 
-/** One run, a batch at a time: open everything, step until done, end (close, report). */
-class CaptureRun {
+/**
+ * One run, a batch at a time: open everything, step until done, end (close, report). Exported for
+ * a live source, whose `step` returns false whenever no packet is ready yet (`src.done` says
+ * whether more may come): the live loop waits and steps again.
+ */
+export class CaptureRun {
   private readonly src: PacketSource;
-  private readonly pipeline: Pipeline;
+  /** Read-only outside: a live status line reads its counts between batches. */
+  readonly pipeline: Pipeline;
   private readonly bits: Uint8Array | null;
   private readonly summary = new TrafficSummary();
   private readonly split: SplitWriter;
@@ -149,7 +156,7 @@ class CaptureRun {
 
   constructor(private readonly spec: RunSpec) {
     // Every output is opened (and so checked) after the input and before any packet is read.
-    this.src = openCapture(spec.file);
+    this.src = spec.source ?? openCapture(spec.file);
     try {
       spec.beforeRead?.();
       this.split = new SplitWriter(this.src, spec.write, spec.writeDropped);
