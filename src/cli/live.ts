@@ -1,4 +1,5 @@
 /** dplab live IFACE: the replay pipeline on frames arriving on a real interface. */
+import { totalmem } from 'node:os';
 import { OutputError, OutputFile } from '../capture/outfile.js';
 import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
 import { loadProfile } from '../pipeline/profile.js';
@@ -80,6 +81,8 @@ export interface LiveSummary {
   stoppedBy: string;
   seconds: number;
   kernel: KernelCounts;
+  /** With --workers N: the packets the kernel's fanout gave each worker. */
+  workerPackets?: number[];
 }
 
 export type LiveReport = RunReport & { live: LiveSummary };
@@ -107,7 +110,9 @@ export async function liveCommand(argv: string[]): Promise<number> {
   const batchSize = wholeNumber(values.batch, '--batch', 'live', 1, 65536, DEFAULT_BATCH_SIZE);
   const workers = wholeNumber(values.workers, '--workers', 'live', 1, 64, 1);
   const count = values.count === undefined ? undefined : wholeNumber(values.count, '--count', 'live', 1, Number.MAX_SAFE_INTEGER, 0);
-  const ringMb = wholeNumber(values['ring-mb'], '--ring-mb', 'live', 1, 65536, (DEFAULT_BLOCK_SIZE * DEFAULT_BLOCKS) >> 20);
+  // The kernel allocates the whole ring at once, unswappable: too large a ring invites the OOM killer.
+  const ringMax = Math.max(1, Math.min(4096, Math.floor(totalmem() / (1 << 20) / 4)));
+  const ringMb = wholeNumber(values['ring-mb'], `--ring-mb (up to a quarter of this machine's memory)`, 'live', 1, ringMax, Math.min(ringMax, (DEFAULT_BLOCK_SIZE * DEFAULT_BLOCKS) >> 20));
   let duration: number | undefined;
   if (values.duration !== undefined) {
     duration = Number(values.duration);
@@ -144,6 +149,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
   let timer: NodeJS.Timeout | null = null;
   let report: RunReport;
   let kernel: KernelCounts;
+  let workerPackets: number[] | undefined;
   const started = (): void => {
     process.stderr.write(`dplab live: capturing on ${iface} (${kind === 'packet' ? `AF_PACKET TPACKET_V3 ring, ${ringMb} MiB${workers > 1 ? ` per worker, ${workers} workers in a fanout group` : ''}` : 'raw IPv4 sockets'}), profile ${profile.name}; Ctrl-C stops and reports\n`);
   };
@@ -177,6 +183,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
       });
       report = r.report;
       kernel = r.kernel;
+      workerPackets = r.workerPackets;
     }
   } catch (e) {
     status.end();
@@ -199,7 +206,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
   if (!stoppedBy) stoppedBy = count !== undefined && report.capture.packets >= count ? 'count' : 'end';
   // A live capture always ends by being stopped: that is its normal end, not an interruption.
   delete report.interrupted;
-  const live: LiveReport = { ...report, live: { interface: iface, capture: kind, workers, stoppedBy, seconds: (Date.now() - t0) / 1000, kernel } };
+  const live: LiveReport = { ...report, live: { interface: iface, capture: kind, workers, stoppedBy, seconds: (Date.now() - t0) / 1000, kernel, ...(workerPackets ? { workerPackets } : {}) } };
   say(renderReport(live) + renderLive(live));
   if (jsonOut) {
     try {
@@ -228,6 +235,7 @@ function renderLive(r: LiveReport): string {
   s += `  dplab read ${read.toLocaleString('en-US')} packets; the kernel dropped ${k.drops.toLocaleString('en-US')} before dplab could read them (${k.source})`;
   if (k.packets !== undefined) s += `; it counted ${k.packets.toLocaleString('en-US')} for these sockets`;
   s += '\n';
+  if (l.workerPackets) s += `  the kernel's fanout gave the workers ${l.workerPackets.map((n) => n.toLocaleString('en-US')).join(' / ')} packets; peakEntries is the sum of their peaks (an upper bound)\n`;
   if (k.drops > 0) s += `  ${k.drops.toLocaleString('en-US')} packets were never seen by the pipeline: the traffic outran it (a bigger ${l.capture === 'packet' ? 'ring (--ring-mb) or --workers' : 'socket buffer, or --capture packet'} may help)\n`;
   return s;
 }

@@ -1,6 +1,6 @@
 /** A live worker thread: one AF_PACKET ring socket in the fanout group, its own pipeline. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { stageMerging } from '../pipeline/merge.js';
+import { stageMerging, type Merge, type MergeRules } from '../pipeline/merge.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import type { StopFlag } from '../pipeline/run.js';
@@ -39,7 +39,16 @@ async function main(): Promise<void> {
       send({ type: 'tick', tick: { packets: s.packets, counts: p.counts(), runtime: p.runtime.map((x) => ({ name: x.name, packets: x.packets, ns: x.ns })), flows: flowFigures(p.reports()), kernelDrops: s.kernel().drops } });
     },
   });
-  const report = { ...result.report, merging: stageMerging(stages) };
+  // A peak (conntrack's peakEntries) cannot be merged exactly here: replay's workers sample their
+  // flow counts at the same packet numbers, but each live worker numbers only its own packets, so
+  // the samples are not simultaneous. The merged figure is the sum of the workers' peaks: an upper
+  // bound (they need not peak at the same moment), the safe side for sizing a table.
+  const merging = stageMerging(stages);
+  for (const m of Object.values(merging)) {
+    delete m.series;
+    if (m.rules) m.rules = peakAsSum(m.rules) as MergeRules;
+  }
+  const report = { ...result.report, merging };
   send({ type: 'done', report, kernel: src.kernel() });
   port.close();
 }
@@ -48,3 +57,10 @@ main().catch((e) => {
   send({ type: 'error', message: (e as Error)?.stack ?? String(e), hint: '', live: false });
   port.close();
 });
+
+function peakAsSum(rules: Merge | MergeRules): Merge | MergeRules {
+  if (typeof rules === 'string') return rules === 'peak' ? 'sum' : rules;
+  const out: Record<string, Merge | MergeRules> = {};
+  for (const [k, v] of Object.entries(rules)) out[k] = peakAsSum(v);
+  return out;
+}

@@ -62,7 +62,7 @@ export interface LiveWorkersSpec {
 
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'live', 'worker.js');
 
-export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: RunReport; kernel: KernelCounts }> {
+export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: RunReport; kernel: KernelCounts; workerPackets: number[] }> {
   const t0 = process.hrtime.bigint();
   const fanoutGroup = (process.pid & 0x7fff) + 1;
   const task: WorkerTask = { iface: spec.iface, profile: spec.profile, batchSize: spec.batchSize, blockSize: spec.blockSize, blocks: spec.blocks, fanoutGroup };
@@ -115,7 +115,7 @@ export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: R
     packets: parts.reduce((a, p) => a + (p.kernel.packets ?? 0), 0),
     source: parts[0]!.kernel.source,
   };
-  return { report, kernel };
+  return { report, kernel, workerPackets: parts.map((p) => p.report.capture.packets) };
 }
 
 function sumTicks(ticks: (LiveTick | null)[]): LiveTick | null {
