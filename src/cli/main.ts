@@ -7,6 +7,7 @@ import type { RunReport } from '../pipeline/run.js';
 import { StageFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
 import { VERSION } from './args.js';
+import { CALIBRATE_HELP, calibrateCommand } from './calibrate.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
@@ -26,6 +27,7 @@ Commands:
   decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
   profiles       list the built-in profiles and stages; check a profile file
   gen FILE       write synthetic traffic (flows, IPv6/VLAN/UDP/attack shares) as a pcap
+  calibrate FILE the same packets through eBPF models of the stages, run by the kernel: ns and verdicts
   live IFACE     run the pipeline on packets arriving on an interface, with a live status line
 
 Run "dplab COMMAND --help" for a command's options and examples; "dplab --version" for the version.
@@ -43,6 +45,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<numbe
   decode: { run: decodeCommand, help: DECODE_HELP },
   profiles: { run: profilesCommand, help: PROFILES_HELP },
   gen: { run: genCommand, help: GEN_HELP },
+  calibrate: { run: calibrateCommand, help: CALIBRATE_HELP },
   live: { run: liveCommand, help: LIVE_HELP },
 };
 

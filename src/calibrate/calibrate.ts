@@ -1,0 +1,509 @@
+/**
+ * dplab calibrate: the same packets through dplab's stages and through eBPF programs that model
+ * them (bpf/), run by the kernel with BPF_PROG_TEST_RUN; per stage, the kernel's own ns/packet
+ * beside dplab's, and every packet whose verdict differs.
+ *
+ * How:
+ *  1. dplab runs the profile over the capture `runs` times (fresh stages each run; its per-stage
+ *     ns/packet is the runner's own timing, the median over the runs). On the first run every
+ *     packet a stage with a kernel model saw is written for that model: Ethernet + the IP datagram
+ *     as decoded, with the packet's time; and dplab's verdict at that stage is kept.
+ *  2. Each model runs over exactly the packets its stage saw, in capture order, maps filled from
+ *     the profile. A stateless model runs each packet `repeat` times in the kernel (its duration is
+ *     the kernel's average over those runs); a stateful one (xdp with a rate limit) once per
+ *     packet, so its state evolves as in a live kernel. Every pass loads the program afresh;
+ *     the figure is the median over `passes` of the mean over packets.
+ *  3. The floor: a program that parses the packet as the models do and passes it, run the same
+ *     way over the same packets: what the test run and the parse cost with no stage at all.
+ *  Each model is built as a tc and as an XDP program from one source (bpf/parse.h). The runs
+ *  above use the tc build: a test run of an XDP program swaps the kernel's XDP dispatcher twice
+ *  (an RCU grace period each, milliseconds a packet on this kernel). The XDP build runs on the
+ *  first packets, to show it costs what the tc build does and decides the same.
+ *
+ * policy: the kernel model evaluates the rules for every packet it is given (a linear scan).
+ * Behind conntrack dplab's policy decides once per flow and later packets (replies included)
+ * take the flow's decision, which a per-packet evaluation does not give; so policy is compared
+ * per packet: dplab's policy stage without a flow table (every packet evaluated, the profile's
+ * evaluator) on the same packets, timed the same way, next to the kernel's scan. The pipeline's
+ * own policy figure (once per flow) is given beside it.
+ */
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Verdict, type Batch } from '../packet/batch.js';
+import { ipToString, protoName } from '../packet/format.js';
+import { loadProfile, pipelineText, type Profile } from '../pipeline/profile.js';
+import { buildStages } from '../pipeline/registry.js';
+import { runCapture, type RunReport } from '../pipeline/run.js';
+import type { Stage, StageReport } from '../pipeline/stage.js';
+import { PolicyStage, policyConfig } from '../stages/policy.js';
+import { xdpConfig } from '../stages/xdp.js';
+import '../stages/index.js';
+import { build, CalibrateSetupError, checkSetup, runProgram, type Built, type KernelRun } from './kernel.js';
+import { policyMaps, xdpMaps } from './maps.js';
+
+export interface CalibrateOptions {
+  file: string;
+  profile: string;
+  /** dplab runs over the capture (median taken). */
+  runs?: number;
+  /** Kernel passes over the packets (median taken). */
+  passes?: number;
+  /** Kernel runs per packet for stateless models. */
+  repeat?: number;
+}
+
+export interface Mismatch {
+  /** Packet number in the capture (1-based, as tshark's frame.number). */
+  packet: number;
+  stage: string;
+  dplab: string;
+  kernel: string;
+  /** "tcp 10.0.0.1:1234 -> 10.0.0.2:80" */
+  packetSummary: string;
+}
+
+export interface StageCalibration {
+  stage: string;
+  type: string;
+  /** The kernel model (bpf/FILE), or null when the stage has none yet. */
+  model: string | null;
+  /** What is compared and how it was run. */
+  note: string;
+  /** Packets the stage saw (and the model was given). */
+  packets: number;
+  dplabDropped: number;
+  kernelDropped: number | null;
+  agree: number | null;
+  /** Kernel ns/packet (median over passes of the mean over packets), and the floor the same way. */
+  kernelNs: number | null;
+  floorNs: number | null;
+  /** dplab ns/packet on the same packets (median over runs). */
+  dplabNs: number | null;
+  /** dplab ns / kernel ns. */
+  ratio: number | null;
+  /** Stateful models: the kernel's ns for the first packet of a source (or flow) and for later ones. */
+  firstNs?: number | null;
+  laterNs?: number | null;
+  firstPackets?: number;
+  /**
+   * The model built for the XDP hook, on the first packets: its ns and the tc build's on the same
+   * packets (the per-packet runs use the tc build; see bpf/parse.h), and whether their verdicts agree.
+   */
+  xdpSample?: { packets: number; xdpNs: number | null; tcNs: number | null; verdictsAgree: boolean };
+  /** policy: dplab's pipeline figure (decided once per flow behind conntrack). */
+  dplabPipelineNs?: number;
+  mismatches: Mismatch[];
+}
+
+export interface CalibrationReport {
+  file: string;
+  profile: string;
+  pipeline: string;
+  kernel: string;
+  clang: string;
+  buildDir: string;
+  method: { dplabRuns: number; kernelPasses: number; repeatStateless: number };
+  packets: number;
+  malformed: number;
+  complete: boolean;
+  stages: StageCalibration[];
+  mismatches: number;
+}
+
+/** The tc builds' return values (TC_ACT_OK, TC_ACT_SHOT), as the programs in bpf/ return them. */
+const TC_OK = 0;
+const TC_SHOT = 2;
+/** Packets of the sample the XDP builds run on (each test run of an XDP program costs milliseconds). */
+const XDP_SAMPLE = 32;
+
+/** Packet records for one model: the helper's input (bpf/runner.c), buffered. */
+class RecordFile {
+  private readonly fd: number;
+  private chunk = Buffer.alloc(1 << 22);
+  private used = 0;
+  count = 0;
+  readonly num: number[] = [];
+  readonly dplabDrop: number[] = [];
+  readonly dplabReason: string[] = [];
+  /** 1 for the first packet of its key (a source, for the rate limit). */
+  readonly first: number[] = [];
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'w');
+  }
+
+  add(b: Batch, i: number): void {
+    const fam = b.family[i]!;
+    const off = b.off[i]!;
+    const end = off + b.capLen[i]!;
+    const l3 = b.l3[i]!;
+    const start = fam !== 0 || (b.l3Type[i]! !== 0 && l3 >= off) ? l3 : end;
+    const type = fam === 4 ? 0x0800 : fam === 6 ? 0x86dd : b.l3Type[i]! || 0x88b5;
+    const len = 14 + (end - start);
+    const rec = 16 + ((len + 7) & ~7);
+    if (this.used + rec > this.chunk.length) {
+      this.flush();
+      if (rec > this.chunk.length) this.chunk = Buffer.alloc(rec);
+    }
+    const c = this.chunk;
+    const at = this.used;
+    c.fill(0, at, at + rec);
+    c.writeUInt32LE(len, at);
+    c.writeBigUInt64LE(BigInt(b.tsSec[i]!) * 1000000000n + BigInt(b.tsNsec[i]!), at + 8);
+    c.writeUInt16BE(type, at + 16 + 12);
+    c.set(b.bytes.subarray(start, end), at + 16 + 14);
+    this.used += rec;
+    this.count++;
+  }
+
+  flush(): void {
+    if (this.used > 0) writeSync(this.fd, this.chunk, 0, this.used);
+    this.used = 0;
+  }
+
+  close(): void {
+    this.flush();
+    closeSync(this.fd);
+  }
+}
+
+interface Model {
+  index: number;
+  name: string;
+  type: string;
+  object: string;
+  program: string;
+  maps: string;
+  stateful: boolean;
+  note: string;
+  records: RecordFile;
+  /** policy: the per-packet stage dplab is timed with (no flow table). */
+  standalone: PolicyStage | null;
+  standaloneNs: number[];
+  standalonePackets: number;
+  /** First-packet keys seen (stateful models). */
+  seen: Set<string>;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function sourceKey(b: Batch, i: number): string {
+  const w = i << 2;
+  return `${b.family[i]}:${b.src[w]}:${b.src[w + 1]}:${b.src[w + 2]}:${b.src[w + 3]}`;
+}
+
+const TAP = 'calibrate-tap:';
+
+/**
+ * A pseudo-stage in front of a modelled stage: records the packets the stage is about to get
+ * (collection run), and for policy evaluates each of them with dplab's policy stage without a
+ * flow table, timed, its verdicts put back afterwards.
+ */
+class Tap implements Stage {
+  readonly name: string;
+  readonly reasons: readonly string[] = [];
+  /** Index in the tapped pipeline of the stage this tap is in front of. */
+  at = 0;
+  /** Batch indexes of the packets recorded in the last batch. */
+  seen: number[] = [];
+  private saved = new Uint8Array(0);
+  private savedStage = new Uint8Array(0);
+  private savedReason = new Uint16Array(0);
+
+  constructor(readonly model: Model, private readonly collect: boolean, private readonly run: number) {
+    this.name = TAP + model.name;
+  }
+
+  process(b: Batch): void {
+    const m = this.model;
+    const n = b.count;
+    this.seen = [];
+    for (let i = 0; i < n; i++) if (b.verdict[i] === Verdict.PASS) this.seen.push(i);
+    if (this.collect) {
+      for (const i of this.seen) {
+        m.records.add(b, i);
+        m.records.num.push(b.num[i]!);
+        if (m.stateful) {
+          const k = sourceKey(b, i);
+          m.records.first.push(m.seen.has(k) ? 0 : 1);
+          m.seen.add(k);
+        }
+      }
+    }
+    const sa = m.standalone;
+    if (!sa) return;
+    if (this.saved.length < b.capacity) {
+      this.saved = new Uint8Array(b.capacity);
+      this.savedStage = new Uint8Array(b.capacity);
+      this.savedReason = new Uint16Array(b.capacity);
+    }
+    this.saved.set(b.verdict.subarray(0, n));
+    this.savedStage.set(b.stage.subarray(0, n));
+    this.savedReason.set(b.reason.subarray(0, n));
+    const t0 = performance.now();
+    sa.process(b, this.at);
+    const t1 = performance.now();
+    while (m.standaloneNs.length <= this.run) m.standaloneNs.push(0);
+    m.standaloneNs[this.run] = m.standaloneNs[this.run]! + (t1 - t0) * 1e6;
+    if (this.collect) {
+      m.standalonePackets += this.seen.length;
+      for (const i of this.seen) {
+        const drop = b.verdict[i] === Verdict.DROP;
+        m.records.dplabDrop.push(drop ? 1 : 0);
+        m.records.dplabReason.push(drop ? sa.reasons[b.reason[i]!] ?? '' : '');
+      }
+    }
+    b.verdict.set(this.saved.subarray(0, n));
+    b.stage.set(this.savedStage.subarray(0, n));
+    b.reason.set(this.savedReason.subarray(0, n));
+  }
+
+  report(): StageReport {
+    return {};
+  }
+}
+
+/** Validate the profile and find the tools before reading any packet (errors: one line each). */
+export function prepare(opts: CalibrateOptions): { profile: Profile; built: Built; clang: string } {
+  const profile = loadProfile(opts.profile);
+  buildStages(profile);
+  const tc = checkSetup();
+  return { profile, built: build(tc), clang: tc.clangVersion };
+}
+
+export function calibrate(opts: CalibrateOptions): CalibrationReport {
+  const { profile, built, clang } = prepare(opts);
+  const runs = opts.runs ?? 5;
+  const passes = opts.passes ?? 5;
+  const repeat = opts.repeat ?? 100;
+  const work = mkdtempSync(join(tmpdir(), 'dplab-calibrate-'));
+  try {
+    return calibrateIn(work, opts, profile, built, clang, runs, passes, repeat);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, built: Built, clang: string,
+  runs: number, passes: number, repeat: number): CalibrationReport {
+  const models: Model[] = [];
+  profile.stages.forEach((name, index) => {
+    const type = profile.types[index]!;
+    const section = profile.sections.get(name)!;
+    const base = { index, name, type, records: new RecordFile(join(work, `${name}.bin`)), standaloneNs: [], standalonePackets: 0, seen: new Set<string>() };
+    if (type === 'xdp') {
+      const cfg = xdpConfig(section);
+      if (cfg.rateLimit && !Number.isInteger(cfg.rateLimit.rate)) {
+        throw new CalibrateSetupError(`[${name}] rate-limit ${cfg.rateLimit.text}: the kernel model counts whole packets per second; give the rate as N/s`);
+      }
+      models.push({
+        ...base, object: 'xdp', program: 'xdp_stage', maps: xdpMaps(cfg), stateful: cfg.rateLimit !== null, standalone: null,
+        note: cfg.rateLimit
+          ? `LPM maps of ${cfg.prefixes.length} prefixes, token bucket per source in an LRU hash (${cfg.rateLimit.text}); once per packet, state kept across packets`
+          : `LPM maps of ${cfg.prefixes.length} prefixes; stateless: ${repeat} kernel runs per packet`,
+      });
+    } else if (type === 'policy') {
+      const cfg = policyConfig(section);
+      let maps: string;
+      try {
+        maps = policyMaps(cfg.rules, cfg.defaultAction);
+      } catch (e) {
+        throw new CalibrateSetupError(`[${name}] ${(e as Error).message}`);
+      }
+      models.push({
+        ...base, object: 'policy', program: 'policy_stage', maps, stateful: false,
+        standalone: new PolicyStage(cfg, null, name),
+        note: `rules evaluated for every packet: the kernel scans ${cfg.rules.length} rules in order (bpf_loop over an array map), dplab runs its ${cfg.evaluator} evaluator without a flow table; ${repeat} kernel runs per packet`,
+      });
+    }
+  });
+
+  // 1. dplab: the runs, the packets each model sees, dplab's verdicts. A tap in front of each
+  // modelled stage takes the packets as that stage gets them (bytes as earlier stages left them);
+  // its own row in the runner's table keeps it out of the stage's figure. Run 0 collects (and
+  // warms the JIT up); the figures are the medians of runs 1..runs.
+  const stageNs = new Map<string, number[]>();
+  let last: RunReport | null = null;
+  let packets = 0;
+  let malformed = 0;
+  for (let run = 0; run <= runs; run++) {
+    const built = buildStages(profile);
+    const collect = run === 0;
+    const stages: Stage[] = [];
+    const taps: Tap[] = [];
+    built.forEach((st, k) => {
+      const m = models.find((x) => x.index === k);
+      if (m) {
+        const tap = new Tap(m, collect, run);
+        taps.push(tap);
+        stages.push(tap);
+        tap.at = stages.length;
+      }
+      stages.push(st);
+    });
+    const onBatch = (b: Batch): void => {
+      if (!collect) return;
+      for (const tap of taps) {
+        const m = tap.model;
+        if (m.standalone) continue; // its verdicts were taken by the tap
+        for (let j = 0; j < tap.seen.length; j++) {
+          const i = tap.seen[j]!;
+          const drop = b.verdict[i] === Verdict.DROP && b.stage[i] === tap.at;
+          m.records.dplabDrop.push(drop ? 1 : 0);
+          m.records.dplabReason.push(drop ? stages[tap.at]!.reasons[b.reason[i]!] ?? '' : '');
+        }
+      }
+    };
+    const { report } = runCapture({ file: opts.file, profile: profile.name, stages, timing: true, onBatch });
+    if (run > 0) {
+      for (const row of report.stages) {
+        const xs = stageNs.get(row.name) ?? [];
+        xs.push(row.nsPerPacket);
+        stageNs.set(row.name, xs);
+      }
+    }
+    if (collect) {
+      packets = report.verdicts.packets;
+      malformed = report.verdicts.malformed;
+      for (const m of models) m.records.close();
+    }
+    last = report;
+  }
+  if (!last) throw new Error('no run');
+  last = { ...last, stages: last.stages.filter((r) => !r.name.startsWith(TAP)) };
+
+  // 2. The kernel: the floor and each model over the same packets.
+  const results = join(work, 'results.bin');
+  const mapsFile = join(work, 'maps.txt');
+  const perPass = (k: KernelRun, pick?: (i: number) => boolean): number | null => {
+    const means: number[] = [];
+    for (let p = 0; p < k.passes; p++) {
+      let sum = 0;
+      let n = 0;
+      for (let i = 0; i < k.count; i++) {
+        if (pick && !pick(i)) continue;
+        sum += k.duration[p * k.count + i]!;
+        n++;
+      }
+      if (n > 0) means.push(sum / n);
+    }
+    return means.length ? median(means) : null;
+  };
+  const out: StageCalibration[] = [];
+  let total = 0;
+  for (let s = 0; s < profile.stages.length; s++) {
+    const name = profile.stages[s]!;
+    const type = profile.types[s]!;
+    const dplabPipelineNs = median(stageNs.get(name) ?? [0]);
+    const m = models.find((x) => x.index === s);
+    const row = last.stages.find((r) => r.name === name);
+    if (!m) {
+      out.push({
+        stage: name, type, model: null, packets: row?.packets ?? 0, dplabDropped: row?.dropped ?? 0, kernelDropped: null, agree: null,
+        kernelNs: null, floorNs: null, dplabNs: dplabPipelineNs, ratio: null, mismatches: [],
+        note: type === 'conntrack' ? 'no kernel model yet (bpf/ has none for conntrack)' : `no kernel model for a ${type} stage`,
+      });
+      continue;
+    }
+    const r = m.records;
+    const rep = m.stateful ? 1 : repeat;
+    let k: KernelRun | null = null;
+    let floor: KernelRun | null = null;
+    let xdpSample: StageCalibration['xdpSample'];
+    if (r.count > 0) {
+      writeFileSyncSafe(mapsFile, m.maps);
+      k = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile });
+      floor = runProgram({ built, object: 'empty', program: 'empty_tc', packets: r.path, results, repeat: rep, passes });
+      if (!m.stateful) {
+        // The same model at the XDP hook, on a sample: the hook the stage models, one test run at a time.
+        const sample = join(work, 'sample.bin');
+        writeFileSync(sample, readFileSync(r.path).subarray(0, sampleBytes(readFileSync(r.path), XDP_SAMPLE)));
+        const x = runProgram({ built, object: m.object, program: `${m.program}_xdp`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
+        const t = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
+        let agree = true;
+        for (let i = 0; i < x.count; i++) if ((x.retval[i] === XDP_DROP) !== (t.retval[i] === TC_SHOT)) agree = false;
+        xdpSample = { packets: x.count, xdpNs: perPass(x), tcNs: perPass(t), verdictsAgree: agree };
+      }
+    }
+    const mismatches: Mismatch[] = [];
+    let kernelDropped = 0;
+    for (let i = 0; i < r.count; i++) {
+      const rv = k!.retval[i]!;
+      const kDrop = rv === TC_SHOT;
+      if (kDrop) kernelDropped++;
+      const dDrop = r.dplabDrop[i] === 1;
+      if (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK)) {
+        mismatches.push({
+          packet: r.num[i]!, stage: name,
+          dplab: dDrop ? `drop (${r.dplabReason[i]})` : 'pass',
+          kernel: rv === TC_SHOT ? 'drop' : rv === TC_OK ? 'pass' : `returned ${rv}`,
+          packetSummary: '',
+        });
+      }
+    }
+    total += mismatches.length;
+    const dplabNs = m.standalone ? median(m.standaloneNs.slice(1).map((ns) => ns / Math.max(1, m.standalonePackets))) : dplabPipelineNs;
+    const kernelNs = k ? perPass(k) : null;
+    const c: StageCalibration = {
+      stage: name, type, model: `bpf/${m.object}.bpf.c`, note: m.note, packets: r.count,
+      dplabDropped: r.dplabDrop.reduce((a, x) => a + x, 0), kernelDropped: k ? kernelDropped : null, agree: r.count - mismatches.length,
+      kernelNs, floorNs: floor ? perPass(floor) : null, dplabNs,
+      ratio: kernelNs && dplabNs ? dplabNs / kernelNs : null, mismatches,
+    };
+    if (m.stateful && k) {
+      c.firstNs = perPass(k, (i) => r.first[i] === 1);
+      c.laterNs = perPass(k, (i) => r.first[i] === 0);
+      c.firstPackets = r.first.reduce((a, x) => a + x, 0);
+    }
+    if (m.standalone) c.dplabPipelineNs = dplabPipelineNs;
+    if (xdpSample) c.xdpSample = xdpSample;
+    out.push(c);
+  }
+  if (total > 0) nameMismatches(opts.file, profile.name, out);
+  return {
+    file: opts.file, profile: profile.name, pipeline: pipelineText(profile), kernel: release(), clang, buildDir: built.dir,
+    method: { dplabRuns: runs, kernelPasses: passes, repeatStateless: repeat },
+    packets, malformed, complete: last.complete, stages: out, mismatches: total,
+  };
+}
+
+/** Bytes of the first `n` records of a packet file. */
+function sampleBytes(buf: Buffer, n: number): number {
+  let at = 0;
+  for (let k = 0; k < n && at + 16 <= buf.length; k++) at += 16 + ((buf.readUInt32LE(at) + 7) & ~7);
+  return at;
+}
+
+const XDP_DROP = 1;
+
+function writeFileSyncSafe(path: string, text: string): void {
+  const fd = openSync(path, 'w');
+  try { writeSync(fd, text); } finally { closeSync(fd); }
+}
+
+/** One more read of the capture to say what each differing packet is. */
+function nameMismatches(file: string, profile: string, stages: StageCalibration[]): void {
+  const want = new Map<number, Mismatch[]>();
+  for (const s of stages) for (const m of s.mismatches) want.set(m.packet, [...(want.get(m.packet) ?? []), m]);
+  runCapture({
+    file, profile, stages: [], timing: false,
+    onBatch: (b) => {
+      for (let i = 0; i < b.count; i++) {
+        const ms = want.get(b.num[i]!);
+        if (!ms) continue;
+        const fam = b.family[i]!;
+        const w = i << 2;
+        const ports = b.proto[i] === 6 || b.proto[i] === 17;
+        const text = fam === 0 ? 'not IP'
+          : `${protoName(b.proto[i]!)} ${ipToString(fam, b.src, w)}${ports ? `:${b.sport[i]}` : ''} -> ${ipToString(fam, b.dst, w)}${ports ? `:${b.dport[i]}` : ''}`;
+        for (const m of ms) m.packetSummary = text;
+      }
+    },
+  });
+}

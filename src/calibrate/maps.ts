@@ -1,0 +1,90 @@
+/**
+ * The maps of the model programs, filled from a profile's stage config: the lines the helper reads
+ * (`max MAP N`, `set MAP KEYHEX VALUEHEX`; see bpf/runner.c). Keys and values are laid out as the
+ * structs in bpf/*.bpf.c, in the host's byte order (BPF runs in it) except where the kernel wants
+ * network order (LPM keys' address bytes).
+ */
+import { endianness } from 'node:os';
+import { Action, RuleTable, type Rule } from '../policy/rules.js';
+import type { XdpConfig } from '../stages/xdp.js';
+
+const LE = endianness() === 'LE';
+
+class Bytes {
+  private readonly b: Uint8Array;
+  private readonly v: DataView;
+  constructor(n: number) {
+    this.b = new Uint8Array(n);
+    this.v = new DataView(this.b.buffer);
+  }
+  u8(at: number, x: number): this { this.v.setUint8(at, x); return this; }
+  u16(at: number, x: number): this { this.v.setUint16(at, x, LE); return this; }
+  i16(at: number, x: number): this { this.v.setInt16(at, x, LE); return this; }
+  u32(at: number, x: number): this { this.v.setUint32(at, x >>> 0, LE); return this; }
+  u64(at: number, x: bigint): this { this.v.setBigUint64(at, x, LE); return this; }
+  /** A u32 in network order (an address word). */
+  be32(at: number, x: number): this { this.v.setUint32(at, x >>> 0, false); return this; }
+  hex(): string { return Buffer.from(this.b).toString('hex'); }
+}
+
+/** xdp.bpf.c: prefixes4 / prefixes6 (LPM: u32 length, address bytes -> BLOCK 1 / ALLOW 2), rate, buckets. */
+export function xdpMaps(cfg: XdpConfig): string {
+  const lines: string[] = [];
+  const v4 = cfg.prefixes.filter((p) => p.prefix.family === 4);
+  const v6 = cfg.prefixes.filter((p) => p.prefix.family === 6);
+  if (v4.length > 65536) lines.push(`max prefixes4 ${v4.length}`);
+  if (v6.length > 65536) lines.push(`max prefixes6 ${v6.length}`);
+  for (const p of cfg.prefixes) {
+    const six = p.prefix.family === 6;
+    const k = new Bytes(six ? 20 : 8).u32(0, p.prefix.len);
+    for (let w = 0; w < (six ? 4 : 1); w++) k.be32(4 + 4 * w, p.prefix.words[w]!);
+    lines.push(`set prefixes${six ? 6 : 4} ${k.hex()} ${new Bytes(1).u8(0, p.kind).hex()}`);
+  }
+  if (cfg.rateLimit) {
+    const { rate, burst } = cfg.rateLimit;
+    lines.push(`max buckets ${rateTableSize(cfg.rateTable)}`);
+    const v = new Bytes(24).u64(0, BigInt(rate)).u64(8, BigInt(burst) * 1000000000n).u32(16, 1);
+    lines.push(`set rate ${new Bytes(4).hex()} ${v.hex()}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** SourceRateLimiter's capacity for a rate-table setting: a power of two, at least 8. */
+export function rateTableSize(entries: number): number {
+  let n = 8;
+  while (n < entries) n *= 2;
+  return n;
+}
+
+export const MAX_RANGES = 16;
+const RULE_BYTES = 200;
+
+/**
+ * policy.bpf.c: `rules` (dplab's RuleTable entries in order) and `config` (count, default action).
+ * Throws when a rule has more port ranges than the program holds (MAX_RANGES per condition).
+ */
+export function policyMaps(rules: Rule[], defaultAction: number): string {
+  const t = new RuleTable(rules);
+  const lines: string[] = [];
+  if (t.count > 4096) lines.push(`max rules ${t.count}`);
+  for (let k = 0; k < t.count; k++) {
+    const r = new Bytes(RULE_BYTES);
+    for (let j = 0; j < 4; j++) {
+      r.u32(4 * j, t.src[4 * k + j]!).u32(16 + 4 * j, t.srcMask[4 * k + j]!);
+      r.u32(32 + 4 * j, t.dst[4 * k + j]!).u32(48 + 4 * j, t.dstMask[4 * k + j]!);
+    }
+    r.i16(64, t.proto[k]!).u8(66, t.family[k]!).u8(67, t.action[k]!);
+    const sn = t.sportN[k]!;
+    const dn = t.dportN[k]!;
+    if (sn > MAX_RANGES || dn > MAX_RANGES) {
+      throw new Error(`rule ${rules[t.rule[k]!]!.number} has ${Math.max(sn, dn)} port ranges; the kernel model holds ${MAX_RANGES} per condition`);
+    }
+    r.u8(68, sn).u8(69, dn);
+    for (let j = 0; j < sn; j++) r.u16(72 + 2 * j, t.portLo[t.sportAt[k]! + j]!).u16(104 + 2 * j, t.portHi[t.sportAt[k]! + j]!);
+    for (let j = 0; j < dn; j++) r.u16(136 + 2 * j, t.portLo[t.dportAt[k]! + j]!).u16(168 + 2 * j, t.portHi[t.dportAt[k]! + j]!);
+    lines.push(`set rules ${new Bytes(4).u32(0, k).hex()} ${r.hex()}`);
+  }
+  const c = new Bytes(8).u32(0, t.count).u32(4, defaultAction === Action.DROP ? Action.DROP : Action.ACCEPT);
+  lines.push(`set config ${new Bytes(4).hex()} ${c.hex()}`);
+  return lines.join('\n') + '\n';
+}

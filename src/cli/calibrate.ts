@@ -1,0 +1,116 @@
+/** dplab calibrate: dplab's stages beside eBPF models of them run by the kernel (src/calibrate/). */
+import { OutputFile } from '../capture/outfile.js';
+import { calibrate, type CalibrationReport } from '../calibrate/calibrate.js';
+import { CalibrateSetupError } from '../calibrate/kernel.js';
+import { parseCommandLine } from './args.js';
+import { Exit, UsageError, wholeNumber } from './errors.js';
+import { DEFAULT_PROFILE } from './replay.js';
+
+export const CALIBRATE_HELP = `dplab calibrate FILE [options]
+
+Run the same packets through dplab's stages and through eBPF programs that model them (bpf/ in
+the dplab folder), run by the kernel itself with BPF_PROG_TEST_RUN, and set them side by side per
+stage: the kernel's own ns/packet, dplab's ns/packet on the same packets, their ratio, and every
+packet whose verdict differs between the two (there should be none: each is a bug on one side).
+
+Kernel models: xdp (LPM maps of the block/allow lists; a token bucket per source in an LRU hash
+when the profile sets a rate limit) and policy (the rules scanned in order for every packet).
+conntrack has no kernel model yet: its dplab figure is shown alone. Nothing is attached to an
+interface; the programs only see the packets given to them.
+
+Needs: root, clang, a C compiler and libbpf's headers (Debian: apt-get install clang libbpf-dev);
+the programs and their loader are built on first use into ~/.cache/dplab (or $DPLAB_CACHE_DIR).
+Anything missing, or a kernel that refuses a program: one line saying what, exit 1.
+
+Options:
+  --profile NAME|FILE   the pipeline (default: ${DEFAULT_PROFILE})
+  --json FILE           also write the calibration as JSON (- for standard output)
+  --runs N              dplab runs over the capture; its figure is the median (default 5)
+  --passes N            kernel passes over the packets, each with fresh maps; median (default 5)
+  --repeat N            kernel runs of each packet for a stateless model (default 100); a
+                        stateful one (a rate limit) sees each packet once per pass
+
+Exit status: 0 every verdict agrees; 5 some packet's verdict differs (listed); 1 something is
+missing or a usage error; 2 the capture is damaged (what was read is calibrated).
+
+Examples:
+  sudo dplab calibrate captures/large/zeek_echo-connections.pcap
+  sudo dplab calibrate web.pcap --profile stateless --json calibration.json
+`;
+
+/** Exit status when a verdict differs. */
+export const EXIT_MISMATCH = 5;
+
+export async function calibrateCommand(argv: string[]): Promise<number> {
+  const args = parseCommandLine('calibrate', argv, CALIBRATE_HELP, {
+    profile: { type: 'string' },
+    json: { type: 'string' },
+    runs: { type: 'string' },
+    passes: { type: 'string' },
+    repeat: { type: 'string' },
+  });
+  if (!args) return Exit.OK;
+  const { values, positionals } = args;
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give one capture file' : `give one capture file, not ${positionals.length}`, 'calibrate');
+  if (positionals[0] === '-') throw new UsageError('calibrate reads the capture more than once: give a file, not standard input', 'calibrate');
+  const runs = wholeNumber(values.runs, '--runs', 'calibrate', 1, 1000, 5);
+  const passes = wholeNumber(values.passes, '--passes', 'calibrate', 1, 1000, 5);
+  const repeat = wholeNumber(values.repeat, '--repeat', 'calibrate', 1, 1000000, 100);
+  const json = values.json !== undefined ? new OutputFile('--json', values.json) : null;
+  let report: CalibrationReport;
+  try {
+    report = calibrate({ file: positionals[0]!, profile: values.profile ?? DEFAULT_PROFILE, runs, passes, repeat });
+  } catch (e) {
+    json?.close();
+    if (e instanceof CalibrateSetupError) {
+      process.stderr.write(`dplab calibrate: ${e.message}\n`);
+      return Exit.USAGE;
+    }
+    throw e;
+  }
+  const text = renderCalibration(report);
+  if (json) {
+    json.text(JSON.stringify(report, null, 2) + '\n');
+    json.close();
+  }
+  (json?.stdout ? process.stderr : process.stdout).write(text);
+  if (report.mismatches > 0) return EXIT_MISMATCH;
+  return report.complete ? Exit.OK : Exit.DAMAGED;
+}
+
+const f1 = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : x.toFixed(1));
+
+export function renderCalibration(r: CalibrationReport): string {
+  const lines: string[] = [];
+  lines.push(`dplab calibrate: ${r.file}, profile ${r.profile} (${r.pipeline})`);
+  lines.push(`kernel ${r.kernel}, ${r.clang}; ${r.packets} packets${r.malformed ? ` (${r.malformed} malformed: dropped by the decoder, not sent)` : ''}${r.complete ? '' : ', capture damaged: calibrated up to the damage'}`);
+  lines.push(`dplab: median of ${r.method.dplabRuns} runs; kernel: median of ${r.method.kernelPasses} passes of the mean per packet (its own duration); floor: a program that only parses`);
+  lines.push('');
+  const head = ['stage', 'packets', 'kernel ns/pkt', 'floor', 'dplab ns/pkt', 'dplab/kernel', 'verdicts'];
+  const rows = r.stages.map((s) => [
+    s.stage, String(s.packets), f1(s.kernelNs), f1(s.floorNs), f1(s.dplabNs), s.ratio ? `${s.ratio.toFixed(2)}x` : '-',
+    s.model === null ? 'no kernel model' : s.mismatches.length === 0 ? `all agree (${s.dplabDropped} dropped)` : `${s.mismatches.length} DIFFER`,
+  ]);
+  const width = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
+  const fmt = (row: string[]): string => row.map((x, c) => (c === 0 || c === row.length - 1 ? x.padEnd(width[c]!) : x.padStart(width[c]!))).join('  ').trimEnd();
+  lines.push(fmt(head));
+  for (const row of rows) lines.push(fmt(row));
+  lines.push('');
+  for (const s of r.stages) {
+    lines.push(`${s.stage}: ${s.model ? `${s.model}: ` : ''}${s.note}`);
+    if (s.firstNs !== undefined) {
+      lines.push(`  kernel, first packet of a source (${s.firstPackets}): ${f1(s.firstNs)} ns; later packets: ${f1(s.laterNs)} ns${s.firstNs && s.laterNs ? ` (${(s.firstNs / s.laterNs).toFixed(2)}x)` : ''}; dplab times whole batches, not single packets`);
+    }
+    if (s.xdpSample) {
+      const x = s.xdpSample;
+      lines.push(`  at the XDP hook (the same program built for XDP, first ${x.packets} packets): ${f1(x.xdpNs)} ns/packet; its tc build on them ${f1(x.tcNs)}; verdicts ${x.verdictsAgree ? 'agree' : 'DIFFER'}`);
+    }
+    if (s.dplabPipelineNs !== undefined) lines.push(`  dplab's policy in the pipeline (decided once per flow behind conntrack): ${f1(s.dplabPipelineNs)} ns/packet`);
+    const shown = s.mismatches.slice(0, 50);
+    for (const m of shown) lines.push(`  DIFFERS: packet ${m.packet} (${m.packetSummary}): dplab ${m.dplab}, kernel ${m.kernel}`);
+    if (s.mismatches.length > shown.length) lines.push(`  ... and ${s.mismatches.length - shown.length} more (--json lists them all)`);
+  }
+  lines.push('');
+  lines.push(r.mismatches === 0 ? 'Every verdict agrees.' : `${r.mismatches} packet verdicts differ: each is a bug in dplab or in the kernel model.`);
+  return lines.join('\n') + '\n';
+}
