@@ -316,29 +316,29 @@ start_capture r-be "$WORK/kube-proxy-backend.pcap"
 TD_BE=${PIDS[-1]}
 sleep 0.5
 
-: >"$WORK/traffic.log"
+: >"$WORK/traffic.txt"
 run_traffic() { # vip-http vip-echo vip-dns vip-closed url-host clients...
   local vhttp=$1 vecho=$2 vdns=$3 vclosed=$4 uhost=$5; shift 5
   local c i
   # HTTP: six connections (three per client address), so the random rules pick several backends.
   for i in 1 2 3; do
     for c in "$@"; do
-      echo "curl $c -> $uhost: $(inc "$CURL" -sS -g --max-time 5 --interface "$c" "http://$uhost/")" >>"$WORK/traffic.log"
+      echo "curl $c -> $uhost: $(inc "$CURL" -sS -g --max-time 5 --interface "$c" "http://$uhost/")" >>"$WORK/traffic.txt"
       sleep 0.05
     done
   done
   # UDP echo: one socket sending three datagrams (one flow, one backend), then more sockets.
-  inc "$PY" "$WORK/client.py" echo "$1" "$vecho" 7 3 >>"$WORK/traffic.log"
-  inc "$PY" "$WORK/client.py" echo "$1" "$vecho" 7 1 >>"$WORK/traffic.log"
-  inc "$PY" "$WORK/client.py" echo "$2" "$vecho" 7 1 >>"$WORK/traffic.log"
-  inc "$PY" "$WORK/client.py" echo "$2" "$vecho" 7 1 >>"$WORK/traffic.log"
+  inc "$PY" "$WORK/client.py" echo "$1" "$vecho" 7 3 >>"$WORK/traffic.txt"
+  inc "$PY" "$WORK/client.py" echo "$1" "$vecho" 7 1 >>"$WORK/traffic.txt"
+  inc "$PY" "$WORK/client.py" echo "$2" "$vecho" 7 1 >>"$WORK/traffic.txt"
+  inc "$PY" "$WORK/client.py" echo "$2" "$vecho" 7 1 >>"$WORK/traffic.txt"
   # DNS-shaped queries to :53 (backends answer on :5353).
-  inc "$PY" "$WORK/client.py" dns "$1" "$vdns" 53 1 >>"$WORK/traffic.log"
-  inc "$PY" "$WORK/client.py" dns "$1" "$vdns" 53 1 >>"$WORK/traffic.log"
-  inc "$PY" "$WORK/client.py" dns "$2" "$vdns" 53 2 >>"$WORK/traffic.log"
+  inc "$PY" "$WORK/client.py" dns "$1" "$vdns" 53 1 >>"$WORK/traffic.txt"
+  inc "$PY" "$WORK/client.py" dns "$1" "$vdns" 53 1 >>"$WORK/traffic.txt"
+  inc "$PY" "$WORK/client.py" dns "$2" "$vdns" 53 2 >>"$WORK/traffic.txt"
   # The closed port: two datagrams on one socket, one on another; each draws a port unreachable.
-  inc "$PY" "$WORK/client.py" closed "$1" "$vclosed" 9999 2 >>"$WORK/traffic.log"
-  inc "$PY" "$WORK/client.py" closed "$2" "$vclosed" 9999 1 >>"$WORK/traffic.log"
+  inc "$PY" "$WORK/client.py" closed "$1" "$vclosed" 9999 2 >>"$WORK/traffic.txt"
+  inc "$PY" "$WORK/client.py" closed "$2" "$vclosed" 9999 1 >>"$WORK/traffic.txt"
 }
 run_traffic 10.96.0.10 10.96.0.7 10.96.0.53 10.96.0.99 10.96.0.10 "${CLIENTS4[@]}"
 run_traffic fd00:96::10 fd00:96::7 fd00:96::53 fd00:96::99 "[fd00:96::10]" "${CLIENTS6[@]}"
@@ -454,7 +454,7 @@ if problems:
 PYEOF
 
 # --- Install the results next to this script, and this script's two rows in INDEX.tsv ---
-for f in kube-proxy-client.pcap kube-proxy-backend.pcap services.txt iptables-save.txt ip6tables-save.txt checks.txt traffic.log; do
+for f in kube-proxy-client.pcap kube-proxy-backend.pcap services.txt iptables-save.txt ip6tables-save.txt checks.txt traffic.txt; do
   cp "$WORK/$f" "$HERE/$f"
 done
 [ -f "$WORK/conntrack.txt" ] && cp "$WORK/conntrack.txt" "$HERE/conntrack.txt"
