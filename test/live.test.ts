@@ -89,7 +89,7 @@ async function capture(net: TestNet, dir: string, name: string, liveArgs: string
   const withWrite = !liveArgs.includes('--workers');
   const live = new Proc('ip', ['netns', 'exec', net.ns, process.execPath, DPLAB, 'live', net.inside, '--no-status', '--json', json,
     ...(withWrite ? ['--write', fwd, '--write-dropped', drop] : []), ...liveArgs]);
-  const dump = new Proc('ip', ['netns', 'exec', net.ns, 'tcpdump', '-i', net.inside, '-nn', '-U', '-s', '0', '-w', rec, ...tcpdumpArgs]);
+  const dump = new Proc('ip', ['netns', 'exec', net.ns, 'tcpdump', '-i', net.inside, '-nn', '-U', '-s', '0', '-B', '131072', '-w', rec, ...tcpdumpArgs]);
   try {
     await live.ready(/capturing on/, 'dplab live');
     await dump.ready(/listening on/, 'tcpdump');
@@ -347,6 +347,23 @@ describe('dplab live: what it cannot do, in one line', () => {
         expect(r.status).toBe(1);
         expect(r.stderr).toBe(`dplab live: interface ${net.inside} is down. Bring it up first: ip link set ${net.inside} up\n`);
       }
+    } finally {
+      net.destroy();
+    }
+  });
+
+  it('an interface that goes down mid-capture ends it, with the report and the reason', async () => {
+    if (unavailable) throw new Error(`cannot run the live tests: ${unavailable}`);
+    const net = new TestNet('lg');
+    try {
+      net.create();
+      const live = new Proc('ip', ['netns', 'exec', net.ns, process.execPath, DPLAB, 'live', net.inside, '--no-status', '--json', '-']);
+      await live.ready(/capturing on/, 'dplab live');
+      net.ip('-n', net.ns, 'link', 'set', net.inside, 'down');
+      const code = await Promise.race([live.exited, sleep(10000).then(() => 'still running')]);
+      if (code === 'still running') await live.stop('SIGKILL');
+      expect(code).toBe(0);
+      expect(JSON.parse(live.stdout).live.stoppedBy).toMatch(new RegExp(`^${net.inside} went down or away`));
     } finally {
       net.destroy();
     }

@@ -77,7 +77,7 @@ export interface LiveSummary {
   interface: string;
   capture: CaptureKind;
   workers: number;
-  /** What ended the capture: SIGINT, SIGTERM, duration or count. */
+  /** What ended the capture: SIGINT, SIGTERM, duration, count, or the interface going down or away. */
   stoppedBy: string;
   seconds: number;
   kernel: KernelCounts;
@@ -172,6 +172,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
       });
       report = result.report;
       kernel = src.kernel();
+      if (src.stopReason) stoppedBy ||= src.stopReason;
     } else {
       const r = await runLiveWorkers({
         iface, workers, profile: profileName, batchSize, ...ring, stop,
@@ -184,6 +185,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
       report = r.report;
       kernel = r.kernel;
       workerPackets = r.workerPackets;
+      if (r.stopReason) stoppedBy ||= r.stopReason;
     }
   } catch (e) {
     status.end();

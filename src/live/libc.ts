@@ -48,6 +48,7 @@ export const AF_PACKET = 17;
 export const SOCK_RAW = 3;
 export const SOL_SOCKET = 1;
 export const SO_BINDTODEVICE = 25;
+export const SO_ERROR = 4;
 export const SO_RCVBUFFORCE = 33;
 export const SOL_PACKET = 263;
 export const PACKET_ADD_MEMBERSHIP = 1;

@@ -12,7 +12,7 @@ import type { Batch } from '../packet/batch.js';
 import {
   AF_PACKET, EACCES, ENODEV, ENETDOWN, EPERM, ETH_P_ALL, MAP_SHARED, PACKET_ADD_MEMBERSHIP, PACKET_FANOUT,
   PACKET_FANOUT_FLAG_DEFRAG, PACKET_FANOUT_HASH, PACKET_MR_PROMISC, PACKET_RX_RING, PACKET_STATISTICS, PACKET_VERSION,
-  PROT_READ, PROT_WRITE, SOCK_RAW, SOL_PACKET, TPACKET_V3, htons, loadLibc, type Libc,
+  PROT_READ, PROT_WRITE, SOCK_RAW, SOL_PACKET, SOL_SOCKET, SO_ERROR, TPACKET_V3, htons, loadLibc, type Libc,
 } from './libc.js';
 import { LiveError, checkInterface, liveInterface, permissionError, type KernelCounts, type LiveOptions, type LiveSource } from './source.js';
 
@@ -49,6 +49,7 @@ export class PacketRingSource implements LiveSource {
   readonly size = 0;
   done = false;
   packets = 0;
+  stopReason: string | null = null;
 
   private readonly libc: Libc;
   private readonly fd: number;
@@ -70,6 +71,8 @@ export class PacketRingSource implements LiveSource {
   private nSpent = 0;
   private readonly stats = new Uint8Array(12);
   private readonly statsLen = new Uint32Array(1);
+  private readonly errBuf = new Uint8Array(4);
+  private readonly errLen = new Uint32Array(1);
   private kernelDrops = 0;
   private kernelPackets = 0;
   private poller: { start(cb: (ev: unknown) => void): void; stop(): void; close(): void } | null = null;
@@ -247,9 +250,27 @@ export class PacketRingSource implements LiveSource {
       this.waiting = finish;
       this.timer = setTimeout(finish, ms);
       const koffi = this.libc.koffi;
-      if (!this.poller) this.poller = koffi.node.poll(this.fd, { readable: true }, () => this.waiting?.()) as never;
-      else this.poller.start(() => this.waiting?.());
+      if (!this.poller) this.poller = koffi.node.poll(this.fd, { readable: true }, () => this.ready()) as never;
+      else this.poller.start(() => this.ready());
     });
+  }
+
+  /**
+   * The socket is readable: a block is ready, or the socket has an error (the interface went down
+   * or was deleted: the kernel unhooks the socket and poll would say readable for ever). An error
+   * ends the capture, with the reason.
+   */
+  private ready(): void {
+    this.errBuf.fill(0);
+    this.errLen[0] = 4;
+    if (this.libc.getsockopt(this.fd, SOL_SOCKET, SO_ERROR, this.errBuf, this.errLen) === 0) {
+      const err = this.errBuf[0]! | (this.errBuf[1]! << 8);
+      if (err !== 0) {
+        this.stopReason = `${this.path} went down or away (${this.libc.strerror(err)})`;
+        this.done = true;
+      }
+    }
+    this.waiting?.();
   }
 
   wake(): void {

@@ -58,6 +58,7 @@ export class RawSocketSource implements LiveSource {
   readonly size = 0;
   done = false;
   packets = 0;
+  readonly stopReason = null;
   /** The receive buffer each socket got (the kernel doubles what is asked), and whether it was forced. */
   readonly rcvbuf: number;
   /** Packets dropped here because the chunk was full (never expected: the loop drains it first). */

@@ -35,6 +35,8 @@ export interface LiveSource extends PacketSource {
   end(): void;
   /** The kernel's drop counters so far (cumulative). */
   kernel(): KernelCounts;
+  /** Set when the capture ended by itself (the interface went down or away): why. */
+  readonly stopReason: string | null;
 }
 
 export interface LiveOptions {

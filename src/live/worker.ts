@@ -49,7 +49,7 @@ async function main(): Promise<void> {
     if (m.rules) m.rules = peakAsSum(m.rules) as MergeRules;
   }
   const report = { ...result.report, merging };
-  send({ type: 'done', report, kernel: src.kernel() });
+  send({ type: 'done', report, kernel: src.kernel(), stopReason: src.stopReason });
   port.close();
 }
 

@@ -42,7 +42,7 @@ export type WorkerMessage =
   | { type: 'ready' }
   | { type: 'error'; message: string; hint: string; live: boolean }
   | { type: 'tick'; tick: LiveTick }
-  | { type: 'done'; report: RunReport; kernel: KernelCounts };
+  | { type: 'done'; report: RunReport; kernel: KernelCounts; stopReason: string | null };
 
 export interface LiveWorkersSpec {
   iface: string;
@@ -62,13 +62,13 @@ export interface LiveWorkersSpec {
 
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'live', 'worker.js');
 
-export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: RunReport; kernel: KernelCounts; workerPackets: number[] }> {
+export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: RunReport; kernel: KernelCounts; workerPackets: number[]; stopReason: string | null }> {
   const t0 = process.hrtime.bigint();
   const fanoutGroup = (process.pid & 0x7fff) + 1;
   const task: WorkerTask = { iface: spec.iface, profile: spec.profile, batchSize: spec.batchSize, blockSize: spec.blockSize, blocks: spec.blocks, fanoutGroup };
   const threads = Array.from({ length: spec.workers }, () => new Worker(WORKER, { workerData: task }));
   const ticks: (LiveTick | null)[] = threads.map(() => null);
-  const done: ({ report: RunReport; kernel: KernelCounts } | null)[] = threads.map(() => null);
+  const done: ({ report: RunReport; kernel: KernelCounts; stopReason: string | null } | null)[] = threads.map(() => null);
   let failure: Error | null = null;
   let ready = 0;
   let tickTimer: NodeJS.Timeout | null = null;
@@ -86,7 +86,10 @@ export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: R
           if (spec.onTick) tickTimer = setInterval(() => { const t = sumTicks(ticks); if (t) spec.onTick!(t); }, 250);
           if (spec.durationMs !== undefined) durationTimer = setTimeout(() => { spec.onDuration?.(); post('end'); }, spec.durationMs);
         } else if (m.type === 'tick') ticks[k] = m.tick;
-        else if (m.type === 'done') done[k] = { report: m.report, kernel: m.kernel };
+        else if (m.type === 'done') {
+          done[k] = { report: m.report, kernel: m.kernel, stopReason: m.stopReason };
+          if (m.stopReason) post('end'); // one socket lost its interface: so did the others
+        }
         else if (m.type === 'error') {
           failure ??= m.live ? new LiveError(m.message, m.hint) : new Error(m.message);
           post('stop');
@@ -99,7 +102,7 @@ export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: R
   if (tickTimer) clearInterval(tickTimer);
   if (durationTimer) clearTimeout(durationTimer);
   if (failure) throw failure;
-  const parts = done.filter((d): d is { report: RunReport; kernel: KernelCounts } => d !== null);
+  const parts = done.filter((d): d is { report: RunReport; kernel: KernelCounts; stopReason: string | null } => d !== null);
   if (parts.length !== threads.length) throw new Error('a live worker ended without a report');
   const wall = Number(process.hrtime.bigint() - t0) / 1e9;
   const report = mergeReports(parts.map((p) => p.report), wall);
@@ -115,7 +118,7 @@ export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: R
     packets: parts.reduce((a, p) => a + (p.kernel.packets ?? 0), 0),
     source: parts[0]!.kernel.source,
   };
-  return { report, kernel, workerPackets: parts.map((p) => p.report.capture.packets) };
+  return { report, kernel, workerPackets: parts.map((p) => p.report.capture.packets), stopReason: parts.find((p) => p.stopReason)?.stopReason ?? null };
 }
 
 function sumTicks(ticks: (LiveTick | null)[]): LiveTick | null {
