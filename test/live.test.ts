@@ -234,6 +234,29 @@ describe('dplab live --capture packet (AF_PACKET ring)', () => {
     expect(same(r.live)).toEqual(same(r.replay));
   });
 
+  it('a ring that overflows loses packets, and says so: read + kernel drops = sent', async () => {
+    if (unavailable) throw new Error(`cannot run the live tests: ${unavailable}`);
+    // A 1 MiB ring (one block) and dplab stopped while 82k packets arrive: the kernel must drop.
+    const live = new Proc('ip', ['netns', 'exec', net!.ns, process.execPath, DPLAB, 'live', net!.inside, '--no-status', '--ring-mb', '1', '--json', '-']);
+    await live.ready(/capturing on/, 'dplab live');
+    // ip netns exec becomes node (it execs): its pid is node's.
+    process.kill(live.child.pid!, 'SIGSTOP');
+    let sent = 0;
+    try {
+      sent = tcpreplay(net!, ['captures/large/zeek_echo-connections.pcap']);
+      await sleep(300);
+    } finally {
+      process.kill(live.child.pid!, 'SIGCONT');
+    }
+    await sleep(1000);
+    expect(await live.stop()).toBe(0);
+    const r = JSON.parse(live.stdout);
+    expect(r.live.kernel.drops).toBeGreaterThan(0);
+    expect(r.capture.packets + r.live.kernel.drops).toBe(sent);
+    expect(r.live.kernel.packets).toBe(sent);
+    expect(live.stderr).toMatch(/packets were never seen by the pipeline/);
+  });
+
   it('--count N stops after exactly N packets, --duration after its time; their captures are whole (tshark reads them)', async () => {
     if (unavailable) throw new Error(`cannot run the live tests: ${unavailable}`);
     const fwd = join(dir, 'count.pcap');

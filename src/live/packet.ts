@@ -170,6 +170,9 @@ export class PacketRingSource implements LiveSource {
     if (!this.done) {
       while (n < cap) {
         if (!this.open) {
+          // Read all the way round the ring in this batch: the next block is one of this batch's
+          // own, not yet given back (and still marked as ours): stop here, or its packets come twice.
+          if (this.nSpent > 0 && this.blk === this.spent[0]) break;
           const base = this.blk * this.blockSize;
           if ((u32[(base + 8) >>> 2]! & TP_STATUS_USER) === 0) break;
           this.left = u32[(base + 12) >>> 2]!;
