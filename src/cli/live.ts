@@ -58,13 +58,17 @@ Options:
                         then goes to stderr)
   --batch N             packets per batch at most (default ${DEFAULT_BATCH_SIZE}); a batch also ends when no
                         packet is waiting
-  --ring-mb N           packet capture: ring size in MiB per socket (default ${(DEFAULT_BLOCK_SIZE * DEFAULT_BLOCKS) >> 20}; 1 MiB blocks)
+  --ring-mb N           packet capture: the ring per socket, MiB (default ${(DEFAULT_BLOCK_SIZE * DEFAULT_BLOCKS) >> 20}), in ${DEFAULT_BLOCK_SIZE >> 10} KiB
+                        blocks, each handed to dplab when full or ${RETIRE_MS} ms after its first packet:
+                        if dplab stalls, the kernel drops nothing for N x ${((1 << 20) / DEFAULT_BLOCK_SIZE) * RETIRE_MS} ms of light
+                        traffic, or N MiB of heavy traffic
   --no-status           no status line
 
-Exit status: 0 when stopped by Ctrl-C, SIGTERM, --duration or --count (the report covers every
-packet read); 1 for a usage error, a bad profile, or a capture that cannot start (not root, no
-such interface, interface down, ring cannot be mapped: one line says what to do); 3 when a stage
-failed (a bug: what was processed is reported); 4 when an output could not be written.
+Exit status: 0 when stopped by Ctrl-C, SIGTERM, --duration, --count or the interface going down
+(the report covers every packet read); 1 for a usage error, a bad profile, or a capture that
+cannot start (not root, no such interface, interface down, ring cannot be set up: one line says
+what to do); 3 when a stage failed (a bug: what was processed is reported); 4 when an output
+could not be written.
 
 Examples:
   sudo dplab live eth1
@@ -144,7 +148,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const status = new StatusLine(iface, !values['no-status'] && process.stderr.isTTY === true);
-  const ring = { blockSize: DEFAULT_BLOCK_SIZE, blocks: Math.max(1, ringMb) };
+  const ring = { blockSize: DEFAULT_BLOCK_SIZE, blocks: ringMb * ((1 << 20) / DEFAULT_BLOCK_SIZE) };
   const t0 = Date.now();
   let timer: NodeJS.Timeout | null = null;
   let report: RunReport;

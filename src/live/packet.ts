@@ -27,8 +27,14 @@ export interface RingOptions extends LiveOptions {
   promiscuous?: boolean;
 }
 
-export const DEFAULT_BLOCK_SIZE = 1 << 20;
-export const DEFAULT_BLOCKS = 64;
+/**
+ * 256 KiB blocks, 256 of them (64 MiB). The kernel hands a block over when full or RETIRE_MS after
+ * its first packet, so while the reader stalls the ring holds at most blocks x RETIRE_MS of quiet
+ * traffic (each block part-filled): many small blocks ride out a longer stall than a few large
+ * ones (64 x 1 MiB overflowed a 1M-packet burst at 150k pps that 64 MiB of bytes would hold).
+ */
+export const DEFAULT_BLOCK_SIZE = 256 << 10;
+export const DEFAULT_BLOCKS = 256;
 /** The kernel hands over a block this long after its first packet even if not full. */
 export const RETIRE_MS = 10;
 
