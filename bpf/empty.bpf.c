@@ -2,7 +2,7 @@
  * and the parse cost with no stage at all. */
 #include "parse.h"
 
-static __always_inline int empty(struct pkt *p)
+static __always_inline int empty(struct pkt *p, void *data, void *end)
 {
 	return p->family == 255; /* never: keeps the parse */
 }

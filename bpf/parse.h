@@ -101,7 +101,9 @@ static __always_inline void parse(void *data, void *end, struct pkt *p)
 }
 
 /*
- * Every model is one function, `int MODEL(struct pkt *)` returning 1 to drop, built twice: as an
+ * Every model is one function, `int MODEL(struct pkt *, void *data, void *end)` returning 0 to
+ * pass, 1 to drop (other codes: model-specific passes, returned by the tc build as 100 + code),
+ * built twice: as an
  * XDP program (the hook the xdp stage models; its time from 8 bytes of XDP metadata) and as a tc
  * program (the packet's time in skb->tstamp). The tc build is the one calibrate runs packet by
  * packet: BPF_PROG_TEST_RUN of an XDP program swaps the kernel's XDP dispatcher in and out on
@@ -120,15 +122,18 @@ static __always_inline void parse(void *data, void *end, struct pkt *p)
 		struct pkt p;                                                   \
 		parse(data, (void *)(long)ctx->data_end, &p);                   \
 		if (meta + 8 <= data) p.now = *(__u64 *)meta;                   \
-		return MODEL(&p) ? XDP_DROP : XDP_PASS;                         \
+		return MODEL(&p, data, (void *)(long)ctx->data_end) == 1 ? XDP_DROP : XDP_PASS;                         \
 	}                                                                       \
 	SEC("tc")                                                               \
 	int MODEL##_tc(struct __sk_buff *skb)                                   \
 	{                                                                       \
+		void *data = (void *)(long)skb->data;                           \
+		void *end = (void *)(long)skb->data_end;                        \
 		struct pkt p;                                                   \
-		parse((void *)(long)skb->data, (void *)(long)skb->data_end, &p); \
+		parse(data, end, &p);                                           \
 		p.now = skb->tstamp;                                            \
-		return MODEL(&p) ? TC_ACT_SHOT : TC_ACT_OK;                     \
+		int r = MODEL(&p, data, end);                                   \
+		return r == 0 ? TC_ACT_OK : r == 1 ? TC_ACT_SHOT : 100 + r;     \
 	}                                                                       \
 	char LICENSE[] SEC("license") = "GPL";
 

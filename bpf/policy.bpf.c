@@ -75,7 +75,7 @@ static long match_one(__u32 k, void *arg)
 	return 1; /* first match: stop */
 }
 
-static __always_inline int policy_stage(struct pkt *p)
+static __always_inline int policy_stage(struct pkt *p, void *data, void *end)
 {
 	if (p->family == 0) return 0;
 	__u32 zero = 0;

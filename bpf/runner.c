@@ -50,19 +50,29 @@ static int on_libbpf(enum libbpf_print_level level, const char *fmt, va_list ap)
 	return 0;
 }
 
-/* The last non-empty lines of what libbpf said (the verifier's verdict), on one line. */
+/* The verifier's own verdict: the last lines of libbpf's log that are not libbpf's framing. */
 static const char *log_tail(void)
 {
 	static char out[600];
-	size_t n = loglen, lines = 0;
-	while (n > 0 && (logbuf[n - 1] == '\n' || logbuf[n - 1] == ' ')) n--;
-	size_t start = n;
-	while (start > 0 && lines < 3) {
-		start--;
-		if (logbuf[start] == '\n') lines++;
+	const char *keep[3] = { 0 };
+	size_t klen[3] = { 0 };
+	for (char *line = logbuf; line < logbuf + loglen;) {
+		char *nl = memchr(line, '\n', logbuf + loglen - line);
+		size_t n = nl ? (size_t)(nl - line) : (size_t)(logbuf + loglen - line);
+		if (n && strncmp(line, "libbpf:", 7) && strncmp(line, "--", 2) && strncmp(line, "processed", 9) &&
+		    strncmp(line, "verification time", 17) && strncmp(line, "stack depth", 11) && line[0] != ';') {
+			keep[0] = keep[1], klen[0] = klen[1];
+			keep[1] = keep[2], klen[1] = klen[2];
+			keep[2] = line, klen[2] = n;
+		}
+		line += n + 1;
 	}
 	size_t k = 0;
-	for (size_t i = start; i < n && k < sizeof(out) - 1; i++) out[k++] = logbuf[i] == '\n' ? ' ' : logbuf[i];
+	for (int i = 0; i < 3; i++) {
+		if (!keep[i]) continue;
+		for (size_t j = 0; j < klen[i] && k < sizeof(out) - 3; j++) out[k++] = keep[i][j];
+		if (k < sizeof(out) - 3) out[k++] = ';', out[k++] = ' ';
+	}
 	out[k] = 0;
 	return out;
 }
@@ -125,7 +135,10 @@ static struct bpf_object *load(const char *objpath, char *maps, const char *prog
 		}
 	}
 	free(copy);
-	if (bpf_object__load(obj)) fail(2, "the kernel refused %s (%s): %s", objpath, strerror(errno), log_tail());
+	if (bpf_object__load(obj)) {
+		if (getenv("DPLAB_BPF_LOG")) fputs(logbuf, stderr); /* the whole verifier log */
+		fail(2, "the kernel refused %s (%s): %s", objpath, strerror(errno), log_tail());
+	}
 	struct bpf_program *p = bpf_object__find_program_by_name(obj, progname);
 	if (!p) fail(1, "no program %s in %s", progname, objpath);
 	*prog_fd = bpf_program__fd(p);

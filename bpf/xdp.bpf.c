@@ -98,7 +98,7 @@ static __always_inline int take(struct pkt *p, struct rate_config *rc)
 	return 0;
 }
 
-static __always_inline int xdp_stage(struct pkt *p)
+static __always_inline int xdp_stage(struct pkt *p, void *data, void *end)
 {
 	if (p->family == 0) return 0;
 	if (listed(p, p->src) == BLOCK) return 1;

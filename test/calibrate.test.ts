@@ -1,7 +1,8 @@
 /**
  * dplab calibrate: the kernel models in bpf/ decide as dplab's stages do, packet for packet, on
  * every shipped capture (xdp with block and allow lists that drop some packets, its per-source
- * rate limit, and the policy rules evaluated per packet), and a missing tool is one clear line.
+ * rate limit, conntrack with its INVALID drops, and the policy rules evaluated per packet), and a
+ * missing tool is one clear line.
  *
  * These tests load BPF programs: they need root, clang and libbpf-dev (CI runs as root on Debian:
  * apt-get install clang libbpf-dev). Without them they FAIL, saying what is missing; they never
@@ -107,7 +108,7 @@ describe('calibrate: kernel models against dplab', () => {
     needsKernel();
   });
 
-  it('xdp (block lists) and policy (rules per packet) decide as dplab on every shipped capture', () => {
+  it('xdp (block lists), conntrack (states, INVALID drops) and policy (rules per packet) decide as dplab on every shipped capture', () => {
     needsKernel();
     const drops: Record<string, number> = {};
     let captures = 0;
@@ -122,7 +123,7 @@ describe('calibrate: kernel models against dplab', () => {
     }
     expect(captures).toBeGreaterThan(50);
     // The lists and rules drop some packets and pass others: both verdicts were compared.
-    for (const k of ['lists xdp', 'lists policy', 'stateless xdp', 'stateless policy']) expect(drops[k], k).toBeGreaterThan(0);
+    for (const k of ['lists xdp', 'lists conntrack', 'lists policy', 'stateless xdp', 'stateless policy']) expect(drops[k], k).toBeGreaterThan(0);
   }, 600_000);
 
   it('the per-source rate limit (LRU hash, capture clock in skb->tstamp) drops the same packets', () => {
@@ -145,15 +146,19 @@ describe('calibrate: kernel models against dplab', () => {
     const r = calibrate({ file: join(CAPTURES, 'large/ppp_many-protocols.pcap'), profile: 'ebpf', runs: 2, passes: 2, repeat: 10, xdpSample: 16 });
     check(r, 'ppp_many-protocols');
     const modelled = r.stages.filter((s) => s.model !== null);
-    expect(modelled.map((s) => s.type).sort()).toEqual(['policy', 'xdp']);
+    expect(modelled.map((s) => s.type).sort()).toEqual(['conntrack', 'policy', 'xdp']);
     for (const s of modelled) {
-      expect(s.xdpSample?.verdictsAgree, s.stage).toBe(true);
+      // Stateless models also run their XDP build on a sample; conntrack splits first and later packets.
+      if (s.type === 'conntrack') {
+        expect(s.firstPackets).toBeGreaterThan(0);
+        expect(s.firstNs).toBeGreaterThan(0);
+        expect(s.laterNs).toBeGreaterThan(0);
+      } else expect(s.xdpSample?.verdictsAgree, s.stage).toBe(true);
       expect(s.kernelNs, s.stage).toBeGreaterThan(0);
       expect(s.floorNs, s.stage).toBeGreaterThan(0);
       expect(s.dplabNs, s.stage).toBeGreaterThan(0);
       expect(s.ratio, s.stage).toBeCloseTo(s.dplabNs! / s.kernelNs!, 6);
     }
-    expect(r.stages.find((s) => s.type === 'conntrack')?.model).toBeNull();
   }, 300_000);
 });
 

@@ -37,11 +37,12 @@ import { loadProfile, pipelineText, type Profile } from '../pipeline/profile.js'
 import { buildStages } from '../pipeline/registry.js';
 import { runCapture, type RunReport } from '../pipeline/run.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
+import { ConntrackStage } from '../stages/conntrack.js';
 import { PolicyStage, policyConfig } from '../stages/policy.js';
 import { xdpConfig } from '../stages/xdp.js';
 import '../stages/index.js';
 import { build, CalibrateSetupError, checkSetup, runProgram, type Built, type KernelRun } from './kernel.js';
-import { policyMaps, xdpMaps } from './maps.js';
+import { conntrackMaps, policyMaps, xdpMaps } from './maps.js';
 
 export interface CalibrateOptions {
   file: string;
@@ -78,6 +79,8 @@ export interface StageCalibration {
   dplabDropped: number;
   kernelDropped: number | null;
   agree: number | null;
+  /** Packets the kernel model does not decide for (passed, not compared): conntrack's ICMP errors quoting IPv6 extension headers or a later fragment. */
+  notModelled?: number;
   /** Kernel ns/packet (median over passes of the mean over packets), and the floor the same way. */
   kernelNs: number | null;
   floorNs: number | null;
@@ -114,9 +117,14 @@ export interface CalibrationReport {
   mismatches: number;
 }
 
-/** The tc builds' return values (TC_ACT_OK, TC_ACT_SHOT), as the programs in bpf/ return them. */
+/**
+ * The tc builds' return values (TC_ACT_OK, TC_ACT_SHOT), as the programs in bpf/ return them, and
+ * the conntrack model's own passes: a flow was created; not modelled (passed, not compared).
+ */
 const TC_OK = 0;
 const TC_SHOT = 2;
+const TC_CREATED = 102;
+const TC_NOT_MODELLED = 103;
 /** Packets of the sample the XDP builds run on (each test run of an XDP program costs milliseconds). */
 const XDP_SAMPLE = 32;
 
@@ -199,6 +207,8 @@ interface Model {
   standalone: PolicyStage | null;
   standaloneNs: number[];
   standalonePackets: number;
+  /** conntrack: "first" is the packet that created its flow (the kernel model says which). */
+  flowFirst?: boolean;
   /** First-packet keys seen (stateful models). */
   seen: Set<string>;
 }
@@ -245,7 +255,7 @@ class Tap implements Stage {
       for (const i of this.seen) {
         m.records.add(b, i);
         m.records.num.push(b.num[i]!);
-        if (m.stateful) {
+        if (m.stateful && !m.flowFirst) {
           const k = sourceKey(b, i);
           m.records.first.push(m.seen.has(k) ? 0 : 1);
           m.seen.add(k);
@@ -323,6 +333,14 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
         note: cfg.rateLimit
           ? `LPM maps of ${cfg.prefixes.length} prefixes, token bucket per source in an LRU hash (${cfg.rateLimit.text}); once per packet, state kept across packets`
           : `LPM maps of ${cfg.prefixes.length} prefixes; stateless: ${repeat} kernel runs per packet`,
+      });
+    } else if (type === 'conntrack') {
+      const ct = new ConntrackStage(section).ct.config;
+      const dropInvalid = section.choice('invalid', ['drop', 'accept'] as const, 'drop') === 'drop';
+      models.push({
+        ...base, object: 'conntrack', program: 'conntrack_stage', maps: conntrackMaps(ct, dropInvalid), stateful: true, standalone: null,
+        flowFirst: true,
+        note: `flows in an LRU hash of ${ct.capacity} entries, nf_conntrack's TCP state table, timeouts on the capture's clock; once per packet, state kept across packets`,
       });
     } else if (type === 'policy') {
       const cfg = policyConfig(section);
@@ -423,7 +441,7 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       out.push({
         stage: name, type, model: null, packets: row?.packets ?? 0, dplabDropped: row?.dropped ?? 0, kernelDropped: null, agree: null,
         kernelNs: null, floorNs: null, dplabNs: dplabPipelineNs, ratio: null, mismatches: [],
-        note: type === 'conntrack' ? 'no kernel model yet (bpf/ has none for conntrack)' : `no kernel model for a ${type} stage`,
+        note: `no kernel model for a ${type} stage`,
       });
       continue;
     }
@@ -449,12 +467,18 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
     }
     const mismatches: Mismatch[] = [];
     let kernelDropped = 0;
+    let notModelled = 0;
+    let dplabDropped = 0;
+    const first: number[] = m.flowFirst ? [] : r.first;
     for (let i = 0; i < r.count; i++) {
       const rv = k!.retval[i]!;
+      if (m.flowFirst) first.push(rv === TC_CREATED ? 1 : 0);
+      if (rv === TC_NOT_MODELLED) { notModelled++; continue; }
       const kDrop = rv === TC_SHOT;
       if (kDrop) kernelDropped++;
       const dDrop = r.dplabDrop[i] === 1;
-      if (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK)) {
+      if (dDrop) dplabDropped++;
+      if (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK && rv !== TC_CREATED)) {
         mismatches.push({
           packet: r.num[i]!, stage: name,
           dplab: dDrop ? `drop (${r.dplabReason[i]})` : 'pass',
@@ -468,14 +492,14 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
     const kernelNs = k ? perPass(k) : null;
     const c: StageCalibration = {
       stage: name, type, model: `bpf/${m.object}.bpf.c`, note: m.note, packets: r.count,
-      dplabDropped: r.dplabDrop.reduce((a, x) => a + x, 0), kernelDropped, agree: r.count - mismatches.length,
+      dplabDropped, kernelDropped, agree: r.count - notModelled - mismatches.length, notModelled,
       kernelNs, floorNs: floor ? perPass(floor) : null, dplabNs,
       ratio: kernelNs && dplabNs ? dplabNs / kernelNs : null, mismatches,
     };
     if (m.stateful && k) {
-      c.firstNs = perPass(k, (i) => r.first[i] === 1);
-      c.laterNs = perPass(k, (i) => r.first[i] === 0);
-      c.firstPackets = r.first.reduce((a, x) => a + x, 0);
+      c.firstNs = perPass(k, (i) => first[i] === 1);
+      c.laterNs = perPass(k, (i) => first[i] === 0);
+      c.firstPackets = first.reduce((a, x) => a + x, 0);
     }
     if (m.standalone) c.dplabPipelineNs = dplabPipelineNs;
     if (xdpSample) c.xdpSample = xdpSample;

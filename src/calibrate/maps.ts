@@ -6,6 +6,7 @@
  */
 import { endianness } from 'node:os';
 import { Action, RuleTable, type Rule } from '../policy/rules.js';
+import type { ConntrackConfig } from '../conntrack/tracker.js';
 import type { XdpConfig } from '../stages/xdp.js';
 
 const LE = endianness() === 'LE';
@@ -87,4 +88,16 @@ export function policyMaps(rules: Rule[], defaultAction: number): string {
   const c = new Bytes(8).u32(0, t.count).u32(4, defaultAction === Action.DROP ? Action.DROP : Action.ACCEPT);
   lines.push(`set config ${new Bytes(4).hex()} ${c.hex()}`);
   return lines.join('\n') + '\n';
+}
+
+const ns = (seconds: number): bigint => BigInt(Math.round(seconds * 1e9));
+
+/** conntrack.bpf.c: `flows` sized to the table's capacity, `ct_config` (timeouts in ns, loose, invalid). */
+export function conntrackMaps(cfg: ConntrackConfig, dropInvalid: boolean): string {
+  const t = cfg.timeouts;
+  const c = new Bytes(120);
+  for (let s = 0; s < 10; s++) c.u64(8 * s, ns(t.tcp[s]!));
+  c.u64(80, ns(t.udp)).u64(88, ns(t.udpStream)).u64(96, ns(t.icmp)).u64(104, ns(t.generic));
+  c.u32(112, cfg.loose ? 1 : 0).u32(116, dropInvalid ? 1 : 0);
+  return `max flows ${cfg.capacity}\nset ct_config ${new Bytes(4).hex()} ${c.hex()}\n`;
 }

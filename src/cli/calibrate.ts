@@ -14,8 +14,9 @@ stage: the kernel's own ns/packet, dplab's ns/packet on the same packets, their 
 packet whose verdict differs between the two (there should be none: each is a bug on one side).
 
 Kernel models: xdp (LPM maps of the block/allow lists; a token bucket per source in an LRU hash
-when the profile sets a rate limit) and policy (the rules scanned in order for every packet).
-conntrack has no kernel model yet: its dplab figure is shown alone. Nothing is attached to an
+when the profile sets a rate limit), conntrack (an LRU hash of flows with nf_conntrack's TCP state
+table, as Calico's) and policy (the rules scanned in order for every packet). Other stages have
+none yet: their dplab figure is shown alone. Nothing is attached to an
 interface; the programs only see the packets given to them.
 
 Needs: root, clang, a C compiler and libbpf's headers (Debian: apt-get install clang libbpf-dev);
@@ -99,8 +100,9 @@ export function renderCalibration(r: CalibrationReport): string {
   for (const s of r.stages) {
     lines.push(`${s.stage}: ${s.model ? `${s.model}: ` : ''}${s.note}`);
     if (s.firstNs !== undefined) {
-      lines.push(`  kernel, first packet of a source (${s.firstPackets}): ${f1(s.firstNs)} ns; later packets: ${f1(s.laterNs)} ns${s.firstNs && s.laterNs ? ` (${(s.firstNs / s.laterNs).toFixed(2)}x)` : ''}; dplab times whole batches, not single packets`);
+      lines.push(`  kernel, first packet of a ${s.type === 'conntrack' ? 'flow' : 'source'} (${s.firstPackets}): ${f1(s.firstNs)} ns; later packets: ${f1(s.laterNs)} ns${s.firstNs && s.laterNs ? ` (${(s.firstNs / s.laterNs).toFixed(2)}x)` : ''}; dplab times whole batches, not single packets`);
     }
+    if (s.notModelled) lines.push(`  ${s.notModelled} packets the model does not decide for (passed, not compared)`);
     if (s.xdpSample) {
       const x = s.xdpSample;
       lines.push(`  at the XDP hook (the same program built for XDP, first ${x.packets} packets): ${f1(x.xdpNs)} ns/packet; its tc build on them ${f1(x.tcNs)}; verdicts ${x.verdictsAgree ? 'agree' : 'DIFFER'}`);
