@@ -339,6 +339,37 @@ for seq in range(10):
       await server.stop('SIGKILL');
     }
   });
+
+  it('a socket buffer that overflows loses packets, and says so: read + kernel drops = sent', async () => {
+    if (unavailable) throw new Error(`cannot run the live tests: ${unavailable}`);
+    // 100k TCP packets of dplab gen, addressed to the namespace, while dplab is stopped: more
+    // than one socket's buffer holds. The namespace's answers are dropped before they leave.
+    const n = net!;
+    for (const k of ['all', 'default', n.inside]) n.exec('sysctl', '-qw', `net.ipv4.conf.${k}.rp_filter=0`);
+    n.ip('-n', n.ns, 'route', 'add', 'default', 'dev', n.inside);
+    n.exec('iptables', '-t', 'raw', '-A', 'OUTPUT', '-j', 'DROP');
+    const gen = join(dir, 'flood.pcap');
+    const local = join(dir, 'flood-local.pcap');
+    sh(process.execPath, [DPLAB, 'gen', gen, '--packets', '100000', '--ipv6', '0', '--vlan', '0', '--udp', '0']);
+    sh('tcprewrite', [`--enet-dmac=${n.insideMac}`, '--dstipmap=0.0.0.0/0:10.201.0.2/32', '--fixcsum', '-i', gen, '-o', local]);
+    const live = new Proc('ip', ['netns', 'exec', n.ns, process.execPath, DPLAB, 'live', n.inside, '--capture', 'raw', '--no-status', '--json', '-']);
+    await live.ready(/capturing on/, 'dplab live');
+    process.kill(live.child.pid!, 'SIGSTOP');
+    let sent = 0;
+    try {
+      const out = sh('tcpreplay', ['-t', '-i', n.outside, local]);
+      sent = Number(/Actual: (\d+) packets/.exec(out)?.[1]);
+      await sleep(300);
+    } finally {
+      process.kill(live.child.pid!, 'SIGCONT');
+    }
+    await sleep(1500);
+    expect(await live.stop()).toBe(0);
+    const r = JSON.parse(live.stdout);
+    expect(sent).toBe(100000);
+    expect(r.live.kernel.drops).toBeGreaterThan(0);
+    expect(r.capture.packets + r.live.kernel.drops).toBe(sent);
+  });
 });
 
 describe('dplab live: what it cannot do, in one line', () => {

@@ -142,7 +142,9 @@ async function main(): Promise<void> {
     // time from SIGCONT to its exit (--count: all read) is the drain time plus a fixed cost
     // (report, exit), which the difference between a small and a large queue cancels.
     console.log('drain: packets queued while dplab was stopped, then read; rate = extra packets / extra time between a small and a large queue');
-    for (const [capture, small, large, extra] of [['packet', Math.floor(PACKETS / 10), PACKETS, ['--ring-mb', '2048']], ['raw', 5000, 20000, []]] as const) {
+    const rings = (process.argv.includes('--rings') ? process.argv[process.argv.indexOf('--rings') + 1]! : '512').split(',');
+    const paths: [string, number, number, string[]][] = [...rings.map((mb): [string, number, number, string[]] => ['packet', Math.floor(PACKETS / 10), PACKETS, ['--ring-mb', mb]]), ['raw', 5000, 20000, []]];
+    for (const [capture, small, large, extra] of paths) {
       const files = [small, large].map((n) => {
         const f = join(dir, `first${n}.pcap`);
         sh('editcap', ['-r', file, f, `1-${n}`]);
@@ -158,7 +160,7 @@ async function main(): Promise<void> {
         }
       }
       const rate = (large - small) / (median(times[1]!) - median(times[0]!));
-      console.log(`  ${capture.padEnd(7)} ${small.toLocaleString('en-US')} / ${large.toLocaleString('en-US')} packets in ${median(times[0]!).toFixed(3)} / ${median(times[1]!).toFixed(3)} s: `
+      console.log(`  ${capture.padEnd(7)} ${extra.join(' ').padEnd(14)} ${small.toLocaleString('en-US')} / ${large.toLocaleString('en-US')} packets in ${median(times[0]!).toFixed(3)} / ${median(times[1]!).toFixed(3)} s: `
         + `${Math.round(rate).toLocaleString('en-US')} packets/s (${(rate / replayPps).toFixed(2)}x replay)${lost ? `, ${lost} lost or dropped` : ''}`);
     }
     // Overflow: a 1 MiB ring while dplab is stopped must lose packets, and say so: read + kernel drops = sent.

@@ -6,7 +6,6 @@
  * copy) and its blocks go back to the kernel when the batch is released. With several sockets in
  * one PACKET_FANOUT group (FANOUT_HASH) the kernel spreads flows over them by a symmetric hash.
  */
-import type { PacketSource } from '../capture/source.js';
 import { LinkType } from '../capture/linktype.js';
 import type { Batch } from '../packet/batch.js';
 import {
@@ -315,5 +314,3 @@ export class PacketRingSource implements LiveSource {
     if (this.fd >= 0) this.libc.close(this.fd);
   }
 }
-
-export type { PacketSource };
