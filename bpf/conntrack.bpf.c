@@ -10,8 +10,8 @@
  * the timeout, ignored packets, loose pick-up), UDP (stream after 2 s with a reply), other
  * protocols, ICMP/ICMPv6 queries (identifier as ports, replies without a request INVALID, ND/MLD
  * untracked), ICMP errors quoting an IPv4 packet or an IPv6 one without extension headers
- * (RELATED to the quoted flow, else INVALID). Later fragments pass untracked (dplab follows the
- * first fragment's flow but never drops them). Not modelled: a full table (dplab evicts a
+ * (RELATED to the quoted flow, else INVALID), later fragments (counted on the flow of their first
+ * fragment, found by addresses, protocol and IP id; never dropped). Not modelled: a full table (dplab evicts a
  * non-assured entry nearby, the LRU hash its least recently used one); ICMPv6 errors quoting
  * extension headers (returned as "not modelled").
  *
@@ -76,6 +76,17 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ct_config);
 } ct_config SEC(".maps");
+
+/* A first fragment's datagram -> its flow and direction, for the later fragments. */
+struct frag_key { __u32 src[4], dst[4]; __u32 id; __u8 family, proto; __u16 pad; };
+struct frag_val { struct ct_key flow; __u32 dir; };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct frag_key);
+	__type(value, struct frag_val);
+} fragments SEC(".maps");
 
 /* nf_conntrack's tcp_conntracks[dir][class][state] (tcp.ts TCP_TRANSITIONS) */
 #define sSS 1
@@ -343,16 +354,65 @@ static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *
 	return r;
 }
 
-static __always_inline int conntrack_stage(struct pkt *p, void *data, void *end)
+static __always_inline void frag_key_of(struct frag_key *fk, struct pkt *p)
 {
-	if (p->family == 0) return PASS;            /* untracked */
-	if (p->frag == FRAG_LATER) return PASS;     /* follows its first fragment; never dropped */
-	__u32 zero = 0;
-	struct ct_config *c = bpf_map_lookup_elem(&ct_config, &zero);
-	if (!c) return PASS;
+	__builtin_memset(fk, 0, sizeof(*fk));
+	__builtin_memcpy(fk->src, p->src, 16);
+	__builtin_memcpy(fk->dst, p->dst, 16);
+	fk->id = p->ipid;
+	fk->family = p->family;
+	fk->proto = p->proto;
+}
+
+/* A later fragment: counted on its first fragment's flow when that flow is still there. */
+static __always_inline int follow_fragment(struct pkt *p)
+{
+	struct frag_key fk;
+	frag_key_of(&fk, p);
+	struct frag_val *f = bpf_map_lookup_elem(&fragments, &fk);
+	if (!f) return PASS;
+	struct ct_val *v = bpf_map_lookup_elem(&flows, &f->flow);
+	if (v && !(v->expires < p->now)) v->packets[f->dir & 1]++;
+	return PASS;
+}
+
+static __always_inline int track(struct pkt *p, struct ct_config *c, void *data, void *end)
+{
 	if (p->proto == 6) return track_tcp(p, c, data, end);
 	if (p->proto == 1 || p->proto == 58) return track_icmp(p, c, data, end);
 	return track_other(p, c);
+}
+
+static __always_inline int conntrack_stage(struct pkt *p, void *data, void *end)
+{
+	if (p->family == 0) return PASS; /* untracked */
+	if (p->frag == FRAG_LATER) return follow_fragment(p);
+	__u32 zero = 0;
+	struct ct_config *c = bpf_map_lookup_elem(&ct_config, &zero);
+	if (!c) return PASS;
+	int r = track(p, c, data, end);
+	if (p->frag == FRAG_FIRST && (r == PASS || r == CREATED)) {
+		/* remember the datagram's flow (a tracked packet: not ND/MLD, not an ICMP error) */
+		struct ct_key k;
+		int from_a;
+		__u16 sp = p->sport, dp = p->dport;
+		if (p->proto == 1 || p->proto == 58) {
+			__u8 *ih = data + (p->l4 & 0xfff);
+			if ((void *)(ih + 6) > end) return r;
+			__u8 type = ih[0];
+			if (is_icmp_error(p->proto == 58, type) || (p->proto == 58 && ((type >= 130 && type <= 137) || type == 143)))
+				return r;
+			sp = dp = (__u16)ih[4] << 8 | ih[5];
+		}
+		make_key(&k, p->family, p->proto, p->src, p->dst, sp, dp, &from_a);
+		struct ct_val *v = bpf_map_lookup_elem(&flows, &k);
+		if (!v) return r;
+		struct frag_key fk;
+		frag_key_of(&fk, p);
+		struct frag_val fv = { .flow = k, .dir = from_a == v->orig_is_a ? 0 : 1 };
+		bpf_map_update_elem(&fragments, &fk, &fv, BPF_ANY);
+	}
+	return r;
 }
 
 DPLAB_PROGRAMS(conntrack_stage)

@@ -31,6 +31,7 @@ struct pkt {
 	__u16 sport;
 	__u16 dport;
 	__u32 l4;       /* offset of the L4 header from the frame's start */
+	__u32 ipid;     /* IPv4 identification or IPv6 fragment identification */
 };
 
 static __always_inline int is_generic_ext(__u8 nh)
@@ -54,6 +55,7 @@ static __always_inline void parse(void *data, void *end, struct pkt *p)
 		p->src[0] = bpf_ntohl(*(__u32 *)(ip + 12));
 		p->dst[0] = bpf_ntohl(*(__u32 *)(ip + 16));
 		p->proto = ip[9];
+		p->ipid = bpf_ntohs(*(__u16 *)(ip + 4));
 		__u16 fo = bpf_ntohs(*(__u16 *)(ip + 6));
 		if (fo & 0x1fff) p->frag = FRAG_LATER;
 		else if (fo & 0x2000) p->frag = FRAG_FIRST;
@@ -77,6 +79,7 @@ static __always_inline void parse(void *data, void *end, struct pkt *p)
 			else if (nh == 51) len = ((__u32)h[1] + 2) << 2;
 			else if (nh == 44) {
 				__u16 fo = ((__u16)h[2] << 8 | h[3]) >> 3;
+				p->ipid = bpf_ntohl(*(__u32 *)(h + 4));
 				if (fo) p->frag = FRAG_LATER;
 				else if (h[3] & 1) p->frag = FRAG_FIRST;
 				len = 8;

@@ -100,8 +100,14 @@ function check(r: CalibrationReport, file: string): void {
     // Every packet's verdict agrees; the message names them if not.
     expect(s.mismatches.map((m) => `${file} #${m.packet} ${m.packetSummary}: dplab ${m.dplab}, kernel ${m.kernel}`), `${file} ${s.stage}`).toEqual([]);
     expect(s.kernelDropped, `${file} ${s.stage}`).toBe(s.dplabDropped);
+    // conntrack: the flows live at the end are the same, with the same states and packets each way.
+    if (s.flowsAtEnd) {
+      expect(s.flowsAtEnd.differ, `${file} flows at the end`).toEqual([]);
+      flowsCompared += s.flowsAtEnd.dplab;
+    }
   }
 }
+let flowsCompared = 0;
 
 describe('calibrate: kernel models against dplab', () => {
   it('has what it needs: root, clang, libbpf-dev (CI: apt-get install clang libbpf-dev)', () => {
@@ -122,6 +128,7 @@ describe('calibrate: kernel models against dplab', () => {
       }
     }
     expect(captures).toBeGreaterThan(50);
+    expect(flowsCompared).toBeGreaterThan(100);
     // The lists and rules drop some packets and pass others: both verdicts were compared.
     for (const k of ['lists xdp', 'lists conntrack', 'lists policy', 'stateless xdp', 'stateless policy']) expect(drops[k], k).toBeGreaterThan(0);
   }, 600_000);

@@ -28,7 +28,7 @@
  * own policy figure (once per flow) is given beside it.
  */
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { release, tmpdir } from 'node:os';
+import { endianness, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Verdict, type Batch } from '../packet/batch.js';
@@ -37,6 +37,8 @@ import { loadProfile, pipelineText, type Profile } from '../pipeline/profile.js'
 import { buildStages } from '../pipeline/registry.js';
 import { runCapture, type RunReport } from '../pipeline/run.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
+import { TCP_STATE_NAMES } from '../conntrack/tcp.js';
+import type { FlowRecord } from '../pipeline/flowlog.js';
 import { ConntrackStage } from '../stages/conntrack.js';
 import { PolicyStage, policyConfig } from '../stages/policy.js';
 import { xdpConfig } from '../stages/xdp.js';
@@ -97,6 +99,11 @@ export interface StageCalibration {
    * packets (the per-packet runs use the tc build; see bpf/parse.h), and whether their verdicts agree.
    */
   xdpSample?: { packets: number; xdpNs: number | null; tcNs: number | null; verdictsAgree: boolean };
+  /**
+   * conntrack: the flows live when the input ended (not past their timeout), in dplab's table and
+   * in the kernel's map after the last pass, with every flow whose state or packet counts differ.
+   */
+  flowsAtEnd?: { dplab: number; kernel: number; differ: string[] };
   /** policy: dplab's pipeline figure (decided once per flow behind conntrack). */
   dplabPipelineNs?: number;
   mismatches: Mismatch[];
@@ -138,7 +145,7 @@ class RecordFile {
   private used = 0;
   count = 0;
   /** Whole seconds of the first packet. */
-  private base = -1;
+  base = -1;
   readonly num: number[] = [];
   readonly dplabDrop: number[] = [];
   readonly dplabReason: string[] = [];
@@ -172,10 +179,7 @@ class RecordFile {
     // Time in ns from 2^30 s before the first packet's second: programs only take differences,
     // and the shift keeps a capture's odd early or huge timestamps inside 64 bits.
     if (this.base < 0) this.base = b.tsSec[i]!;
-    let ns = (BigInt(b.tsSec[i]! - this.base) + (1n << 30n)) * 1000000000n + BigInt(b.tsNsec[i]!);
-    if (ns < 0n) ns = 0n;
-    if (ns >= 1n << 64n) ns = (1n << 64n) - 1n;
-    c.writeBigUInt64LE(ns, at + 8);
+    c.writeBigUInt64LE(clampNs((BigInt(b.tsSec[i]! - this.base) + (1n << 30n)) * 1000000000n + BigInt(b.tsNsec[i]!)), at + 8);
     c.writeUInt16BE(type, at + 16 + 12);
     c.set(b.bytes.subarray(start, end), at + 16 + 14);
     this.used += rec;
@@ -209,6 +213,9 @@ interface Model {
   standalonePackets: number;
   /** conntrack: "first" is the packet that created its flow (the kernel model says which). */
   flowFirst?: boolean;
+  /** The latest time of any packet in the batches the stage was called with (its clock at the end). */
+  endSec: number;
+  endNsec: number;
   /** First-packet keys seen (stateful models). */
   seen: Set<string>;
 }
@@ -250,7 +257,11 @@ class Tap implements Stage {
     const m = this.model;
     const n = b.count;
     this.seen = [];
-    for (let i = 0; i < n; i++) if (b.verdict[i] === Verdict.PASS) this.seen.push(i);
+    for (let i = 0; i < n; i++) {
+      if (b.verdict[i] === Verdict.PASS) this.seen.push(i);
+      const sec = b.tsSec[i]!;
+      if (sec > m.endSec || (sec === m.endSec && b.tsNsec[i]! > m.endNsec)) { m.endSec = sec; m.endNsec = b.tsNsec[i]!; }
+    }
     if (this.collect) {
       for (const i of this.seen) {
         m.records.add(b, i);
@@ -322,7 +333,7 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
   profile.stages.forEach((name, index) => {
     const type = profile.types[index]!;
     const section = profile.sections.get(name)!;
-    const base = { index, name, type, records: new RecordFile(join(work, `${name}.bin`)), standaloneNs: [], standalonePackets: 0, seen: new Set<string>() };
+    const base = { index, name, type, records: new RecordFile(join(work, `${name}.bin`)), standaloneNs: [], standalonePackets: 0, seen: new Set<string>(), endSec: -1, endNsec: 0 };
     if (type === 'xdp') {
       const cfg = xdpConfig(section);
       if (cfg.rateLimit && !Number.isInteger(cfg.rateLimit.rate)) {
@@ -363,6 +374,8 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
   // its own row in the runner's table keeps it out of the stage's figure. Run 0 collects (and
   // warms the JIT up); the figures are the medians of runs 1..runs.
   const stageNs = new Map<string, number[]>();
+  /** The flows dplab's conntrack held, unexpired, when the input ended. */
+  const endFlows: FlowRecord[] = [];
   let last: RunReport | null = null;
   let packets = 0;
   let malformed = 0;
@@ -394,7 +407,8 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
         }
       }
     };
-    const { report } = runCapture({ file: opts.file, profile: profile.name, stages, timing: true, onBatch });
+    const onFlow = collect ? (f: FlowRecord): void => { if (f.end === 'end-of-input') endFlows.push(f); } : undefined;
+    const { report } = runCapture({ file: opts.file, profile: profile.name, stages, timing: true, onBatch, onFlow });
     if (run > 0) {
       for (const row of report.stages) {
         const xs = stageNs.get(row.name) ?? [];
@@ -452,7 +466,7 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
     let xdpSample: StageCalibration['xdpSample'];
     if (r.count > 0) {
       writeFileSyncSafe(mapsFile, m.maps);
-      k = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile });
+      k = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile, dump: m.flowFirst ? 'flows' : undefined });
       floor = runProgram({ built, object: 'empty', program: 'empty_tc', packets: r.path, results, repeat: rep, passes });
       if (!m.stateful && (opts.xdpSample ?? XDP_SAMPLE) > 0) {
         // The same model at the XDP hook, on a sample: the hook the stage models, one test run at a time.
@@ -502,6 +516,10 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       c.firstPackets = first.reduce((a, x) => a + x, 0);
     }
     if (m.standalone) c.dplabPipelineNs = dplabPipelineNs;
+    if (m.flowFirst && k) {
+      c.flowsAtEnd = compareFlows(endFlows, k.dumped, endClock(m));
+      total += c.flowsAtEnd.differ.length;
+    }
     if (xdpSample) c.xdpSample = xdpSample;
     out.push(c);
   }
@@ -513,6 +531,53 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
   };
 }
 
+/** The stage's clock at the end in the model's time (ns, shifted as RecordFile shifts it). */
+function endClock(m: Model): bigint {
+  if (m.records.base < 0 || m.endSec < 0) return 0n;
+  return clampNs((BigInt(m.endSec - m.records.base) + (1n << 30n)) * 1000000000n + BigInt(m.endNsec));
+}
+
+const MAX_NS = (1n << 64n) - 1n;
+function clampNs(ns: bigint): bigint {
+  return ns < 0n ? 0n : ns > MAX_NS ? MAX_NS : ns;
+}
+
+const flowText = (proto: number, family: number, src: ArrayLike<number>, sport: number, dst: ArrayLike<number>, dport: number): string =>
+  `${protoName(proto)} ${ipToString(family, src, 0)}:${sport} -> ${ipToString(family, dst, 0)}:${dport}`;
+
+/** dplab's live flows at the end against the kernel map's entries not past their timeout. */
+function compareFlows(dplab: FlowRecord[], dumped: [string, string][], now: bigint): { dplab: number; kernel: number; differ: string[] } {
+  const kernel = new Map<string, string>();
+  for (const [kh, vh] of dumped) {
+    const key = Buffer.from(kh, 'hex');
+    const val = Buffer.from(vh, 'hex');
+    const rd = (b: Buffer, at: number): number => (LE ? b.readUInt32LE(at) : b.readUInt32BE(at));
+    const a = [0, 1, 2, 3].map((w) => rd(key, 4 * w));
+    const bw = [0, 1, 2, 3].map((w) => rd(key, 16 + 4 * w));
+    const u16 = (at: number): number => (LE ? key.readUInt16LE(at) : key.readUInt16BE(at));
+    const u64 = (at: number): bigint => (LE ? val.readBigUInt64LE(at) : val.readBigUInt64BE(at));
+    if (u64(0) < now) continue; // past its timeout: dplab reports it timed out
+    const family = key[36]!;
+    const proto = key[37]!;
+    const origA = val[35] === 1;
+    const text = origA ? flowText(proto, family, a, u16(32), bw, u16(34)) : flowText(proto, family, bw, u16(34), a, u16(32));
+    const state = proto === 6 ? TCP_STATE_NAMES[val[32]!] ?? `state ${val[32]}` : val[33] ? 'replied' : 'unreplied';
+    kernel.set(text, `${state}${val[34] ? ' assured' : ''}, packets ${u64(16)}/${u64(24)}`);
+  }
+  const differ: string[] = [];
+  const seen = new Set<string>();
+  for (const f of dplab) {
+    const text = `${protoName(f.proto)} ${f.src}:${f.sport} -> ${f.dst}:${f.dport}`;
+    const d = `${f.state}${f.assured ? ' assured' : ''}, packets ${f.packets[0]}/${f.packets[1]}`;
+    seen.add(text);
+    const k = kernel.get(text);
+    if (k === undefined) differ.push(`${text}: dplab ${d}, not in the kernel's map`);
+    else if (k !== d) differ.push(`${text}: dplab ${d}, kernel ${k}`);
+  }
+  for (const [text, k] of kernel) if (!seen.has(text)) differ.push(`${text}: kernel ${k}, not in dplab's table`);
+  return { dplab: dplab.length, kernel: kernel.size, differ };
+}
+
 /** Bytes of the first `n` records of a packet file. */
 function sampleBytes(buf: Buffer, n: number): number {
   let at = 0;
@@ -521,6 +586,7 @@ function sampleBytes(buf: Buffer, n: number): number {
 }
 
 const XDP_DROP = 1;
+const LE = endianness() === 'LE';
 
 function writeFileSyncSafe(path: string, text: string): void {
   const fd = openSync(path, 'w');

@@ -102,6 +102,12 @@ export function renderCalibration(r: CalibrationReport): string {
     if (s.firstNs !== undefined) {
       lines.push(`  kernel, first packet of a ${s.type === 'conntrack' ? 'flow' : 'source'} (${s.firstPackets}): ${f1(s.firstNs)} ns; later packets: ${f1(s.laterNs)} ns${s.firstNs && s.laterNs ? ` (${(s.firstNs / s.laterNs).toFixed(2)}x)` : ''}; dplab times whole batches, not single packets`);
     }
+    if (s.flowsAtEnd) {
+      const f = s.flowsAtEnd;
+      lines.push(`  flows live at the end: dplab ${f.dplab}, kernel map ${f.kernel}; ${f.differ.length === 0 ? 'the same flows, states and packets each way' : `${f.differ.length} DIFFER`}`);
+      for (const d of f.differ.slice(0, 20)) lines.push(`  DIFFERS: flow ${d}`);
+      if (f.differ.length > 20) lines.push(`  ... and ${f.differ.length - 20} more (--json lists them all)`);
+    }
     if (s.notModelled) lines.push(`  ${s.notModelled} packets the model does not decide for (passed, not compared)`);
     if (s.xdpSample) {
       const x = s.xdpSample;
@@ -113,6 +119,6 @@ export function renderCalibration(r: CalibrationReport): string {
     if (s.mismatches.length > shown.length) lines.push(`  ... and ${s.mismatches.length - shown.length} more (--json lists them all)`);
   }
   lines.push('');
-  lines.push(r.mismatches === 0 ? 'Every verdict agrees.' : `${r.mismatches} packet verdicts differ: each is a bug in dplab or in the kernel model.`);
+  lines.push(r.mismatches === 0 ? 'Every verdict agrees.' : `${r.mismatches} packet verdicts or flows differ: each is a bug in dplab or in the kernel model.`);
   return lines.join('\n') + '\n';
 }
