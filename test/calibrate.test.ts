@@ -179,7 +179,7 @@ describe('dplab calibrate (command line)', () => {
     const r = run([join(CAPTURES, 'dns/dpkt_dns_icmp.pcap'), '--profile', LISTS, '--runs', '1', '--passes', '1', '--repeat', '5', '--json', json]);
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/stage\s+packets\s+kernel ns\/pkt\s+floor\s+dplab ns\/pkt\s+dplab\/kernel\s+verdicts/);
+    expect(r.stdout).toMatch(/stage\s+packets\s+kernel ns\/pkt\s+floor\s+model\s+dplab ns\/pkt\s+dplab\/kernel\s+dplab\/model\s+verdicts/);
     expect(r.stdout).toMatch(/^xdp\s+32\s/m);
     expect(r.stdout).toContain('Every verdict agrees.');
     const rep = JSON.parse(spawnSync('cat', [json], { encoding: 'utf8' }).stdout) as CalibrationReport;

@@ -90,6 +90,12 @@ export interface StageCalibration {
   dplabNs: number | null;
   /** dplab ns / kernel ns. */
   ratio: number | null;
+  /**
+   * The model's own work: kernel ns minus the floor (the floor is the parse and the test run's
+   * loop, which dplab's decode row and runner hold outside the stage's figure), and dplab ns over it.
+   */
+  modelNs?: number | null;
+  modelRatio?: number | null;
   /** Stateful models: the kernel's ns for the first packet of a source (or flow) and for later ones. */
   firstNs?: number | null;
   laterNs?: number | null;
@@ -510,6 +516,10 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       kernelNs, floorNs: floor ? perPass(floor) : null, dplabNs,
       ratio: kernelNs && dplabNs ? dplabNs / kernelNs : null, mismatches,
     };
+    if (kernelNs !== null && c.floorNs !== null) {
+      c.modelNs = kernelNs - c.floorNs;
+      c.modelRatio = c.modelNs > 0 && dplabNs ? dplabNs / c.modelNs : null;
+    }
     if (m.stateful && k) {
       c.firstNs = perPass(k, (i) => first[i] === 1);
       c.laterNs = perPass(k, (i) => first[i] === 0);

@@ -85,11 +85,13 @@ export function renderCalibration(r: CalibrationReport): string {
   const lines: string[] = [];
   lines.push(`dplab calibrate: ${r.file}, profile ${r.profile} (${r.pipeline})`);
   lines.push(`kernel ${r.kernel}, ${r.clang}; ${r.packets} packets${r.malformed ? ` (${r.malformed} malformed: dropped by the decoder, not sent)` : ''}${r.complete ? '' : ', capture damaged: calibrated up to the damage'}`);
-  lines.push(`dplab: median of ${r.method.dplabRuns} runs; kernel: median of ${r.method.kernelPasses} passes of the mean per packet (its own duration); floor: a program that only parses`);
+  lines.push(`dplab: median of ${r.method.dplabRuns} runs; kernel: median of ${r.method.kernelPasses} passes of the mean per packet (its own duration)`);
+  lines.push('floor: a program that only parses the packet, run the same way; model: kernel minus floor (dplab keeps decoding in its own row)');
   lines.push('');
-  const head = ['stage', 'packets', 'kernel ns/pkt', 'floor', 'dplab ns/pkt', 'dplab/kernel', 'verdicts'];
+  const head = ['stage', 'packets', 'kernel ns/pkt', 'floor', 'model', 'dplab ns/pkt', 'dplab/kernel', 'dplab/model', 'verdicts'];
+  const x = (v: number | null | undefined): string => (v ? `${v.toFixed(2)}x` : '-');
   const rows = r.stages.map((s) => [
-    s.stage, String(s.packets), f1(s.kernelNs), f1(s.floorNs), f1(s.dplabNs), s.ratio ? `${s.ratio.toFixed(2)}x` : '-',
+    s.stage, String(s.packets), f1(s.kernelNs), f1(s.floorNs), f1(s.modelNs), f1(s.dplabNs), x(s.ratio), x(s.modelRatio),
     s.model === null ? 'no kernel model' : s.mismatches.length === 0 ? `all agree (${s.dplabDropped} dropped)` : `${s.mismatches.length} DIFFER`,
   ]);
   const width = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
