@@ -1,9 +1,13 @@
-# iptables: conntrack first; the blocklist and the policy are one linear chain in the filter table, run once per flow
-pipeline: conntrack -> policy
+# iptables: conntrack first; kube-proxy's DNAT in the nat table (per packet, both directions); the blocklist and the policy are one linear chain in the filter table, run once per flow, on the backend address
+pipeline: conntrack -> dnat -> policy
 
 [conntrack]
 capacity: 256Ki          # nf_conntrack_max on a 16 GB host
 when-full: evict
+
+[dnat]
+# kube-proxy (iptables mode): KUBE-SERVICES -> KUBE-SVC-* -> KUBE-SEP-* DNAT in PREROUTING
+services: rules/services.txt
 
 [policy]
 evaluator: chain

@@ -1,3 +1,4 @@
+import { writeFileSync } from 'node:fs';
 import { standardOutput, writeAll } from '../capture/outfile.js';
 import { generateSynth, MAX_PAYLOAD, SYNTH_DEFAULTS, writeSynthPcap, type SynthOptions, type SynthSummary } from '../gen/synth.js';
 import { parseCommandLine } from './args.js';
@@ -41,6 +42,13 @@ Shape:
   --start TIME       first timestamp: seconds since 1970 or an ISO date (default ${new Date(D.startTime * 1000).toISOString()})
   --seed N           seed of the generator (default ${D.seed})
 
+Services (for the dnat and ctlb stages):
+  --services FILE    also write a service table that makes every server address and port of the
+                     traffic a service VIP (TCP 80/8080/8000, UDP 7777/40000, IPv4 and IPv6), each
+                     with --backends N backends in 10.88.0.0/16 / fd00:88::/32 (default 3), e.g.
+                     dplab gen svc.pcap --services svc.txt; then "[dnat] services: svc.txt"
+  --backends N       backends per service, 0-250 (0: services without endpoints)
+
 Examples:
   dplab gen small.pcap --flows 100
   dplab gen bench.pcap --packets 1000000 --payload 16 --attack 10%
@@ -52,6 +60,7 @@ export function genCommand(argv: string[]): number {
   const args = parseCommandLine('gen', argv, GEN_HELP, {
     flows: str, packets: str, 'packets-per-flow': str, ipv6: str, vlan: str, udp: str, rst: str, attack: str, scan: str,
     payload: str, concurrency: str, clients: str, servers: str, rate: str, start: str, seed: str,
+    services: str, backends: str,
   });
   if (!args) return Exit.OK;
   const { values, positionals } = args;
@@ -90,6 +99,15 @@ export function genCommand(argv: string[]): number {
     if (code) throw new UsageError(`cannot write ${file}: ${(e as Error).message.replace(/^\w+: /, '').replace(/, \w+ '.*'$/, '')}`, 'gen');
     throw e;
   }
+  if (values.services !== undefined) {
+    const backends = count('--backends', values.backends) ?? 3;
+    if (backends < 0 || backends > 250) throw new UsageError('--backends wants 0-250', 'gen');
+    try {
+      writeFileSync(values.services, synthServices(opts.servers ?? D.servers, backends));
+    } catch (e) {
+      throw new UsageError(`cannot write ${values.services}: ${(e as Error).message.replace(/^\w+: /, '')}`, 'gen');
+    }
+  } else if (values.backends !== undefined) throw new UsageError('--backends goes with --services FILE', 'gen');
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   const s = summary;
   const n = (x: number): string => x.toLocaleString('en-US');
@@ -97,6 +115,25 @@ export function genCommand(argv: string[]): number {
     + `  ${n(s.tcpFlows)} TCP flows (${n(s.rstFlows)} end with RST), ${n(s.udpFlows)} UDP flows, ${n(s.attackPackets)} attack SYN${s.attackPackets === 1 ? '' : 's'}${s.scanProbes ? `, ${n(s.scanProbes)} scan probes (SYN + RST)` : ''}; `
     + `${n(s.ipv6Packets)} IPv6 and ${n(s.vlanPackets)} VLAN-tagged packets; ${((s.lastMicros - s.firstMicros) / 1e6).toFixed(3)} s of traffic\n`);
   return Exit.OK;
+}
+
+/**
+ * The service table of gen's servers: each server port a VIP with `backends` backends; server s's
+ * backends are 10.88.s.1.. (fd00:88:0:s::1..) on the VIP port + 10000 (40000 - 10000).
+ */
+export function synthServices(servers: number, backends: number): string {
+  const lines = ['# dplab gen --services: every server port of the generated traffic as a service VIP'];
+  const be = (v6: boolean, s: number, k: number, port: number): string => (v6 ? `[fd00:88:0:${s.toString(16)}::${(k + 1).toString(16)}]:${port}` : `10.88.${s}.${k + 1}:${port}`);
+  for (const v6 of [false, true]) {
+    for (let s = 1; s <= servers; s++) {
+      const vip = v6 ? `[fd00:172:16::${s.toString(16)}]` : `172.16.0.${s}`;
+      for (const [proto, port] of [['tcp', 80], ['tcp', 8080], ['tcp', 8000], ['udp', 7777], ['udp', 40000]] as const) {
+        const target = port + 10000 > 65535 ? port - 10000 : port + 10000;
+        lines.push(`${proto} ${vip}:${port} ->${Array.from({ length: backends }, (_, k) => ` ${be(v6, s, k, target)}`).join('')}`);
+      }
+    }
+  }
+  return lines.join('\n') + '\n';
 }
 
 /** A whole number option; anything else is a usage error naming the option. */

@@ -50,10 +50,22 @@ export function renderReport(r: RunReport): string {
   // With workers, a row marked * ran in every worker on every packet: its packets count each
   // packet once per worker, which is what its time paid for.
   const everyWorker = (st: StageRow): boolean => r.workers !== undefined && st.allPackets === true;
-  s += table(['stage', 'calls', 'packets', 'dropped', 'ns/packet', 'packets/call', 'share of time'],
-    r.stages.map((st) => [everyWorker(st) ? `${st.name} *` : st.name, st.calls, st.packets, st.dropped, st.nsPerPacket.toFixed(1),
-      st.packetsPerCall.toFixed(1), pct(st.ns, r.stages.reduce((a, x) => a + x.ns, 0))]));
+  // Emulation rows (the application's side, e.g. ctlb's socket re-addressing) are not dataplane
+  // cost: shown apart, left out of the shares and the total.
+  const dataplane = r.stages.filter((st) => !st.emulation);
+  const emulated = r.stages.filter((st) => st.emulation);
+  const dpNs = dataplane.reduce((a, x) => a + x.ns, 0);
+  const row = (st: StageRow): (string | number)[] => [everyWorker(st) ? `${st.name} *` : st.name, st.calls, st.packets, st.dropped,
+    st.nsPerPacket.toFixed(1), st.packetsPerCall.toFixed(1), st.emulation ? 'emulation' : pct(st.ns, dpNs)];
+  s += table(['stage', 'calls', 'packets', 'dropped', 'ns/packet', 'packets/call', 'share of time'], [...dataplane, ...emulated].map(row));
   s += '\n';
+  if (emulated.length > 0) {
+    const inPackets = r.verdicts.packets;
+    s += `dataplane total: ${inPackets > 0 ? (dpNs / inPackets).toFixed(1) : '-'} ns per packet in (the rows above the emulation rows)\n`;
+    s += `emulation (${emulated.map((st) => st.name).join(', ')}): the capture holds the application's view (service addresses); these rows re-address\n`
+      + '  packets as a connected socket would have sent them. A real kernel pays that once per connect(), not per packet:\n'
+      + '  their cost is not part of the dataplane total.\n';
+  }
   if (r.stages.some(everyWorker)) {
     s += `* run by each of the ${r.workers} workers on every packet: packets counts each packet once per worker\n`;
   }

@@ -32,10 +32,12 @@
  *   ctr (f64 x4):  packets orig, packets reply, bytes orig, bytes reply
  */
 
-import { MAX_BATCH_SIZE } from '../packet/batch.js';
+import { ipToString } from '../packet/format.js';
+import { MAX_BATCH_SIZE, type Batch } from '../packet/batch.js';
 
 export type FlowColumn = Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array;
 export type FlowEndListener = (table: FlowTable, entry: number, why: number) => void;
+export type FlowCreateListener = (b: Batch, i: number, entry: number, now: number) => void;
 
 /**
  * Entry status bits (as the kernel's IPS_* bits that matter here). REPLY_TUPLE: the flow's reply
@@ -142,6 +144,7 @@ export class FlowTable {
   /** Per-flow columns stages asked for, zeroed when an entry is handed out. */
   private readonly columns: { array: FlowColumn; width: number }[] = [];
   private readonly endListeners: FlowEndListener[] = [];
+  private createListeners: FlowCreateListener[] = [];
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) throw new RangeError(`flow table capacity must be 1..${1 << 24}`);
@@ -205,7 +208,9 @@ export class FlowTable {
     rep[w + 2] = S[so]!; rep[w + 3] = S[so + 1]!; rep[w + 4] = S[so + 2]!; rep[w + 5] = S[so + 3]!;
     rep[w + 6] = D[dof]!; rep[w + 7] = D[dof + 1]!; rep[w + 8] = D[dof + 2]!; rep[w + 9] = D[dof + 3]!;
     this.rec[k] = this.rec[k]! | (Status.REPLY_TUPLE << 8);
-    this.link(h, slotValue(e, 1));
+    // An entry already removed (its number held) keeps the words for the flow log, but no slot:
+    // nothing would unlink it.
+    if ((this.rec[k]! & (Status.USED << 8)) !== 0) this.link(h, slotValue(e, 1));
   }
 
   /**
@@ -228,6 +233,22 @@ export class FlowTable {
    */
   onEnd(listener: FlowEndListener): void {
     this.endListeners.push(listener);
+  }
+
+  /**
+   * Call `listener(b, i, e, now)` when packet i creates entry e, before the next packet is looked up:
+   * a NAT binding must exist (its reply tuple linked) before the flow's reply arrives, and in a
+   * batch conntrack looks up every packet before the stages after it run. The kernel binds NAT at
+   * the first packet's nat hook for the same reason. Called by the tracker; never per packet.
+   */
+  onCreate(listener: FlowCreateListener): void {
+    this.createListeners = [...this.createListeners, listener];
+  }
+
+  /** Entry e was just created by packet i (the tracker calls this after insert). */
+  created(b: Batch, i: number, e: number, now: number): void {
+    const l = this.createListeners;
+    for (let k = 0; k < l.length; k++) l[k]!(b, i, e, now);
   }
 
   /**
@@ -514,6 +535,18 @@ export class FlowTable {
   last(e: number): number { return this.recF[(e << 3) + RF_LAST]!; }
   packets(e: number, dir: number): number { return this.ctr[(e << 2) + dir]!; }
   bytes(e: number, dir: number): number { return this.ctr[(e << 2) + 2 + dir]!; }
+
+  /**
+   * Where a translated flow's reply comes from (its reply tuple's source, e.g. the DNAT backend) as
+   * "address:port" text, or null when the reply is the mirror of the original tuple. For the flow log.
+   */
+  replyFrom(e: number): string | null {
+    if ((this.status(e) & Status.REPLY_TUPLE) === 0) return null;
+    const w = e * REP;
+    const a = ipToString(this.family(e), this.rep, w + 2);
+    const port = this.rep[w + 1]! >>> 16;
+    return this.family(e) === 6 ? `[${a}]:${port}` : `${a}:${port}`;
+  }
 
   /** Entries in use, for reports: a callback per entry (not on the packet path). */
   forEach(fn: (e: number) => void): void {

@@ -147,6 +147,7 @@ export class Conntrack {
     const proto = b.proto[i]!;
     const e = t.insert(h, b.family[i]!, proto, b.src, w, b.dst, w, sp, dp, now);
     this.created[proto]!++;
+    t.created(b, i, e, now);
     return e;
   }
 

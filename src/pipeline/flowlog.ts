@@ -1,13 +1,14 @@
 /**
  * The flow log: one tab-separated line per conntrack entry when it ends (timeout, eviction,
- * reopened tuple, or end of input), like `conntrack -E` destroy events with accounting on.
+ * reopened tuple, or end of input), like `conntrack -E` destroy events with accounting on. The last
+ * column, nat_to, is where a translated flow's replies come from (its DNAT backend), else "-".
  */
 import { outputFile, type OutputFile } from '../capture/outfile.js';
 import { DESTROY_NAMES, Status, type FlowTable } from '../conntrack/table.js';
 import { TCP_STATE_NAMES } from '../conntrack/tcp.js';
 import { ipToString, protoName } from '../packet/format.js';
 
-export const FLOW_LOG_HEADER = 'proto\tsrc\tsport\tdst\tdport\tpackets_orig\tbytes_orig\tpackets_reply\tbytes_reply\tfirst\tlast\tstate\tassured\tend';
+export const FLOW_LOG_HEADER = 'proto\tsrc\tsport\tdst\tdport\tpackets_orig\tbytes_orig\tpackets_reply\tbytes_reply\tfirst\tlast\tstate\tassured\tend\tnat_to';
 
 export interface FlowRecord {
   proto: number;
@@ -26,6 +27,8 @@ export interface FlowRecord {
   state: string;
   assured: boolean;
   end: string;
+  /** A translated flow: where its replies come from (the DNAT backend, address:port); else null. */
+  natTo: string | null;
 }
 
 /** Read entry e of the table into a record (called once per flow, never per packet). */
@@ -48,6 +51,7 @@ export function flowRecord(t: FlowTable, e: number, why: number): FlowRecord {
     state: proto === 6 ? TCP_STATE_NAMES[t.state(e)]! : (t.status(e) & Status.SEEN_REPLY) ? 'replied' : 'unreplied',
     assured: (t.status(e) & Status.ASSURED) !== 0,
     end: DESTROY_NAMES[why]!,
+    natTo: t.replyFrom(e),
   };
 }
 
@@ -67,7 +71,7 @@ export class FlowLog {
   add(r: FlowRecord): void {
     this.flows++;
     this.buf += `${protoName(r.proto)}\t${r.src}\t${r.sport}\t${r.dst}\t${r.dport}\t${r.packets[0]}\t${r.bytes[0]}\t${r.packets[1]}\t${r.bytes[1]}\t`
-      + `${r.first.toFixed(6)}\t${r.last.toFixed(6)}\t${r.state}\t${r.assured ? 'yes' : 'no'}\t${r.end}\n`;
+      + `${r.first.toFixed(6)}\t${r.last.toFixed(6)}\t${r.state}\t${r.assured ? 'yes' : 'no'}\t${r.end}\t${r.natTo ?? '-'}\n`;
     if (this.buf.length > 1 << 16) this.flush();
   }
 

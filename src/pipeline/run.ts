@@ -58,6 +58,8 @@ export interface StageRow {
    * per-source state); merged, its packets count each packet once per worker.
    */
   allPackets?: boolean;
+  /** The stage emulates the application's side (Stage.emulation): not dataplane cost. */
+  emulation?: boolean;
 }
 
 export interface RunReport {
@@ -268,6 +270,7 @@ export class CaptureRun {
       stages: pipeline.runtime.map((x, k) => ({
         ...x, nsPerPacket: x.packets ? x.ns / x.packets : 0, packetsPerCall: x.calls ? x.packets / x.calls : 0,
         ...(k > 0 && spec.stages[k - 1]!.seesAllPackets ? { allPackets: true } : {}),
+        ...(k > 0 && spec.stages[k - 1]!.emulation ? { emulation: true } : {}),
       })),
       stageReports: pipeline.reports(),
       stageConfig: pipeline.configs(),

@@ -7,18 +7,30 @@
  * packet in capture order, so each keeps the same small map from a first fragment's
  * (addresses, protocol, IP id) to its ports and sends later fragments where their flow went:
  * the same decision in every worker, with no coordination.
+ *
+ * Address translation breaks the symmetric hash (after DNAT a reply carries backend -> client, not
+ * VIP -> client): stages that translate steer the packets of their services (Stage.steering; they
+ * shard by the client's address alone, which both directions share).
  */
 import { Frag, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
 import { symHash } from '../packet/hash.js';
+import type { Stage, Steering } from './stage.js';
 
 const FRAG_SLOTS = 1 << 16;
 
 export class Sharder {
   private readonly fragments = new FragmentKeys(FRAG_SLOTS);
   private readonly ports = new Int32Array(FRAG_SLOTS);
+  /** The ports of the packet being sharded (a later fragment's are its first fragment's). */
+  private sp = 0;
+  private dp = 0;
 
-  constructor(readonly shards: number, readonly me: number) {
+  /** Stages that translate addresses steer packets of their flows (Stage.steering). */
+  private readonly steering: Steering[];
+
+  constructor(readonly shards: number, readonly me: number, stages: readonly Stage[] = []) {
+    this.steering = stages.flatMap((s) => (s.steering ? [s.steering] : []));
     if (!(shards >= 1 && shards <= 256 && me >= 0 && me < shards)) throw new RangeError(`bad shard ${me} of ${shards}`);
   }
 
@@ -34,10 +46,17 @@ export class Sharder {
     const me = this.me;
     const { frag, hash } = b;
     let owned = 0;
+    const steering = this.steering;
     for (let i = 0; i < n; i++) {
       let h = hash[i]!;
       const f = frag[i]!;
+      this.sp = b.sport[i]!;
+      this.dp = b.dport[i]!;
       if (f !== Frag.NONE) h = this.fragment(b, i, f, h);
+      for (let k = 0; k < steering.length; k++) {
+        const s = steering[k]!.shardHash(b, i, this.sp, this.dp, h);
+        if (s !== h) { h = s; break; }
+      }
       const m = Sharder.shardOf(h, shards) === me ? 1 : 0;
       mine[i] = m;
       owned += m;
@@ -53,6 +72,8 @@ export class Sharder {
     const s = this.fragments.find(b, i);
     if (s < 0) return h;
     const p = this.ports[s]!;
+    this.sp = p >>> 16;
+    this.dp = p & 0xffff;
     return symHash(b.proto[i]!, b.src, i << 2, b.dst, i << 2, p >>> 16, p & 0xffff);
   }
 }

@@ -48,8 +48,23 @@ export interface Stage {
    * share one decode (pipeline/fanout.ts), the next one gets the bytes as read back.
    */
   readonly rewrites?: boolean;
+  /**
+   * True for a stage whose work is not dataplane cost: it emulates the application's side (ctlb
+   * re-addressing packets as a connected socket would have sent them). Reports show its row apart,
+   * outside the dataplane total.
+   */
+  readonly emulation?: boolean;
+  /**
+   * For a stage that translates addresses: the hash a sharder should use for a packet, so that both
+   * directions of a translated flow meet in one worker (see nat/services.ts).
+   */
+  readonly steering?: Steering;
   /** Stages that keep flows call `listener` as each flow ends (for the flow log). */
   watchFlows?(listener: (table: FlowTable, entry: number, why: number) => void): void;
+}
+
+export interface Steering {
+  shardHash(b: Batch, i: number, sport: number, dport: number, h: number): number;
 }
 
 export interface StageReport {

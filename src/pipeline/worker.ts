@@ -101,7 +101,7 @@ export default async function runShard(task: ShardTask): Promise<ShardResult> {
       timing: task.timing,
       flowLog: task.flowLog,
       part: task.part,
-      sharder: new Sharder(task.shards, task.shard),
+      sharder: new Sharder(task.shards, task.shard, stages),
       forwardedBits: task.forwardedBits,
       onBatch: (_b, src) => {
         if (task.progress) {

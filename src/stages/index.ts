@@ -2,3 +2,5 @@
 import './conntrack.js';
 import './policy.js';
 import './xdp.js';
+import './dnat.js';
+import './ctlb.js';
