@@ -1,0 +1,206 @@
+/**
+ * The NAT stages (issue 8) on generated service traffic: the service table's errors name file and
+ * line; dnat and ctlb give the same verdicts, the same written bytes, the same flow log and the same
+ * reports for --batch 1, 7, 256 and --workers 2 (both directions of a translated flow must meet in
+ * one worker: the sharder is steered by the client address); every written packet keeps the checksum
+ * status it had (tshark, validation on); each flow keeps one backend, flows spread over the
+ * backends, and client-IP affinity sends a client's connections to one backend.
+ * The kernel as the oracle for the bytes is test/nat-kernel.test.ts.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runParallel, workerPool } from '../src/pipeline/parallel.js';
+import type { StageReport } from '../src/pipeline/stage.js';
+import { ROOT, tsharkFields } from './helpers.js';
+
+const dist = {
+  run: await import(join(ROOT, 'dist/pipeline/run.js')) as typeof import('../src/pipeline/run.js'),
+  profile: await import(join(ROOT, 'dist/pipeline/profile.js')) as typeof import('../src/pipeline/profile.js'),
+  registry: await import(join(ROOT, 'dist/pipeline/registry.js')) as typeof import('../src/pipeline/registry.js'),
+};
+await import(join(ROOT, 'dist/stages/index.js'));
+
+const dir = mkdtempSync(join(tmpdir(), 'dplab-nat-'));
+const GEN = join(dir, 'svc.pcap');
+const SERVICES = join(dir, 'services.txt');
+const pool = workerPool(2);
+afterAll(async () => {
+  rmSync(dir, { recursive: true, force: true });
+  await pool.destroy();
+});
+
+const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8' });
+
+beforeAll(() => {
+  const g = dplab('gen', GEN, '--packets', '40000', '--seed', '8', '--clients', '40', '--scan', '2%', '--services', SERVICES);
+  expect(g.status, g.stderr).toBe(0);
+  // One service with affinity and one without endpoints on top of gen's table.
+  const lines = readFileSync(SERVICES, 'utf8').split('\n').map((l) => {
+    if (l.startsWith('tcp 172.16.0.2:80 ')) return `${l} affinity 3h`;
+    if (l.startsWith('udp 172.16.0.3:40000 ')) return 'udp 172.16.0.3:40000 ->';
+    return l;
+  });
+  writeFileSync(SERVICES, lines.join('\n'));
+});
+
+const PROFILES = {
+  dnat: `pipeline: conntrack -> dnat -> policy\n[dnat]\nservices: ${SERVICES}\n[policy]\nrule: drop tcp to 10.88.5.0/24\n`,
+  ctlb: `pipeline: ctlb -> conntrack -> policy\n[ctlb]\nservices: ${SERVICES}\n[policy]\nrule: drop tcp to 10.88.5.0/24\n`,
+  // The article's mixed case: connect-time balancing with kube-proxy's rules still in place.
+  mixed: `pipeline: ctlb -> conntrack -> dnat -> policy\n[ctlb]\nservices: ${SERVICES}\n[dnat]\nservices: ${SERVICES}\n[policy]\nrule: drop tcp to 10.88.5.0/24\n`,
+};
+
+function profileFile(name: keyof typeof PROFILES): string {
+  const p = join(dir, `${name}.profile`);
+  writeFileSync(p, PROFILES[name]);
+  return p;
+}
+
+const FWD = join(dir, 'fwd.pcap');
+const DROP = join(dir, 'drop.pcap');
+const FLOWS = join(dir, 'flows.tsv');
+
+interface Outcome { fwd: Buffer; drop: Buffer; flows: string; reports: Record<string, StageReport>; drops: Record<string, number> }
+
+function outcome(r: { stageReports: Record<string, StageReport>; verdicts: { dropsByReason: Record<string, number> } }): Outcome {
+  // peakEntries is sampled, and the same for any batch size and workers too; the rest are counts.
+  return { fwd: readFileSync(FWD), drop: readFileSync(DROP), flows: readFileSync(FLOWS, 'utf8'), reports: r.stageReports, drops: r.verdicts.dropsByReason };
+}
+
+describe('dnat and ctlb: the same verdicts, bytes, flows and reports for any batch size and worker count', () => {
+  for (const name of ['dnat', 'ctlb', 'mixed'] as const) {
+    it(name, async () => {
+      const profile = profileFile(name);
+      const stages = () => dist.registry.buildStages(dist.profile.loadProfile(profile));
+      const run = (batchSize: number) => dist.run.runCapture({ file: GEN, profile, stages: stages(), batchSize, write: FWD, writeDropped: DROP, flowLog: FLOWS, timing: false }).report;
+      const base = outcome(run(256));
+      // The stage did something worth comparing.
+      const nat = (name === 'dnat' ? base.reports.dnat!.packetsTranslated : base.reports.ctlb!.packetsReaddressed) as StageReport;
+      expect(nat.original as number).toBeGreaterThan(10_000);
+      expect(nat.reply as number).toBeGreaterThan(5_000);
+      if (name === 'mixed') {
+        // Behind connect-time balancing the wire carries backend addresses: kube-proxy's rules,
+        // left in place, translate nothing (and still cost a lookup per flow).
+        expect(base.reports.dnat!.packetsTranslated).toEqual({ original: 0, reply: 0 });
+        expect(base.reports.dnat!.bindingsCreated).toBe(0);
+      }
+      expect(base.drops['policy/rule'] ?? 0, 'policy sees backend addresses').toBeGreaterThan(100);
+      expect(Object.keys(base.drops).some((k) => k.endsWith('/no-endpoints')), 'the service without endpoints rejects').toBe(true);
+      for (const batchSize of [1, 7]) {
+        const o = outcome(run(batchSize));
+        expect(o.fwd.equals(base.fwd), `--batch ${batchSize}: forwarded bytes`).toBe(true);
+        expect(o.drop.equals(base.drop), `--batch ${batchSize}: dropped bytes`).toBe(true);
+        expect(o.flows, `--batch ${batchSize}: flow log`).toBe(base.flows);
+        expect(o.reports, `--batch ${batchSize}: reports`).toEqual(base.reports);
+        expect(o.drops).toEqual(base.drops);
+      }
+      for (const batchSize of [7, 256]) {
+        const r = await runParallel({ file: GEN, profile, workers: 2, batchSize, pool, write: FWD, writeDropped: DROP, flowLog: FLOWS, timing: false });
+        const o = outcome(r.report);
+        expect(o.fwd.equals(base.fwd), `--workers 2 --batch ${batchSize}: forwarded bytes`).toBe(true);
+        expect(o.drop.equals(base.drop), `--workers 2 --batch ${batchSize}: dropped bytes`).toBe(true);
+        // Workers' flow logs merge in their own order: the same lines.
+        expect(o.flows.split('\n').sort(), `--workers 2 --batch ${batchSize}: flow log`).toEqual(base.flows.split('\n').sort());
+        expect(o.reports, `--workers 2 --batch ${batchSize}: reports`).toEqual(base.reports);
+        expect(o.drops).toEqual(base.drops);
+      }
+    });
+  }
+});
+
+describe('what dnat writes', () => {
+  it('every packet keeps its checksum status; one backend per flow, spread over the backends; affinity holds', () => {
+    const profile = profileFile('dnat');
+    dist.run.runCapture({ file: GEN, profile, stages: dist.registry.buildStages(dist.profile.loadProfile(profile)), write: FWD, writeDropped: DROP, flowLog: FLOWS, timing: false });
+    const status = ['ip.checksum.status', 'tcp.checksum.status', 'udp.checksum.status', 'icmpv6.checksum.status'];
+    const fwd = tsharkFields(FWD, status);
+    expect(fwd.length).toBeGreaterThan(30_000);
+    // gen writes only correct checksums: after translation tshark finds every one good (status 1;
+    // 0 is bad, 2 not verified), the IPv4 header's, TCP's, UDP's and ICMPv6's.
+    const seen = new Set<string>();
+    fwd.forEach((row, k) => row.forEach((c, j) => { if (c !== '') { expect(c, `packet ${k + 1} ${status[j]}`).toBe('1'); seen.add(status[j]!); } }));
+    expect([...seen].sort()).toEqual(['ip.checksum.status', 'tcp.checksum.status', 'udp.checksum.status']);
+    // The flow log names each translated flow's backend; per service the flows spread.
+    const rows = readFileSync(FLOWS, 'utf8').trim().split('\n');
+    const head = rows[0]!.split('\t');
+    const col = (n: string) => head.indexOf(n);
+    expect(col('nat_to')).toBeGreaterThan(0);
+    const perService = new Map<string, Map<string, number>>();
+    const perClient = new Map<string, Set<string>>();
+    for (const l of rows.slice(1)) {
+      const c = l.split('\t');
+      const to = c[col('nat_to')]!;
+      if (to === '-') continue;
+      const svc = `${c[col('proto')]} ${c[col('dst')]}:${c[col('dport')]}`;
+      const m = perService.get(svc) ?? new Map<string, number>();
+      m.set(to, (m.get(to) ?? 0) + 1);
+      perService.set(svc, m);
+      if (svc === 'tcp 172.16.0.2:80') {
+        const s = perClient.get(c[col('src')]!) ?? new Set<string>();
+        s.add(to);
+        perClient.set(c[col('src')]!, s);
+      }
+    }
+    const busy = [...perService].filter(([, m]) => [...m.values()].reduce((a, x) => a + x, 0) >= 60);
+    expect(busy.length).toBeGreaterThan(10);
+    for (const [svc, m] of busy) {
+      if (svc === 'tcp 172.16.0.2:80') continue;
+      // Three backends each: none gets less than a sixth of the flows.
+      const total = [...m.values()].reduce((a, x) => a + x, 0);
+      expect(m.size, svc).toBe(3);
+      for (const n of m.values()) expect(n, svc).toBeGreaterThan(total / 6);
+    }
+    // Affinity (3 h, the whole capture): every client meets one backend, and the clients spread.
+    expect(perClient.size).toBeGreaterThan(10);
+    for (const [client, s] of perClient) expect(s.size, client).toBe(1);
+    expect(new Set([...perClient.values()].map((s) => [...s][0])).size).toBe(3);
+    // Both directions of each translated packet: the replies leave from the service address.
+    const tuples = tsharkFields(FWD, ['ip.src', 'ip.dst']).filter((r) => r[0] !== '');
+    const fromVip = tuples.filter((r) => r[0]!.startsWith('172.16.0.')).length;
+    const toBackend = tuples.filter((r) => r[1]!.startsWith('10.88.')).length;
+    expect(fromVip).toBeGreaterThan(5_000);
+    expect(toBackend).toBeGreaterThan(10_000);
+    // No forwarded packet still goes to a service address and port (scan probes to other ports of
+    // the same addresses are not service traffic and pass as they are).
+    const toVip = tsharkFields(FWD, ['ip.dst', 'tcp.dstport', 'udp.dstport'])
+      .filter((r) => r[0]!.startsWith('172.16.0.') && ['80', '8080', '8000', '7777', '40000'].includes(r[1] || r[2] || ''));
+    expect(toVip).toEqual([]);
+  });
+});
+
+describe('the service table', () => {
+  const check = (services: string): string => {
+    const file = join(dir, 'bad-services.txt');
+    writeFileSync(file, services);
+    const profile = join(dir, 'bad.profile');
+    writeFileSync(profile, `pipeline: conntrack -> dnat\n[dnat]\nservices: ${file}\n`);
+    try {
+      dist.registry.buildStages(dist.profile.loadProfile(profile));
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return 'no error';
+  };
+
+  it('names the file and line of every bad service, with what is wrong', () => {
+    const msg = check('# ok\ntcp 10.96.0.1:80 -> 10.88.0.1:8080\nsctp 10.96.0.2:80 -> 10.88.0.1:80\ntcp 10.96.0.3 -> 10.88.0.1:80\n'
+      + 'tcp 10.96.0.4:80 -> [fd00::1]:80\ntcp 10.96.0.1:80 -> 10.88.0.2:80\nudp [fd00::1:80 -> [fd00::2]:80\ntcp 10.96.0.5:99999 -> 10.88.0.1:80\n');
+    const lines = msg.split('\n');
+    expect(lines).toHaveLength(6);
+    expect(lines[0]).toMatch(/bad-services\.txt:3: .*"sctp" is not a service protocol/);
+    expect(lines[1]).toMatch(/bad-services\.txt:4: .*has no port/);
+    expect(lines[2]).toMatch(/bad-services\.txt:5: .*IPv6 but the service address is IPv4/);
+    expect(lines[3]).toMatch(/bad-services\.txt:6: .*10\.96\.0\.1:80 is already defined at .*bad-services\.txt:2/);
+    expect(lines[4]).toMatch(/bad-services\.txt:7: .*not \[IPv6\]:port/);
+    expect(lines[5]).toMatch(/bad-services\.txt:8: .*"99999" .* is not a port/);
+  });
+
+  it('dnat without conntrack in front says what to do', () => {
+    const profile = join(dir, 'noct.profile');
+    writeFileSync(profile, 'pipeline: dnat\n[dnat]\nservice: tcp 10.96.0.1:80 -> 10.88.0.1:80\n');
+    expect(() => dist.registry.buildStages(dist.profile.loadProfile(profile))).toThrow(/dnat needs a conntrack stage before it/);
+  });
+});
