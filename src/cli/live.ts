@@ -4,9 +4,9 @@ import { OutputError, OutputFile } from '../capture/outfile.js';
 import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
-import type { CaptureRun, RunReport, StopFlag } from '../pipeline/run.js';
+import type { RunReport, StopFlag } from '../pipeline/run.js';
 import { LiveError, type CaptureKind, type KernelCounts, type LiveSource } from '../live/source.js';
-import { openLiveSource, runLiveWorkers, type LiveTick } from '../live/workers.js';
+import { liveTick, openLiveSource, runLiveWorkers, type LiveTick } from '../live/workers.js';
 import { runLive } from '../live/run.js';
 import { DEFAULT_BLOCKS, DEFAULT_BLOCK_SIZE, RETIRE_MS } from '../live/packet.js';
 import '../stages/index.js';
@@ -172,7 +172,7 @@ export async function liveCommand(argv: string[]): Promise<number> {
         file: iface, source: src, stop, profile: profile.name, stages: buildStages(profile), batchSize,
         write: values.write, writeDropped: values['write-dropped'],
         onReady: started,
-        onTick: (run, s) => status.show(tickOf(run, s)),
+        onTick: (run, s) => status.show(liveTick(run, s)),
       });
       report = result.report;
       kernel = src.kernel();
@@ -244,23 +244,6 @@ function renderLive(r: LiveReport): string {
   if (l.workerPackets) s += `  the kernel's fanout gave the workers ${l.workerPackets.map((n) => n.toLocaleString('en-US')).join(' / ')} packets; peakEntries is the sum of their peaks (an upper bound)\n`;
   if (k.drops > 0) s += `  ${k.drops.toLocaleString('en-US')} packets were never seen by the pipeline: the traffic outran it (a bigger ${l.capture === 'packet' ? 'ring (--ring-mb) or --workers' : 'socket buffer, or --capture packet'} may help)\n`;
   return s;
-}
-
-function tickOf(run: CaptureRun, src: LiveSource): LiveTick {
-  const p = run.pipeline;
-  const c = p.counts();
-  return { packets: src.packets, counts: c, runtime: p.runtime.map((x) => ({ name: x.name, packets: x.packets, ns: x.ns })), flows: flowFigures(p.reports()), kernelDrops: src.kernel().drops };
-}
-
-export function flowFigures(reports: Record<string, Record<string, unknown>>): { created: number; active: number } {
-  let created = 0;
-  let ended = 0;
-  for (const r of Object.values(reports)) {
-    if (typeof r.flowsCreated !== 'number') continue;
-    created += r.flowsCreated;
-    for (const v of Object.values((r.destroyed ?? {}) as Record<string, number>)) ended += v;
-  }
-  return { created, active: created - ended };
 }
 
 /** The status line: redrawn in place on stderr a few times a second, only on a terminal. */

@@ -5,11 +5,10 @@ import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import type { StopFlag } from '../pipeline/run.js';
 import '../stages/index.js';
-import { flowFigures } from '../cli/live.js';
 import { PacketRingSource } from './packet.js';
 import { runLive } from './run.js';
 import { LiveError } from './source.js';
-import type { WorkerMessage, WorkerTask } from './workers.js';
+import { liveTick, type WorkerMessage, type WorkerTask } from './workers.js';
 
 const task = workerData as WorkerTask;
 const port = parentPort!;
@@ -34,10 +33,7 @@ async function main(): Promise<void> {
   const result = await runLive({
     file: task.iface, source: src, stop, profile: profile.name, stages, batchSize: task.batchSize,
     onReady: () => send({ type: 'ready' }),
-    onTick: (run, s) => {
-      const p = run.pipeline;
-      send({ type: 'tick', tick: { packets: s.packets, counts: p.counts(), runtime: p.runtime.map((x) => ({ name: x.name, packets: x.packets, ns: x.ns })), flows: flowFigures(p.reports()), kernelDrops: s.kernel().drops } });
-    },
+    onTick: (run, s) => send({ type: 'tick', tick: liveTick(run, s) }),
   });
   // A peak (conntrack's peakEntries) cannot be merged exactly here: replay's workers sample their
   // flow counts at the same packet numbers, but each live worker numbers only its own packets, so

@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { mergeReports } from '../pipeline/parallel.js';
-import type { RunReport, StopFlag } from '../pipeline/run.js';
+import type { CaptureRun, RunReport, StopFlag } from '../pipeline/run.js';
 import type { RunCounts } from '../pipeline/runner.js';
 import { PacketRingSource, type RingOptions } from './packet.js';
 import { RawSocketSource } from './raw.js';
@@ -27,6 +27,27 @@ export interface LiveTick {
   runtime: { name: string; packets: number; ns: number }[];
   flows: { created: number; active: number };
   kernelDrops: number;
+}
+
+/** The status line's figures now (between batches: a few times a second). */
+export function liveTick(run: CaptureRun, src: LiveSource): LiveTick {
+  const p = run.pipeline;
+  return {
+    packets: src.packets, counts: p.counts(), runtime: p.runtime.map((x) => ({ name: x.name, packets: x.packets, ns: x.ns })),
+    flows: flowFigures(p.reports()), kernelDrops: src.kernel().drops,
+  };
+}
+
+/** Flows made and still in the table, from the stages' reports (conntrack's figures), for the status line. */
+export function flowFigures(reports: Record<string, Record<string, unknown>>): { created: number; active: number } {
+  let created = 0;
+  let ended = 0;
+  for (const r of Object.values(reports)) {
+    if (typeof r.flowsCreated !== 'number') continue;
+    created += r.flowsCreated;
+    for (const v of Object.values((r.destroyed ?? {}) as Record<string, number>)) ended += v;
+  }
+  return { created, active: created - ended };
 }
 
 export interface WorkerTask {
