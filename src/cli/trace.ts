@@ -67,10 +67,13 @@ export function traceCommand(argv: string[]): number {
   let shown = 0;
   let more = false;
   let stopped = false;
+  // The packet as read, before a stage rewrites it (NAT): taken by a first, invisible stage.
+  let asRead = '';
+  const reader: Stage = { name: 'read', reasons: [], process: (b) => { asRead = packetWhat(b, 0); }, report: () => ({}) };
   const { source } = runCapture({
     file,
     profile: profile.name,
-    stages,
+    stages: [reader, ...stages],
     batchSize: 1,
     timing: false,
     onBatch: (b) => {
@@ -80,7 +83,7 @@ export function traceCommand(argv: string[]): number {
       else if (show) {
         if (shown === 0) out.line(header);
         out.line('');
-        for (const line of tracePacket(b, 0, stages)) out.line(line);
+        for (const line of tracePacket(b, 0, [reader, ...stages], asRead)) out.line(line);
         shown++;
       }
       stopped = more || (flowKey === null && n >= to);
@@ -133,25 +136,36 @@ function tupleKey(b: Batch, i: number): string {
   return `${b.proto[i]} ${a < z ? `${a} ${z}` : `${z} ${a}`}`;
 }
 
-export function tracePacket(b: Batch, i: number, stages: Stage[]): string[] {
-  const lines: string[] = [];
+/** One packet's protocol, addresses and ports (TCP flags, ICMP type) as a line's tail. */
+function packetWhat(b: Batch, i: number): string {
   const w = i << 2;
   const f = b.family[i]!;
-  let what: string;
-  if (f !== 0) {
-    const p = b.proto[i]!;
-    const ports = b.sport[i] || b.dport[i] ? [`:${b.sport[i]}`, `:${b.dport[i]}`] : ['', ''];
-    what = `${protoName(p)} ${ipToString(f, b.src, w)}${ports[0]} -> ${ipToString(f, b.dst, w)}${ports[1]}`;
-    if (p === 6) what += ` [${FLAGS.filter((_, k) => (b.tcpFlags[i]! >> k) & 1).join(',')}]`;
-    if (p === 1 || p === 58) what += ` type ${b.icmpType[i]} code ${b.icmpCode[i]}`;
-  } else what = l3Name(b.l3Type[i]!);
+  if (f === 0) return l3Name(b.l3Type[i]!);
+  const p = b.proto[i]!;
+  const ports = b.sport[i] || b.dport[i] ? [`:${b.sport[i]}`, `:${b.dport[i]}`] : ['', ''];
+  let what = `${protoName(p)} ${ipToString(f, b.src, w)}${ports[0]} -> ${ipToString(f, b.dst, w)}${ports[1]}`;
+  if (p === 6) what += ` [${FLAGS.filter((_, k) => (b.tcpFlags[i]! >> k) & 1).join(',')}]`;
+  if (p === 1 || p === 58) what += ` type ${b.icmpType[i]} code ${b.icmpCode[i]}`;
+  return what;
+}
+
+/**
+ * The trace of packet i. `stages` may start with an invisible reader stage (name 'read') that took
+ * `asRead`, the packet as it was read: the line names the packet so, and the verdict line says how
+ * it left when a stage rewrote it.
+ */
+export function tracePacket(b: Batch, i: number, stages: Stage[], asRead?: string): string[] {
+  const lines: string[] = [];
+  const f = b.family[i]!;
+  const now = packetWhat(b, i);
+  const what = asRead ?? now;
   lines.push(`Packet ${b.num[i]}  ${packetTime(b, i) || 'no timestamp'}  ${b.wireLen[i]} bytes  ${what}`);
   const mal = b.malformed[i]!;
   const decode = mal !== 0 ? `malformed: ${MALFORMED_NAMES[mal]} (dropped before any stage)`
     : `ok: ${f ? `ipv${f}` : l3Name(b.l3Type[i]!)}${b.vlan[i] ? ` vlan ${b.vlan[i]}` : ''}${f ? `, flow hash 0x${b.hash[i]!.toString(16).padStart(8, '0')}` : ''}`;
   lines.push(`  ${'decode'.padEnd(10)} ${decode}`);
   const dropped = b.verdict[i] !== Verdict.PASS;
-  for (let s = 0; s < stages.length; s++) {
+  for (let s = asRead === undefined ? 0 : 1; s < stages.length; s++) {
     const st = stages[s]!;
     let text: string;
     if (mal !== 0 || (dropped && b.stage[i]! < s)) text = '(not reached)';
@@ -161,6 +175,7 @@ export function tracePacket(b: Batch, i: number, stages: Stage[]): string[] {
     }
     lines.push(`  ${st.name.padEnd(10)} ${text}`);
   }
-  lines.push(`  => ${mal !== 0 ? 'malformed' : dropped ? `dropped by ${stages[b.stage[i]!]!.name}` : 'forwarded'}`);
+  const changed = !dropped && mal === 0 && now !== what ? ` as ${now}` : '';
+  lines.push(`  => ${mal !== 0 ? 'malformed' : dropped ? `dropped by ${stages[b.stage[i]!]!.name}` : 'forwarded'}${changed}`);
   return lines;
 }

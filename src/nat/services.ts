@@ -261,3 +261,10 @@ export function readServices(section: Section): ServiceTable {
   const seed = section.integer('seed', 0, 0, 0xffffffff);
   return new ServiceTable(out, seed);
 }
+
+/** Flows per backend for a report (summed across workers; the text report shortens long records). */
+export function perBackendReport(table: ServiceTable, counts: Float64Array): { [k: string]: number } {
+  const out: { [k: string]: number } = {};
+  table.backends.forEach((be, k) => { if (counts[k]! > 0) out[endpointToString(be)] = counts[k]!; });
+  return out;
+}

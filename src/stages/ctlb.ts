@@ -29,7 +29,7 @@ import { Frag, Verdict, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
 import { End, setEndpoint, setQuotedEndpoint } from '../packet/wire.js';
 import { Affinity } from '../nat/affinity.js';
-import { endpointToString, readServices, type ServiceTable } from '../nat/services.js';
+import { endpointToString, perBackendReport, readServices, type ServiceTable } from '../nat/services.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
@@ -238,8 +238,7 @@ export class CtlbStage implements Stage {
   }
 
   report(): StageReport {
-    const byBackend: StageReport = {};
-    this.services.backends.forEach((be, k) => { if (this.perBackend[k]! > 0) byBackend[endpointToString(be)] = this.perBackend[k]!; });
+    const byBackend = perBackendReport(this.services, this.perBackend);
     return {
       connects: { tcp: this.connectsTcp, udp: this.connectsUdp },
       connectsByBackend: byBackend,

@@ -30,7 +30,7 @@ import { Frag, Verdict, type Batch } from '../packet/batch.js';
 import { symHash } from '../packet/hash.js';
 import { End, setEndpoint, setIpv4Address, setIpv6Address, setQuotedEndpoint } from '../packet/wire.js';
 import { Affinity } from '../nat/affinity.js';
-import { endpointToString, readServices, type ServiceTable } from '../nat/services.js';
+import { endpointToString, perBackendReport, readServices, type ServiceTable } from '../nat/services.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
@@ -189,8 +189,7 @@ export class DnatStage implements Stage {
   }
 
   report(): StageReport {
-    const byBackend: StageReport = {};
-    this.services.backends.forEach((be, k) => { if (this.perBackend[k]! > 0) byBackend[endpointToString(be)] = this.perBackend[k]!; });
+    const byBackend = perBackendReport(this.services, this.perBackend);
     return {
       bindingsCreated: this.bindings,
       bindingsByBackend: byBackend,
