@@ -4,3 +4,4 @@ import './policy.js';
 import './xdp.js';
 import './dnat.js';
 import './ctlb.js';
+import './l7.js';
