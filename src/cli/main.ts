@@ -8,6 +8,7 @@ import { StageFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
 import { VERSION } from './args.js';
 import { CALIBRATE_HELP, calibrateCommand } from './calibrate.js';
+import { COMPARE_HELP, compareCommand } from './compare.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
@@ -23,6 +24,7 @@ Usage: dplab COMMAND [options]
 
 Commands:
   replay FILE    run a capture through the pipeline and print what happened and what it cost
+  compare FILE   several profiles over the same packets, side by side, with verdict differences
   trace FILE     follow packets through the stages, with each decision and the conntrack state
   decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
   profiles       list the built-in profiles and stages; check a profile file
@@ -41,6 +43,7 @@ MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 
 const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: string }> = {
   replay: { run: replayCommand, help: REPLAY_HELP },
+  compare: { run: compareCommand, help: COMPARE_HELP },
   trace: { run: traceCommand, help: TRACE_HELP },
   decode: { run: decodeCommand, help: DECODE_HELP },
   profiles: { run: profilesCommand, help: PROFILES_HELP },

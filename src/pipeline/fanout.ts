@@ -12,6 +12,12 @@ import type { Batch } from '../packet/batch.js';
 import { decodeBatch } from '../packet/decode.js';
 import type { Pipeline } from './runner.js';
 
+/** Sees each batch as decoded (fields as read) and after each pipeline ran (its verdicts): compare. */
+export interface FanoutObserver {
+  decoded(b: Batch): void;
+  ran(pipeline: number, b: Batch): void;
+}
+
 export class Fanout {
   /** The batch's decoded and stage fields as decoding left them. */
   private fields = new Uint8Array(0);
@@ -24,7 +30,7 @@ export class Fanout {
   /** Time spent saving and restoring, in ns: the price of sharing one decode (reported apart). */
   restoreNs = 0;
 
-  constructor(readonly pipelines: Pipeline[], private readonly timing = true) {
+  constructor(readonly pipelines: Pipeline[], private readonly timing = true, private readonly observer: FanoutObserver | null = null) {
     if (pipelines.length === 0) throw new RangeError('a fan-out needs at least one pipeline');
     this.rewrites = pipelines.map((p) => p.stages.some((s) => s.rewrites === true));
   }
@@ -44,6 +50,7 @@ export class Fanout {
       if (anyRewrite) this.saveBytes(b);
     }
     let restore = timing ? performance.now() - t1 : 0;
+    this.observer?.decoded(b);
     for (let k = 0; k <= last; k++) {
       if (k > 0) {
         const r0 = timing ? performance.now() : 0;
@@ -53,6 +60,7 @@ export class Fanout {
         if (timing) restore += performance.now() - r0;
       }
       this.pipelines[k]!.runStages(b, decodeNs);
+      this.observer?.ran(k, b);
     }
     this.restoreNs += restore * 1e6;
   }
