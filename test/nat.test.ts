@@ -171,6 +171,30 @@ describe('what dnat writes', () => {
   });
 });
 
+describe('fragments', () => {
+  it('every fragment of a datagram to a service is readdressed; tshark reassembles it and finds its UDP checksum good', () => {
+    // NFS over UDP in 6 fragments a datagram (captures/ipv4_frag): the port and UDP checksum are in
+    // the first fragment only, the address in every one.
+    const file = join(ROOT, 'captures/ipv4_frag/ppp_ip4_fragments.pcap');
+    const profile = join(dir, 'frag.profile');
+    writeFileSync(profile, 'pipeline: conntrack -> dnat\n[dnat]\nservice: udp 10.118.213.211:2049 -> 10.88.9.9:20490\n');
+    const r = dist.run.runCapture({ file, profile, stages: dist.registry.buildStages(dist.profile.loadProfile(profile)), write: FWD, timing: false });
+    expect(r.report.stageReports.dnat!.laterFragmentsTranslated).toBe(41);
+    const fields = ['ip.dst', 'udp.dstport', 'udp.checksum.status', 'ip.checksum.status'];
+    const before = tsharkFields(file, fields);
+    const after = tsharkFields(FWD, fields);
+    expect(after.length).toBe(before.length);
+    after.forEach((row, k) => {
+      const was = before[k]!;
+      expect(row[0], `packet ${k + 1}`).toBe(was[0] === '10.118.213.211' ? '10.88.9.9' : was[0]);
+      expect(row[1], `packet ${k + 1}`).toBe(was[1] === '2049' ? '20490' : was[1]);
+      expect(row.slice(2), `packet ${k + 1}: checksum status`).toEqual(was.slice(2));
+    });
+    // The reassembled datagrams (6 of them) carry a UDP checksum tshark verified good after the rewrite.
+    expect(after.filter((row) => row[1] === '20490' && row[2] === '1')).toHaveLength(6);
+  });
+});
+
 describe('the service table', () => {
   const check = (services: string): string => {
     const file = join(dir, 'bad-services.txt');

@@ -87,10 +87,11 @@ function natReading(r: RunReport, dataplaneNs: number): string {
     const flows = rep!.bindingsCreated as number;
     if (packets === 0 || flows === 0 || st.packets === 0) continue;
     const share = dataplaneNs > 0 ? (100 * st.ns) / dataplaneNs : 0;
-    s += `NAT: ${st.name} translated ${packets.toLocaleString('en-US')} packets of ${flows.toLocaleString('en-US')} flows `
+    const pl = (x: number, word: string): string => `${x.toLocaleString('en-US')} ${word}${x === 1 ? '' : 's'}`;
+    s += `NAT: ${st.name} translated ${pl(packets, 'packet')} of ${pl(flows, 'flow')} `
       + `(${(packets / flows).toFixed(1)} packets per flow), at ${(st.ns / packets).toFixed(1)} ns per translated packet: `
       + `${share.toFixed(1)}% of the dataplane time,\n  ${(st.ns / flows / 1000).toFixed(2)} us per flow. Connect-time balancing (ctlb) `
-      + `would choose ${flows.toLocaleString('en-US')} backends once each, at connect(), and rewrite none of these packets.\n`;
+      + `would choose ${flows === 1 ? 'its backend once' : `${pl(flows, 'backend')} once each`}, at connect(), and rewrite none of these packets.\n`;
   }
   return s;
 }
