@@ -275,7 +275,7 @@ export class L7Stage implements Stage {
   }
 
   describe(): StageReport {
-    return { mode: this.proxy ? 2 : 1, rules: this.rules.rules.length, headerBytes: this.cfg.headerBytes, bufferBytes: this.cfg.bufferBytes, maxRequests: this.cfg.maxRequests };
+    return { proxyMode: this.proxy ? 1 : 0, rules: this.rules.rules.length, headerBytes: this.cfg.headerBytes, bufferBytes: this.cfg.bufferBytes, maxRequests: this.cfg.maxRequests };
   }
 
   explain(b: Batch, i: number): string {
