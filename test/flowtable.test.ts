@@ -29,9 +29,9 @@ function insert(table: FlowTable, t: Tuple): number {
   return table.insert(hash(t), 4, 6, A, 0, B, 0, t.sp, t.dp, 0);
 }
 
-function setReply(table: FlowTable, e: number, t: Tuple): void {
+function setReply(table: FlowTable, e: number, t: Tuple): boolean {
   A[0] = t.s; B[0] = t.d;
-  table.setReply(e, hash(t), A, 0, B, 0, t.sp, t.dp);
+  return table.setReply(e, hash(t), A, 0, B, 0, t.sp, t.dp);
 }
 
 const mirror = (t: Tuple): Tuple => ({ s: t.d, d: t.s, sp: t.dp, dp: t.sp });
@@ -130,20 +130,24 @@ describe('the table behaves as a map of tuples (model-based, fast-check)', () =>
         if (o.kind === 'insert') {
           const keys = [key(o.t), key(mirror(o.t))];
           const replyKeys = o.reply ? [key(o.reply), key(mirror(o.reply))] : [];
-          // The model's rule: a flow is only added when none of its tuples is taken.
-          if (t.full || [...keys, ...replyKeys].some((k) => model.has(k))) continue;
+          // The model's rule: a flow is only added when its tuple is free; its reply tuple is set
+          // only when that is free too (setReply says false, changing nothing, when it is taken).
+          if (t.full || keys.some((k) => model.has(k))) continue;
           if (o.reply && replyKeys.some((k) => keys.includes(k))) continue;
+          const clash = replyKeys.some((k) => model.has(k));
           const e = insert(t, o.t);
           expect(held.has(e), 'a held number was handed out').toBe(false);
           // A tuple that reads the same both ways (a host talking to itself) is found as given.
           model.set(keys[1]!, [e, 1]);
           model.set(keys[0]!, [e, 0]);
           if (o.reply) {
-            setReply(t, e, o.reply);
+            expect(setReply(t, e, o.reply), 'setReply refuses a taken tuple, and only then').toBe(!clash);
+          }
+          if (o.reply && !clash) {
             model.set(replyKeys[1]!, [e, 0]);
             model.set(replyKeys[0]!, [e, 1]);
           }
-          live.push({ e, keys: [...keys, ...replyKeys] });
+          live.push({ e, keys: [...keys, ...(clash ? [] : replyKeys)] });
         } else if (o.kind === 'remove') {
           if (live.length === 0) continue;
           const [f] = live.splice(o.pick % live.length, 1);

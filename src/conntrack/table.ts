@@ -196,11 +196,29 @@ export class FlowTable {
    * Give entry e a reply tuple that is not the mirror of its original one, as the reply will be on
    * the wire (after DNAT: backend -> client), hashed `h`; the entry is found by it too (dir 1 as
    * given, dir 0 reversed), as the kernel hashes both tuples of a conntrack. Once per entry.
+   * Returns false, changing nothing, when another entry already owns that tuple (either way round):
+   * the kernel's NAT finds no unique tuple then. The check walks the probe run the link walks
+   * anyway, so a new binding costs one probe, not a find and then a link.
    */
-  setReply(e: number, h: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number): void {
+  setReply(e: number, h: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number): boolean {
     if (this.rep.length === 0) throw new RangeError('setReply needs allowReplyTuples() when the pipeline is built');
     const k = e * REC + R_STATE;
     if ((this.rec[k]! & (Status.REPLY_TUPLE << 8)) !== 0) throw new RangeError(`flow entry ${e} has a reply tuple already`);
+    const used = (this.rec[k]! & (Status.USED << 8)) !== 0;
+    const slots = this.slots;
+    const mask = this.mask;
+    let s = h & mask;
+    if (used) {
+      const fp = this.rec[e * REC + R_FAMPROTO]!;
+      const fwd = ((sp << 16) | dp) >>> 0;
+      const rev = ((dp << 16) | sp) >>> 0;
+      for (let v = slots[(s << 1) | 1]!; v !== 0; s = (s + 1) & mask, v = slots[(s << 1) | 1]!) {
+        if (slots[s << 1] !== h) continue;
+        const other = (v >>> 1) - 1;
+        const hit = (v & 1) === 0 ? this.match(other, fp, fwd, rev, S, so, D, dof) : this.matchReply(other, fp, fwd, rev, S, so, D, dof);
+        if (hit >= 0) return false;
+      }
+    }
     const rep = this.rep;
     const w = e * REP;
     rep[w] = h;
@@ -209,8 +227,14 @@ export class FlowTable {
     rep[w + 6] = D[dof]!; rep[w + 7] = D[dof + 1]!; rep[w + 8] = D[dof + 2]!; rep[w + 9] = D[dof + 3]!;
     this.rec[k] = this.rec[k]! | (Status.REPLY_TUPLE << 8);
     // An entry already removed (its number held) keeps the words for the flow log, but no slot:
-    // nothing would unlink it.
-    if ((this.rec[k]! & (Status.USED << 8)) !== 0) this.link(h, slotValue(e, 1));
+    // nothing would unlink it. Otherwise s is the empty slot ending h's probe run.
+    if (used) {
+      const v = slotValue(e, 1);
+      slots[s << 1] = h;
+      slots[(s << 1) | 1] = v;
+      this.recent[h & FC_MASK] = v;
+    }
+    return true;
   }
 
   /**

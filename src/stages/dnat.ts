@@ -57,6 +57,11 @@ export class DnatStage implements Stage {
   readonly binding: Int32Array;
   private readonly bornAt: Float64Array;
   private readonly affinity: Affinity;
+  /** Per backend k: its address (4 words at 4k) and port, and its service's: the rewrite reads these. */
+  private readonly beWords: Uint32Array;
+  private readonly bePort: Uint16Array;
+  private readonly vipWords: Uint32Array;
+  private readonly vipPort: Uint16Array;
 
   private bindings = 0;
   private readonly perBackend: Float64Array;
@@ -84,6 +89,18 @@ export class DnatStage implements Stage {
     this.bornAt = this.ct.column((n) => new Float64Array(n));
     this.perBackend = new Float64Array(this.services.backends.length);
     this.affinity = new Affinity(this.services);
+    const nb = this.services.backends.length;
+    this.beWords = new Uint32Array(nb * 4);
+    this.bePort = new Uint16Array(nb);
+    this.vipWords = new Uint32Array(nb * 4);
+    this.vipPort = new Uint16Array(nb);
+    this.services.backends.forEach((be, k) => {
+      const vip = this.services.services[this.services.backendService[k]!]!.vip;
+      this.beWords.set(be.words, k * 4);
+      this.bePort[k] = be.port;
+      this.vipWords.set(vip.words, k * 4);
+      this.vipPort[k] = vip.port;
+    });
     // The backend is chosen as conntrack creates the entry (see FlowTable.onCreate), so the reply
     // tuple is in the table before any later packet of the batch is looked up.
     this.ct.onCreate((b, i, e, now) => { this.bind(b, i, e, now); });
@@ -96,9 +113,7 @@ export class DnatStage implements Stage {
     const { verdict, flow, dir, ctInfo, frag, num } = b;
     const binding = this.binding;
     const bornAt = this.bornAt;
-    const backends = this.services.backends;
-    const services = this.services.services;
-    const backendService = this.services.backendService;
+    const { beWords, bePort, vipWords, vipPort } = this;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
       if (verdict[i] !== Verdict.PASS) continue;
@@ -121,33 +136,40 @@ export class DnatStage implements Stage {
         continue;
       }
       const k = v - Binding.FIRST_BACKEND;
-      const be = backends[k]!;
-      const vip = services[backendService[k]!]!.vip;
       const d = dir[i]!;
       if (ctInfo[i] === CtInfo.RELATED) {
-        // An ICMP error about the flow (nf_nat_icmp_reply_translation): the quoted packet is put
-        // back as its sender saw it, and the outer header as the reply to it.
-        if (d === 1) {
-          setQuotedEndpoint(b, i, End.DST, vip.words, 0, vip.port);
-          setAddress(b, i, End.SRC, vip.words);
-        } else {
-          setQuotedEndpoint(b, i, End.SRC, be.words, 0, be.port);
-          setAddress(b, i, End.DST, be.words);
-        }
-        this.icmpTranslated++;
+        this.icmpError(b, i, k, d);
         how[i] = How.ICMP;
         continue;
       }
       if (d === 0) {
-        setEndpoint(b, i, End.DST, be.words, 0, be.port);
+        setEndpoint(b, i, End.DST, beWords, k << 2, bePort[k]!);
         this.translatedOriginal++;
       } else {
-        setEndpoint(b, i, End.SRC, vip.words, 0, vip.port);
+        setEndpoint(b, i, End.SRC, vipWords, k << 2, vipPort[k]!);
         this.translatedReply++;
       }
       if (frag[i] === Frag.LATER) { this.fragmentsTranslated++; how[i] = How.FRAGMENT; }
       else how[i] = num[i] === bornAt[e] ? How.CREATED : How.FOUND;
     }
+  }
+
+  /**
+   * An ICMP error about a flow bound to backend k (nf_nat_icmp_reply_translation): the quoted
+   * packet is put back as its sender saw it, and the outer header as the reply to it. Rare: kept
+   * out of the per-packet loop.
+   */
+  private icmpError(b: Batch, i: number, k: number, d: number): void {
+    const be = this.services.backends[k]!;
+    const vip = this.services.services[this.services.backendService[k]!]!.vip;
+    if (d === 1) {
+      setQuotedEndpoint(b, i, End.DST, vip.words, 0, vip.port);
+      setAddress(b, i, End.SRC, vip.words);
+    } else {
+      setQuotedEndpoint(b, i, End.SRC, be.words, 0, be.port);
+      setAddress(b, i, End.DST, be.words);
+    }
+    this.icmpTranslated++;
   }
 
   /** Packet i created entry e: bind the flow to a backend if it is for a service. */
@@ -172,13 +194,12 @@ export class DnatStage implements Stage {
     // The reply the backend will send: backend:port -> client:sport.
     const proto = b.proto[i]!;
     const h = symHash(proto, be.words, 0, b.src, w, be.port, b.sport[i]!);
-    if (this.ct.find(h, b.family[i]!, proto, be.words, 0, b.src, w, be.port, b.sport[i]!) >= 0) {
+    if (!this.ct.setReply(e, h, be.words, 0, b.src, w, be.port, b.sport[i]!)) {
       // Another flow already owns that tuple (client -> backend directly, on the same ports).
       binding[e] = Binding.CLASH;
       this.clashes++;
       return;
     }
-    this.ct.setReply(e, h, be.words, 0, b.src, w, be.port, b.sport[i]!);
     binding[e] = k + Binding.FIRST_BACKEND;
     this.bindings++;
     this.perBackend[k]!++;
