@@ -5,3 +5,4 @@ import './xdp.js';
 import './dnat.js';
 import './ctlb.js';
 import './l7.js';
+import './encrypt.js';
