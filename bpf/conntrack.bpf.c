@@ -53,8 +53,32 @@ struct ct_val {
 	__u8 seen_reply;
 	__u8 assured;
 	__u8 orig_is_a;   /* the flow's first packet came from endpoint a */
-	__u32 pad;
+	__u8 decision;    /* the policy decision cached in the flow (ctpolicy.bpf.c): 0 none, 1 accept, 2 drop */
+	__u8 pad1;
+	__u16 pad2;
 };
+
+/* What conntrack tells the stage after it (dplab's ctInfo, flow and direction). */
+#define CT_UNTRACKED 0
+#define CT_NEW 1
+#define CT_ESTABLISHED 2
+#define CT_RELATED 3
+#define CT_INVALID 4
+struct ct_out {
+	struct ct_val *v; /* the flow's entry, or 0 (none, or it ended with this packet) */
+	__u8 info;
+	__u8 dir;
+	__u8 decision;    /* the entry's cached decision when the packet was tracked */
+};
+
+/* dplab's mark(): tie the packet to the entry and say what it is to the flow. */
+static __always_inline void mark(struct ct_out *o, struct ct_val *v, __u32 dir)
+{
+	o->v = v;
+	o->dir = dir;
+	o->info = dir == 1 || v->seen_reply ? CT_ESTABLISHED : CT_NEW;
+	o->decision = v->decision;
+}
 
 struct ct_config {
 	__u64 tcp[10];    /* timeout per TCP state, ns */
@@ -188,17 +212,19 @@ static __always_inline struct ct_val *create(struct ct_key *k, __u64 now, int fr
 	return bpf_map_lookup_elem(&flows, k);
 }
 
-static __always_inline int invalid(struct ct_config *c)
+static __always_inline int invalid(struct ct_config *c, struct ct_out *o)
 {
+	o->info = CT_INVALID;
+	o->v = 0;
 	return c->drop_invalid ? DROP : PASS;
 }
 
-static __always_inline int track_tcp(struct pkt *p, struct ct_config *c, void *data, void *end)
+static __always_inline int track_tcp(struct pkt *p, struct ct_config *c, void *data, void *end, struct ct_out *o)
 {
 	__u8 *th = data + (p->l4 & 0xfff);
 	__u8 flags = 0;
 	if ((void *)(th + 14) <= end) flags = th[13];
-	if (!tcp_flags_valid(flags)) return invalid(c);
+	if (!tcp_flags_valid(flags)) return invalid(c, o);
 	__u32 cls = tcp_class(flags);
 	struct ct_key k;
 	int from_a;
@@ -212,9 +238,10 @@ static __always_inline int track_tcp(struct pkt *p, struct ct_config *c, void *d
 			/* a new connection on a closed one's tuple: the old entry goes */
 			bpf_map_delete_elem(&flows, &k);
 		} else {
-			if (next == S_INVALID) return invalid(c);
+			if (next == S_INVALID) return invalid(c, o);
 			__u8 seen_reply = v->seen_reply;
 			if (dir == 1) v->seen_reply = 1;
+			mark(o, v, dir);
 			if (next == S_IGNORE) return PASS;
 			if (seen_reply && (old == S_SYN_RECV || old == S_ESTABLISHED) && next == S_ESTABLISHED) v->assured = 1;
 			v->state = next;
@@ -222,6 +249,7 @@ static __always_inline int track_tcp(struct pkt *p, struct ct_config *c, void *d
 			v->packets[dir & 1]++;
 			if (!seen_reply && cls == C_RST) {
 				bpf_map_delete_elem(&flows, &k);
+				o->v = 0; /* ended: its decision was copied */
 				return PASS;
 			}
 			__u32 to = cls == C_RST ? S_CLOSE : next;
@@ -230,16 +258,17 @@ static __always_inline int track_tcp(struct pkt *p, struct ct_config *c, void *d
 		}
 	}
 	__u8 start = next_state(0, cls, S_NONE);
-	if (start == S_INVALID || (start == S_ESTABLISHED && !c->loose)) return invalid(c);
+	if (start == S_INVALID || (start == S_ESTABLISHED && !c->loose)) return invalid(c, o);
 	v = create(&k, p->now, from_a);
 	if (!v) return DROP;
 	v->state = start;
 	v->expires = after(p->now, c->tcp[start < 10 ? start : 0]);
 	v->packets[0] = 1;
+	mark(o, v, 0);
 	return CREATED;
 }
 
-static __always_inline int track_other(struct pkt *p, struct ct_config *c)
+static __always_inline int track_other(struct pkt *p, struct ct_config *c, struct ct_out *o)
 {
 	struct ct_key k;
 	int from_a;
@@ -254,6 +283,7 @@ static __always_inline int track_other(struct pkt *p, struct ct_config *c)
 		r = CREATED;
 	}
 	if (dir == 1) v->seen_reply = 1;
+	mark(o, v, dir);
 	v->packets[dir]++;
 	if (p->proto == 17 || p->proto == 136) {
 		if (v->seen_reply && p->now - v->first > 2000000000ULL) {
@@ -270,25 +300,25 @@ static __always_inline int is_icmp_error(int v6, __u8 type)
 }
 
 /* An ICMP error: RELATED to the flow of the packet it quotes, else INVALID. */
-static __always_inline int track_icmp_error(struct pkt *p, struct ct_config *c, __u8 *q, void *end)
+static __always_inline int track_icmp_error(struct pkt *p, struct ct_config *c, __u8 *q, void *end, struct ct_out *o)
 {
 	__u32 src[4] = {}, dst[4] = {};
 	__u8 proto;
 	__u8 *l4;
 	__u16 sp = 0, dp = 0;
-	if ((void *)(q + 1) > end) return invalid(c);
+	if ((void *)(q + 1) > end) return invalid(c, o);
 	__u8 v = q[0] >> 4;
 	if (p->family == 4 && v == 4) {
-		if ((void *)(q + 20) > end) return invalid(c);
+		if ((void *)(q + 20) > end) return invalid(c, o);
 		__u32 ihl = (q[0] & 15) << 2;
-		if (ihl < 20) return invalid(c);
+		if (ihl < 20) return invalid(c, o);
 		src[0] = bpf_ntohl(*(__u32 *)(q + 12));
 		dst[0] = bpf_ntohl(*(__u32 *)(q + 16));
 		proto = q[9];
 		if (bpf_ntohs(*(__u16 *)(q + 6)) & 0x1fff) return NOT_MODELLED;
 		l4 = q + ihl;
 	} else if (p->family == 6 && v == 6) {
-		if ((void *)(q + 40) > end) return invalid(c);
+		if ((void *)(q + 40) > end) return invalid(c, o);
 		for (int i = 0; i < 4; i++) {
 			src[i] = bpf_ntohl(*(__u32 *)(q + 8 + 4 * i));
 			dst[i] = bpf_ntohl(*(__u32 *)(q + 24 + 4 * i));
@@ -311,21 +341,25 @@ static __always_inline int track_icmp_error(struct pkt *p, struct ct_config *c, 
 	int from_a;
 	make_key(&k, p->family, proto, src, dst, sp, dp, &from_a);
 	struct ct_val *e = bpf_map_lookup_elem(&flows, &k);
-	if (!e || e->expires < p->now) return invalid(c);
+	if (!e || e->expires < p->now) return invalid(c, o);
+	o->v = e;
+	o->dir = (from_a == e->orig_is_a ? 0 : 1) ^ 1;
+	o->info = CT_RELATED;
+	o->decision = e->decision;
 	return PASS;
 }
 
-static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *data, void *end)
+static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *data, void *end, struct ct_out *o)
 {
 	int v6 = p->proto == 58;
 	__u8 *ih = data + (p->l4 & 0xfff);
-	if ((void *)(ih + 1) > end) return invalid(c);
+	if ((void *)(ih + 1) > end) return invalid(c, o);
 	__u8 type = ih[0];
-	if (is_icmp_error(v6, type)) return track_icmp_error(p, c, ih + 8, end);
+	if (is_icmp_error(v6, type)) return track_icmp_error(p, c, ih + 8, end, o);
 	if (v6 && ((type >= 130 && type <= 137) || type == 143)) return PASS; /* ND, MLD: untracked */
 	int request = v6 ? type == 128 || type == 139 : type == 8 || type == 13 || type == 15 || type == 17;
 	int reply = v6 ? type == 129 || type == 140 : type == 0 || type == 14 || type == 16 || type == 18;
-	if (!request && !reply) return invalid(c);
+	if (!request && !reply) return invalid(c, o);
 	__u16 id = 0;
 	/* dplab's decoder reads the identifier of echo and timestamp messages */
 	int has_id = v6 ? type == 128 || type == 129 : type == 0 || type == 8 || (type >= 13 && type <= 18);
@@ -343,12 +377,13 @@ static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *
 		    p->src[3] == p->dst[3])
 			dir = 1;
 	} else {
-		if (reply) return invalid(c);
+		if (reply) return invalid(c, o);
 		v = create(&k, p->now, from_a);
 		if (!v) return DROP;
 		r = CREATED;
 	}
 	if (dir == 1) v->seen_reply = 1;
+	mark(o, v, dir);
 	v->packets[dir]++;
 	v->expires = after(p->now, c->icmp);
 	return r;
@@ -365,32 +400,36 @@ static __always_inline void frag_key_of(struct frag_key *fk, struct pkt *p)
 }
 
 /* A later fragment: counted on its first fragment's flow when that flow is still there. */
-static __always_inline int follow_fragment(struct pkt *p)
+static __always_inline int follow_fragment(struct pkt *p, struct ct_out *o)
 {
 	struct frag_key fk;
 	frag_key_of(&fk, p);
 	struct frag_val *f = bpf_map_lookup_elem(&fragments, &fk);
 	if (!f) return PASS;
 	struct ct_val *v = bpf_map_lookup_elem(&flows, &f->flow);
-	if (v && !(v->expires < p->now)) v->packets[f->dir & 1]++;
+	if (v && !(v->expires < p->now)) {
+		v->packets[f->dir & 1]++;
+		mark(o, v, f->dir & 1);
+	}
 	return PASS;
 }
 
-static __always_inline int track(struct pkt *p, struct ct_config *c, void *data, void *end)
+static __always_inline int track(struct pkt *p, struct ct_config *c, void *data, void *end, struct ct_out *o)
 {
-	if (p->proto == 6) return track_tcp(p, c, data, end);
-	if (p->proto == 1 || p->proto == 58) return track_icmp(p, c, data, end);
-	return track_other(p, c);
+	if (p->proto == 6) return track_tcp(p, c, data, end, o);
+	if (p->proto == 1 || p->proto == 58) return track_icmp(p, c, data, end, o);
+	return track_other(p, c, o);
 }
 
-static __always_inline int conntrack_stage(struct pkt *p, void *data, void *end)
+/* The stage: track the packet; `o` says what it is to its flow (for ctpolicy.bpf.c). */
+static __always_inline int conntrack_track(struct pkt *p, void *data, void *end, struct ct_out *o)
 {
 	if (p->family == 0) return PASS; /* untracked */
-	if (p->frag == FRAG_LATER) return follow_fragment(p);
+	if (p->frag == FRAG_LATER) return follow_fragment(p, o);
 	__u32 zero = 0;
 	struct ct_config *c = bpf_map_lookup_elem(&ct_config, &zero);
 	if (!c) return PASS;
-	int r = track(p, c, data, end);
+	int r = track(p, c, data, end, o);
 	if (p->frag == FRAG_FIRST && (r == PASS || r == CREATED)) {
 		/* remember the datagram's flow (a tracked packet: not ND/MLD, not an ICMP error) */
 		struct ct_key k;
@@ -415,4 +454,12 @@ static __always_inline int conntrack_stage(struct pkt *p, void *data, void *end)
 	return r;
 }
 
+static __always_inline int conntrack_stage(struct pkt *p, void *data, void *end)
+{
+	struct ct_out o = {};
+	return conntrack_track(p, data, end, &o);
+}
+
+#ifndef DPLAB_NO_PROGRAMS
 DPLAB_PROGRAMS(conntrack_stage)
+#endif

@@ -8,8 +8,8 @@
 #include "parse.h"
 
 #define MAX_RANGES 16
-#define ACCEPT 1
-#define DROP 2
+#define ACTION_ACCEPT 1
+#define ACTION_DROP 2
 
 struct rule {
 	__u32 src[4], src_mask[4], dst[4], dst_mask[4]; /* host-order words, as dplab's */
@@ -83,7 +83,9 @@ static __always_inline int policy_stage(struct pkt *p, void *data, void *end)
 	if (!c) return 0;
 	struct scan s = { .p = p, .action = c->default_action };
 	bpf_loop(c->count, match_one, &s, 0);
-	return s.action == DROP;
+	return s.action == ACTION_DROP;
 }
 
+#ifndef DPLAB_NO_PROGRAMS
 DPLAB_PROGRAMS(policy_stage)
+#endif

@@ -1,8 +1,8 @@
 /**
  * dplab calibrate: the kernel models in bpf/ decide as dplab's stages do, packet for packet, on
  * every shipped capture (xdp with block and allow lists that drop some packets, its per-source
- * rate limit, conntrack with its INVALID drops, and the policy rules evaluated per packet), and a
- * missing tool is one clear line.
+ * rate limit, conntrack with its INVALID drops, the policy rules evaluated per packet, and
+ * conntrack with policy's decision cached in the flow), and a missing tool is one clear line.
  *
  * These tests load BPF programs: they need root, clang and libbpf-dev (CI runs as root on Debian:
  * apt-get install clang libbpf-dev). Without them they FAIL, saying what is missing; they never
@@ -52,6 +52,7 @@ allow: fe80::/64
 block: 172.16.0.0/12
 allow: 172.16.133.0/24
 [conntrack]
+capacity: 16384
 invalid: drop
 [policy]
 evaluator: trie
@@ -92,7 +93,7 @@ rate-table: 64
 rule: drop tcp port 443
 `);
 
-const quick = { runs: 1, passes: 1, repeat: 1, xdpSample: 0 };
+const quick = { runs: 1, passes: 1, repeat: 1, xdpSample: 0, floor: false };
 
 function check(r: CalibrationReport, file: string): void {
   for (const s of r.stages) {
@@ -130,8 +131,12 @@ describe('calibrate: kernel models against dplab', () => {
     expect(captures).toBeGreaterThan(50);
     expect(flowsCompared).toBeGreaterThan(100);
     // The lists and rules drop some packets and pass others: both verdicts were compared.
-    for (const k of ['lists xdp', 'lists conntrack', 'lists policy', 'stateless xdp', 'stateless policy']) expect(drops[k], k).toBeGreaterThan(0);
-  }, 600_000);
+    for (const k of ['lists xdp', 'lists conntrack', 'lists conntrack+policy', 'lists policy', 'stateless xdp', 'stateless policy']) {
+      expect(drops[k], k).toBeGreaterThan(0);
+    }
+    // Behind conntrack, policy decides once per flow: the cached model drops what dplab's pipeline does.
+    expect(drops['lists conntrack+policy']).toBeGreaterThan(drops['lists conntrack']!);
+  }, 900_000);
 
   it('the per-source rate limit (LRU hash, capture clock in skb->tstamp) drops the same packets', () => {
     needsKernel();
@@ -153,10 +158,10 @@ describe('calibrate: kernel models against dplab', () => {
     const r = calibrate({ file: join(CAPTURES, 'large/ppp_many-protocols.pcap'), profile: 'ebpf', runs: 2, passes: 2, repeat: 10, xdpSample: 16 });
     check(r, 'ppp_many-protocols');
     const modelled = r.stages.filter((s) => s.model !== null);
-    expect(modelled.map((s) => s.type).sort()).toEqual(['conntrack', 'policy', 'xdp']);
+    expect(modelled.map((s) => s.type).sort()).toEqual(['conntrack', 'conntrack+policy', 'policy', 'xdp']);
     for (const s of modelled) {
       // Stateless models also run their XDP build on a sample; conntrack splits first and later packets.
-      if (s.type === 'conntrack') {
+      if (s.type === 'conntrack' || s.type === 'conntrack+policy') {
         expect(s.firstPackets).toBeGreaterThan(0);
         expect(s.firstNs).toBeGreaterThan(0);
         expect(s.laterNs).toBeGreaterThan(0);

@@ -57,6 +57,8 @@ export interface CalibrateOptions {
   repeat?: number;
   /** Packets the XDP builds run on (0: none; default 32). */
   xdpSample?: number;
+  /** Run the floor program (default true; the tests, which look at verdicts, skip it). */
+  floor?: boolean;
 }
 
 export interface Mismatch {
@@ -219,6 +221,12 @@ interface Model {
   standalonePackets: number;
   /** conntrack: "first" is the packet that created its flow (the kernel model says which). */
   flowFirst?: boolean;
+  /**
+   * conntrack with the policy stage right behind it: a second model over the same packets
+   * (ctpolicy.bpf.c, the decision cached in the flow), compared with dplab's verdict at either
+   * stage. `at`: the policy stage's index in the profile.
+   */
+  combined?: { at: number; name: string; maps: string; drop: number[]; reason: string[] };
   /** The latest time of any packet in the batches the stage was called with (its clock at the end). */
   endSec: number;
   endNsec: number;
@@ -375,6 +383,12 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
     }
   });
 
+  const ctModel = models.find((m) => m.type === 'conntrack');
+  const behind = ctModel ? models.find((m) => m.index === ctModel.index + 1 && m.type === 'policy') : undefined;
+  if (ctModel && behind) {
+    ctModel.combined = { at: behind.index, name: `${ctModel.name}+${behind.name}`, maps: ctModel.maps + behind.maps, drop: [], reason: [] };
+  }
+
   // 1. dplab: the runs, the packets each model sees, dplab's verdicts. A tap in front of each
   // modelled stage takes the packets as that stage gets them (bytes as earlier stages left them);
   // its own row in the runner's table keeps it out of the stage's figure. Run 0 collects (and
@@ -404,6 +418,16 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       if (!collect) return;
       for (const tap of taps) {
         const m = tap.model;
+        const cb = m.combined;
+        if (cb) {
+          const policyAt = taps.find((t) => t.model.index === cb.at)!.at;
+          for (const i of tap.seen) {
+            const st = b.stage[i]!;
+            const drop = b.verdict[i] === Verdict.DROP && (st === tap.at || st === policyAt);
+            cb.drop.push(drop ? 1 : 0);
+            cb.reason.push(drop ? `${stages[st]!.name}/${stages[st]!.reasons[b.reason[i]!] ?? ''}` : '');
+          }
+        }
         if (m.standalone) continue; // its verdicts were taken by the tap
         for (let j = 0; j < tap.seen.length; j++) {
           const i = tap.seen[j]!;
@@ -465,73 +489,84 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       });
       continue;
     }
-    const r = m.records;
-    const rep = m.stateful ? 1 : repeat;
-    let k: KernelRun | null = null;
-    let floor: KernelRun | null = null;
-    let xdpSample: StageCalibration['xdpSample'];
-    if (r.count > 0) {
-      writeFileSyncSafe(mapsFile, m.maps);
-      k = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile, dump: m.flowFirst ? 'flows' : undefined });
-      floor = runProgram({ built, object: 'empty', program: 'empty_tc', packets: r.path, results, repeat: rep, passes });
-      if (!m.stateful && (opts.xdpSample ?? XDP_SAMPLE) > 0) {
-        // The same model at the XDP hook, on a sample: the hook the stage models, one test run at a time.
-        const sample = join(work, 'sample.bin');
-        writeFileSync(sample, readFileSync(r.path).subarray(0, sampleBytes(readFileSync(r.path), opts.xdpSample ?? XDP_SAMPLE)));
-        const x = runProgram({ built, object: m.object, program: `${m.program}_xdp`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
-        const t = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
-        let agree = true;
-        for (let i = 0; i < x.count; i++) if ((x.retval[i] === XDP_DROP) !== (t.retval[i] === TC_SHOT)) agree = false;
-        xdpSample = { packets: x.count, xdpNs: perPass(x), tcNs: perPass(t), verdictsAgree: agree };
+    const variants: { combined: boolean }[] = m.combined ? [{ combined: false }, { combined: true }] : [{ combined: false }];
+    for (const variant of variants) {
+      const cb = variant.combined ? m.combined! : null;
+      const r = m.records;
+      const dplabDrop = cb ? cb.drop : r.dplabDrop;
+      const dplabReason = cb ? cb.reason : r.dplabReason;
+      const object = cb ? 'ctpolicy' : m.object;
+      const program = cb ? 'ctpolicy_stage' : m.program;
+      const rep = m.stateful ? 1 : repeat;
+      let k: KernelRun | null = null;
+      let floor: KernelRun | null = null;
+      let xdpSample: StageCalibration['xdpSample'];
+      if (r.count > 0) {
+        writeFileSyncSafe(mapsFile, cb ? cb.maps : m.maps);
+        k = runProgram({ built, object, program: `${program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile, dump: m.flowFirst && !cb ? 'flows' : undefined });
+        if (opts.floor !== false) floor = runProgram({ built, object: 'empty', program: 'empty_tc', packets: r.path, results, repeat: rep, passes });
+        if (!m.stateful && (opts.xdpSample ?? XDP_SAMPLE) > 0) {
+          // The same model at the XDP hook, on a sample: the hook the stage models, one test run at a time.
+          const sample = join(work, 'sample.bin');
+          writeFileSync(sample, readFileSync(r.path).subarray(0, sampleBytes(readFileSync(r.path), opts.xdpSample ?? XDP_SAMPLE)));
+          const x = runProgram({ built, object: m.object, program: `${m.program}_xdp`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
+          const t = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
+          let agree = true;
+          for (let i = 0; i < x.count; i++) if ((x.retval[i] === XDP_DROP) !== (t.retval[i] === TC_SHOT)) agree = false;
+          xdpSample = { packets: x.count, xdpNs: perPass(x), tcNs: perPass(t), verdictsAgree: agree };
+        }
       }
-    }
-    const mismatches: Mismatch[] = [];
-    let kernelDropped = 0;
-    let notModelled = 0;
-    let dplabDropped = 0;
-    const first: number[] = m.flowFirst ? [] : r.first;
-    for (let i = 0; i < r.count; i++) {
-      const rv = k!.retval[i]!;
-      if (m.flowFirst) first.push(rv === TC_CREATED ? 1 : 0);
-      if (rv === TC_NOT_MODELLED) { notModelled++; continue; }
-      const kDrop = rv === TC_SHOT;
-      if (kDrop) kernelDropped++;
-      const dDrop = r.dplabDrop[i] === 1;
-      if (dDrop) dplabDropped++;
-      if (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK && rv !== TC_CREATED)) {
-        mismatches.push({
-          packet: r.num[i]!, stage: name,
-          dplab: dDrop ? `drop (${r.dplabReason[i]})` : 'pass',
-          kernel: rv === TC_SHOT ? 'drop' : rv === TC_OK ? 'pass' : `returned ${rv}`,
-          packetSummary: '',
-        });
+      const mismatches: Mismatch[] = [];
+      let kernelDropped = 0;
+      let notModelled = 0;
+      let dplabDropped = 0;
+      const first: number[] = m.flowFirst ? [] : r.first;
+      for (let i = 0; i < r.count; i++) {
+        const rv = k!.retval[i]!;
+        if (m.flowFirst) first.push(rv === TC_CREATED ? 1 : 0);
+        if (rv === TC_NOT_MODELLED) { notModelled++; continue; }
+        const kDrop = rv === TC_SHOT;
+        if (kDrop) kernelDropped++;
+        const dDrop = dplabDrop[i] === 1;
+        if (dDrop) dplabDropped++;
+        if (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK && rv !== TC_CREATED)) {
+          mismatches.push({
+            packet: r.num[i]!, stage: cb ? cb.name : name,
+            dplab: dDrop ? `drop (${dplabReason[i]})` : 'pass',
+            kernel: rv === TC_SHOT ? 'drop' : rv === TC_OK ? 'pass' : `returned ${rv}`,
+            packetSummary: '',
+          });
+        }
       }
+      total += mismatches.length;
+      const dplabNs = m.standalone ? median(m.standaloneNs.slice(1).map((ns) => ns / Math.max(1, m.standalonePackets)))
+        : cb ? dplabPipelineNs + median(stageNs.get(profile.stages[cb.at]!) ?? [0]) : dplabPipelineNs;
+      const kernelNs = k ? perPass(k) : null;
+      const c: StageCalibration = {
+        stage: cb ? cb.name : name, type: cb ? 'conntrack+policy' : type, model: `bpf/${object}.bpf.c`,
+        note: cb ? `conntrack and policy in one program, as Calico: the rules run for a flow's first packet and the decision is kept in the flow entry; against dplab's verdict at either stage (its ${profile.stages[cb.at]} decides once per flow too), dplab's figure the sum of both rows` : m.note,
+        packets: r.count,
+        dplabDropped, kernelDropped, agree: r.count - notModelled - mismatches.length, notModelled,
+        kernelNs, floorNs: floor ? perPass(floor) : null, dplabNs,
+        ratio: kernelNs && dplabNs ? dplabNs / kernelNs : null, mismatches,
+      };
+      if (kernelNs !== null && c.floorNs !== null) {
+        c.modelNs = kernelNs - c.floorNs;
+        c.modelRatio = c.modelNs > 0 && dplabNs ? dplabNs / c.modelNs : null;
+      }
+      if (m.stateful && k) {
+        c.firstNs = perPass(k, (i) => first[i] === 1);
+        c.laterNs = perPass(k, (i) => first[i] === 0);
+        c.firstPackets = first.reduce((a, x) => a + x, 0);
+      }
+      if (m.standalone) c.dplabPipelineNs = dplabPipelineNs;
+      if (m.flowFirst && k && !cb) {
+        c.flowsAtEnd = compareFlows(endFlows, k.dumped, endClock(m));
+        total += c.flowsAtEnd.differ.length;
+      }
+      if (xdpSample) c.xdpSample = xdpSample;
+      out.push(c);
     }
-    total += mismatches.length;
-    const dplabNs = m.standalone ? median(m.standaloneNs.slice(1).map((ns) => ns / Math.max(1, m.standalonePackets))) : dplabPipelineNs;
-    const kernelNs = k ? perPass(k) : null;
-    const c: StageCalibration = {
-      stage: name, type, model: `bpf/${m.object}.bpf.c`, note: m.note, packets: r.count,
-      dplabDropped, kernelDropped, agree: r.count - notModelled - mismatches.length, notModelled,
-      kernelNs, floorNs: floor ? perPass(floor) : null, dplabNs,
-      ratio: kernelNs && dplabNs ? dplabNs / kernelNs : null, mismatches,
-    };
-    if (kernelNs !== null && c.floorNs !== null) {
-      c.modelNs = kernelNs - c.floorNs;
-      c.modelRatio = c.modelNs > 0 && dplabNs ? dplabNs / c.modelNs : null;
-    }
-    if (m.stateful && k) {
-      c.firstNs = perPass(k, (i) => first[i] === 1);
-      c.laterNs = perPass(k, (i) => first[i] === 0);
-      c.firstPackets = first.reduce((a, x) => a + x, 0);
-    }
-    if (m.standalone) c.dplabPipelineNs = dplabPipelineNs;
-    if (m.flowFirst && k) {
-      c.flowsAtEnd = compareFlows(endFlows, k.dumped, endClock(m));
-      total += c.flowsAtEnd.differ.length;
-    }
-    if (xdpSample) c.xdpSample = xdpSample;
-    out.push(c);
   }
   if (total > 0) nameMismatches(opts.file, profile.name, out);
   return {
