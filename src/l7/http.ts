@@ -41,6 +41,11 @@ const CHUNKED = new TextEncoder().encode('chunked');
 const METHODS = ['GET', 'POST', 'HEAD', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE'];
 const METHOD_BYTES = METHODS.map((m) => new TextEncoder().encode(m));
 
+/** dst[at...] = src[s, e): a loop, not set(subarray()), which makes a view object per call. */
+function copy(dst: Uint8Array, at: number, src: Uint8Array, s: number, e: number): void {
+  for (let k = s; k < e; k++) dst[at++] = src[k]!;
+}
+
 function nameIs(buf: Uint8Array, s: number, n: number, lower: Uint8Array): boolean {
   if (n !== lower.length) return false;
   for (let k = 0; k < n; k++) if ((buf[s + k]! | 32) !== lower[k]) return false;
@@ -169,7 +174,7 @@ export class HttpEngine {
       if (q === end) {
         // No end of line in this segment: carry the partial line over (bounded by the head limit).
         const c = this.room(this.carry, e, ll + n, ll);
-        c.set(src.subarray(p, end), ll);
+        copy(c, ll, src, p, end);
         this.lineLen[e] = ll + n;
         if (ph === Phase.LINE0 && !this.methodSoFarOk(c, ll + n)) { this.notHttp++; return L7Reason.NOT_HTTP; }
         return OK;
@@ -180,7 +185,7 @@ export class HttpEngine {
         code = this.line(e, src, p, le, n + 1);
       } else {
         const c = this.room(this.carry, e, ll + n, ll);
-        c.set(src.subarray(p, q), ll);
+        copy(c, ll, src, p, q);
         const total = ll + n;
         this.lineLen[e] = 0;
         code = this.line(e, c, 0, total > 0 && c[total - 1] === 13 ? total - 1 : total, total + 1);
@@ -219,13 +224,13 @@ export class HttpEngine {
         }
         if (k === s || k === le) { this.notHttp++; return L7Reason.NOT_HTTP; }
         const m = k - s;
-        let u0 = k + 1;
+        const u0 = k + 1;
         let u1 = u0;
         while (u1 < le && buf[u1] !== 32) u1++;
         const ul = u1 - u0;
         const sv = this.room(this.saved, e, m + ul, 0);
-        sv.set(buf.subarray(s, k), 0);
-        sv.set(buf.subarray(u0, u1), m);
+        copy(sv, 0, buf, s, k);
+        copy(sv, m, buf, u0, u1);
         this.mLen[e] = m;
         this.uLen[e] = ul;
         this.hLen1[e] = 0;
@@ -250,7 +255,7 @@ export class HttpEngine {
           if (this.hLen1[e] === 0) {
             const at = this.mLen[e]! + this.uLen[e]!;
             const sv = this.room(this.saved, e, at + v1 - v0, at);
-            sv.set(buf.subarray(v0, v1), at);
+            copy(sv, at, buf, v0, v1);
             this.hLen1[e] = v1 - v0 + 1;
           }
         } else if (nl === 14 && nameIs(buf, s, 14, CONTENT_LENGTH)) {
