@@ -344,6 +344,18 @@ export class HttpEngine {
     return OK;
   }
 
+  /** The flow's last request head as text (trace only): method, target and Host. */
+  lastRequest(e: number): string {
+    const sv = this.saved[e];
+    if (sv === undefined) return '?';
+    const dec = new TextDecoder('latin1');
+    const m = this.mLen[e]!;
+    const u = this.uLen[e]!;
+    const h = this.hLen1[e]! - 1;
+    const uri = dec.decode(sv.subarray(m, m + u));
+    return `${dec.decode(sv.subarray(0, m))} ${uri.length > 80 ? `${uri.slice(0, 77)}...` : uri}${h >= 0 ? ` Host: ${dec.decode(sv.subarray(m + u, m + u + h))}` : ' (no Host)'}`;
+  }
+
   methodReport(): Record<string, number> {
     const out: Record<string, number> = {};
     for (let x = 0; x <= METHODS.length; x++) if (this.byMethod[x]! > 0) out[x < METHODS.length ? METHODS[x]! : 'other'] = this.byMethod[x]!;

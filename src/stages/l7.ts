@@ -295,10 +295,10 @@ export class L7Stage implements Stage {
       case How.RETRANSMIT: return `${mode}: retransmission of bytes already inspected (first copy wins)`;
       case How.QUEUED: return 'proxy: out-of-order segment queued for reassembly';
       case How.DEAD: return 'flow closed after a denied request or a limit: dropped';
-      case How.DECIDED: return `${mode}: completed ${this.done[i]} request(s); last: ${ruleText(this.which[i]!)}`;
+      case How.DECIDED: return `${mode}: completed ${this.done[i]} request(s); last "${this.engine.lastRequest(b.flow[i]!)}": ${ruleText(this.which[i]!)}`;
       case How.DROPPED: {
         const r = b.reason[i]!;
-        if (r === L7Reason.RULE || r === L7Reason.DEFAULT) return `${mode}: request denied, ${ruleText(this.which[i]!)}${this.proxy ? '; proxy answers 403 and closes' : ''}`;
+        if (r === L7Reason.RULE || r === L7Reason.DEFAULT) return `${mode}: request "${this.engine.lastRequest(b.flow[i]!)}" denied, ${ruleText(this.which[i]!)}${this.proxy ? '; proxy answers 403 and closes' : ''}`;
         return `${mode}: ${L7_REASONS[r]}`;
       }
       default: return '-';
