@@ -8,7 +8,7 @@ import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { formatRate, table } from './output.js';
 
-export const COMPARE_DEFAULT = ['iptables', 'ebpf', 'mixed'];
+export const COMPARE_DEFAULT = ['iptables', 'ebpf', 'hns', 'mixed'];
 
 export const COMPARE_HELP = `dplab compare FILE [options]
 
@@ -21,9 +21,9 @@ plain words, every number taken from this run.
 
 Options:
   --profiles A,B,...   profiles to compare, the first the baseline (default ${COMPARE_DEFAULT.join(',')}:
-                       kube-proxy on iptables; Calico eBPF with connect-time balancing; and the
-                       article's mixed case, connect-time balancing with kube-proxy's rules left in
-                       place). Names of shipped profiles (dplab profiles) or profile files.
+                       kube-proxy on iptables; Calico eBPF with connect-time balancing; Windows HNS
+                       (VFP's unified flows); and the article's mixed case, connect-time balancing
+                       with kube-proxy's rules left in place). Names of shipped profiles (dplab profiles) or profile files.
   --batch N            packets per batch (default 256); the latency figures follow it
   --flush-us N         the latency model closes a batch N microseconds after its first packet
                        even when it is not full, as a poll-mode dataplane would (default 50)

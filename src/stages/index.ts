@@ -6,3 +6,4 @@ import './dnat.js';
 import './ctlb.js';
 import './l7.js';
 import './encrypt.js';
+import './vfp.js';
