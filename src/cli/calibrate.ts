@@ -15,8 +15,9 @@ packet whose verdict differs between the two (there should be none: each is a bu
 
 Kernel models: xdp (LPM maps of the block/allow lists; a token bucket per source in an LRU hash
 when the profile sets a rate limit), conntrack (an LRU hash of flows with nf_conntrack's TCP state
-table, as Calico's) and policy (the rules scanned in order for every packet). Other stages have
-none yet: their dplab figure is shown alone. Nothing is attached to an
+table, as Calico's), policy (the rules scanned in order for every packet) and, when policy comes
+right after conntrack, both in one program with the decision cached in the flow entry (compared
+with the pipeline's verdicts). Other stages have none yet: their dplab figure is shown alone. Nothing is attached to an
 interface; the programs only see the packets given to them.
 
 Needs: root, clang, a C compiler and libbpf's headers (Debian: apt-get install clang libbpf-dev);
@@ -102,7 +103,7 @@ export function renderCalibration(r: CalibrationReport): string {
   for (const s of r.stages) {
     lines.push(`${s.stage}: ${s.model ? `${s.model}: ` : ''}${s.note}`);
     if (s.firstNs !== undefined) {
-      lines.push(`  kernel, first packet of a ${s.type === 'conntrack' ? 'flow' : 'source'} (${s.firstPackets}): ${f1(s.firstNs)} ns; later packets: ${f1(s.laterNs)} ns${s.firstNs && s.laterNs ? ` (${(s.firstNs / s.laterNs).toFixed(2)}x)` : ''}; dplab times whole batches, not single packets`);
+      lines.push(`  kernel, first packet of a ${s.type.startsWith('conntrack') ? 'flow' : 'source'} (${s.firstPackets}): ${f1(s.firstNs)} ns; later packets: ${f1(s.laterNs)} ns${s.firstNs && s.laterNs ? ` (${(s.firstNs / s.laterNs).toFixed(2)}x)` : ''}; dplab times whole batches, not single packets`);
     }
     if (s.flowsAtEnd) {
       const f = s.flowsAtEnd;
