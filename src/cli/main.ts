@@ -9,6 +9,7 @@ import { renderReport } from './report.js';
 import { VERSION } from './args.js';
 import { CALIBRATE_HELP, calibrateCommand } from './calibrate.js';
 import { COMPARE_HELP, compareCommand } from './compare.js';
+import { SWEEP_HELP, sweepCommand } from './sweep.js';
 import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
 import { GEN_HELP, genCommand } from './gen.js';
@@ -25,6 +26,7 @@ Usage: dplab COMMAND [options]
 Commands:
   replay FILE    run a capture through the pipeline and print what happened and what it cost
   compare FILE   several profiles over the same packets, side by side, with verdict differences
+  sweep PARAM    profiles across packets per flow, rule count, attack share or active flows
   trace FILE     follow packets through the stages, with each decision and the conntrack state
   decode FILE    print one line per packet (number, time, protocol, addresses, ports, length)
   profiles       list the built-in profiles and stages; check a profile file
@@ -44,6 +46,7 @@ MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: string }> = {
   replay: { run: replayCommand, help: REPLAY_HELP },
   compare: { run: compareCommand, help: COMPARE_HELP },
+  sweep: { run: sweepCommand, help: SWEEP_HELP },
   trace: { run: traceCommand, help: TRACE_HELP },
   decode: { run: decodeCommand, help: DECODE_HELP },
   profiles: { run: profilesCommand, help: PROFILES_HELP },
