@@ -18,9 +18,11 @@ export const MAX_BATCH_SIZE = 65536;
 /**
  * Verdicts. Packets whose verdict is PASS are "alive" for the next stage; a stage gives DROP.
  * FOREIGN marks, in a worker, a packet another worker's shard owns: every per-flow stage skips it
- * and the accounting leaves it to its owner.
+ * and the accounting leaves it to its owner. REDIRECTED marks a packet a stage sent straight to its
+ * destination past the stages after it (route's bypass, as bpf_redirect_peer): they skip it, the
+ * runner still counts it alive, and the stage that set it gives it its verdict back in endBatch.
  */
-export const Verdict = { PASS: 0, DROP: 1, FOREIGN: 2 } as const;
+export const Verdict = { PASS: 0, DROP: 1, FOREIGN: 2, REDIRECTED: 3 } as const;
 
 /** What sits at L3. Values are the ethertypes, so output can name anything else by number. */
 export const L3 = { NONE: 0, IPV4: 0x0800, IPV6: 0x86dd, ARP: 0x0806 } as const;

@@ -191,7 +191,7 @@ export class Pipeline {
 function countAliveMine(b: Batch, mine: Uint8Array): number {
   const v = b.verdict;
   let n = 0;
-  for (let i = 0; i < b.count; i++) if (v[i] === Verdict.PASS && mine[i] === 1) n++;
+  for (let i = 0; i < b.count; i++) if ((v[i] === Verdict.PASS || v[i] === Verdict.REDIRECTED) && mine[i] === 1) n++;
   return n;
 }
 
@@ -204,6 +204,7 @@ function hideForeign(b: Batch, mine: Uint8Array): void {
 export function countAlive(b: Batch): number {
   const v = b.verdict;
   let n = 0;
-  for (let i = 0; i < b.count; i++) if (v[i] === Verdict.PASS) n++;
+  // A REDIRECTED packet is alive: it skips the stages after the one that redirected it, not dropped.
+  for (let i = 0; i < b.count; i++) if (v[i] === Verdict.PASS || v[i] === Verdict.REDIRECTED) n++;
   return n;
 }

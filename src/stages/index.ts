@@ -6,4 +6,5 @@ import './dnat.js';
 import './ctlb.js';
 import './l7.js';
 import './encrypt.js';
+import './route.js';
 import './vfp.js';
