@@ -6,6 +6,7 @@ import { buildStages } from '../pipeline/registry.js';
 import '../stages/index.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
+import { renderHtml } from './html.js';
 import { formatRate, table } from './output.js';
 
 export const COMPARE_DEFAULT = ['iptables', 'ebpf', 'hns', 'mixed'];
@@ -31,6 +32,8 @@ Options:
   --repeat N           run the comparison N times and report the last, on a warm JIT (default: 5
                        for captures under 100,000 packets, else 1)
   --json FILE          the whole comparison as JSON (- for standard output)
+  --html FILE          a self-contained page: the table, per-stage cost bars, verdict differences,
+                       the reading (charts drawn by uPlot, inlined: nothing is fetched when opened)
 
 Dataplane ns/packet is the sum of the stages a dataplane runs per packet, decode included, over the
 packets read. Rows marked emulation (ctlb's re-addressing, which a kernel does once per connect())
@@ -50,6 +53,7 @@ export function compareCommand(argv: string[]): number {
     differences: { type: 'string' },
     'flush-us': { type: 'string' },
     repeat: { type: 'string' },
+    html: { type: 'string' },
     json: { type: 'string' },
   });
   if (!args) return Exit.OK;
@@ -70,6 +74,7 @@ export function compareCommand(argv: string[]): number {
     if (values.json === '-') process.stdout.write(text);
     else writeFileSync(values.json, text);
   }
+  if (values.html !== undefined) writeFileSync(values.html, renderHtml({ compare: r, reading: reading(r) }));
   const out = values.json === '-' ? process.stderr : process.stdout;
   out.write(renderCompare(r, shown));
   return r.complete ? Exit.OK : Exit.DAMAGED;

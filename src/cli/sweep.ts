@@ -14,6 +14,7 @@ import '../stages/index.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { synthServices } from './gen.js';
+import { renderHtml } from './html.js';
 import { table } from './output.js';
 
 const PARAMS = {
@@ -44,6 +45,7 @@ Options:
   --values V,...     the parameter's values
   --packets N        packets per generated capture (default 300000)
   --json FILE        the points as JSON
+  --html FILE        a self-contained page with the curves (uPlot, inlined)
 
 Examples:
   dplab sweep packets-per-flow
@@ -74,7 +76,7 @@ export interface SweepPoint { value: number; packets: number; profiles: { profil
 
 export function sweepCommand(argv: string[]): number {
   const args = parseCommandLine('sweep', argv, SWEEP_HELP, {
-    profiles: { type: 'string' }, values: { type: 'string' }, packets: { type: 'string' }, json: { type: 'string' },
+    profiles: { type: 'string' }, values: { type: 'string' }, packets: { type: 'string' }, json: { type: 'string' }, html: { type: 'string' },
   });
   if (!args) return Exit.OK;
   const { values, positionals } = args;
@@ -118,6 +120,7 @@ export function sweepCommand(argv: string[]): number {
     rmSync(dir, { recursive: true, force: true });
   }
   if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ param, points: out }, null, 2) + '\n');
+  if (values.html !== undefined) writeFileSync(values.html, renderHtml({ sweep: { param, profiles, points: out } }));
   process.stdout.write(renderSweep(param, profiles, out));
   return Exit.OK;
 }

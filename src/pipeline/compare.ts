@@ -275,6 +275,8 @@ export function runCompare(spec: CompareSpec): CompareResult {
       flows += num(r.flowsCreated);
       const t = r.packetsTranslated;
       if (t && typeof t !== 'number') { nat += num(t.original) + num(t.reply); bindings += num(r.bindingsCreated); }
+      // vfp (hns) rewrites in its unified flows: counted with the NAT work.
+      nat += num(r.packetsRewritten);
       const c = r.connects;
       if (c && typeof c !== 'number') connects += num(c.tcp) + num(c.udp);
     }
