@@ -80,9 +80,13 @@ async function once(capture: string, pps: number | null, file: string, extra: st
 
 interface Drain { sent: number; read: number; kernelDrops: number; seconds: number; lost: number }
 
-async function drain(capture: string, file: string, n: number, extra: string[], counted = true): Promise<Drain> {
+/**
+ * Queue `file` while dplab is stopped, continue it, and time until it has read everything. With
+ * `warm`, other traffic (other flows) is sent and read first, so the JIT has compiled the hot path.
+ */
+async function drain(capture: string, file: string, n: number, extra: string[], counted = true, warm?: { file: string; n: number }): Promise<Drain> {
   const live = spawn('ip', ['netns', 'exec', ns, process.execPath, DPLAB, 'live', inn, '--capture', capture, '--no-status', '--json', '-',
-    ...(counted ? ['--count', String(n)] : []), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    ...(counted ? ['--count', String(n + (warm?.n ?? 0))] : []), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   live.stdout.on('data', (d: Buffer) => { stdout += d; });
@@ -94,6 +98,10 @@ async function drain(capture: string, file: string, n: number, extra: string[], 
   }
   // ip netns exec becomes node (it execs, no fork): its pid is node's.
   const pid = live.pid!;
+  if (warm) {
+    sh('tcpreplay', ['-i', out, '--pps', '50000', warm.file]);
+    await new Promise((res) => setTimeout(res, 1000));
+  }
   process.kill(pid, 'SIGSTOP');
   const r = spawnSync('tcpreplay', ['-i', out, '--topspeed', file], { encoding: 'utf8' });
   const sent = Number(/Actual: (\d+) packets/.exec(r.stdout)?.[1] ?? NaN);
@@ -107,7 +115,8 @@ async function drain(capture: string, file: string, n: number, extra: string[], 
   clearTimeout(guard);
   const seconds = (performance.now() - t0) / 1000;
   const rep = JSON.parse(stdout);
-  return { sent, read: rep.capture.packets, kernelDrops: rep.live.kernel.drops, seconds, lost: sent - rep.capture.packets - rep.live.kernel.drops };
+  const read = rep.capture.packets - (warm?.n ?? 0);
+  return { sent, read, kernelDrops: rep.live.kernel.drops, seconds, lost: sent - read - rep.live.kernel.drops };
 }
 
 async function main(): Promise<void> {
@@ -141,27 +150,42 @@ async function main(): Promise<void> {
     // packets are sent, so they wait in the ring (or the sockets' buffers), then continued; the
     // time from SIGCONT to its exit (--count: all read) is the drain time plus a fixed cost
     // (report, exit), which the difference between a small and a large queue cancels.
-    console.log('drain: packets queued while dplab was stopped, then read; rate = extra packets / extra time between a small and a large queue');
+    console.log('drain: packets queued while a warmed-up dplab was stopped, then read; rate = extra packets / extra time between a small and a large queue');
     const rings = (process.argv.includes('--rings') ? process.argv[process.argv.indexOf('--rings') + 1]! : '512').split(',');
-    const paths: [string, number, number, string[]][] = [...rings.map((mb): [string, number, number, string[]] => ['packet', Math.floor(PACKETS / 10), PACKETS, ['--ring-mb', mb]]), ['raw', 5000, 20000, []]];
+    const paths: [string, number, number, string[]][] = [...rings.map((mb): [string, number, number, string[]] => ['packet', Math.floor(PACKETS / 10), PACKETS, ['--ring-mb', mb]]), ['raw', 10000, 60000, []]];
     for (const [capture, small, large, extra] of paths) {
       const files = [small, large].map((n) => {
         const f = join(dir, `first${n}.pcap`);
         sh('editcap', ['-r', file, f, `1-${n}`]);
         return f;
       });
+      // Warm-up traffic: other flows (another seed), as many as the small queue, sent slowly first.
+      const warmFile = join(dir, `warm${small}.pcap`);
+      const warmGen = join(dir, `warmgen${small}.pcap`);
+      sh(process.execPath, [DPLAB, 'gen', warmGen, '--packets', String(small), '--ipv6', '0', '--vlan', '0', '--seed', '2']);
+      sh('tcprewrite', [`--enet-dmac=${insideMac}`, '--dstipmap=0.0.0.0/0:10.202.0.2/32', '--fixcsum', '-i', warmGen, '-o', warmFile]);
+      // Each round: replay's rate, then a small and a large queue; the ratio is taken within the
+      // round (this machine's speed drifts between rounds), and the medians are printed.
       const times: number[][] = [[], []];
+      const rates: number[] = [];
+      const ratios: number[] = [];
       let lost = 0;
       for (let k = 0; k < REPS; k++) {
+        const replayNow = JSON.parse(sh(process.execPath, [DPLAB, 'replay', file, '--repeat', '3', '--json', '-', '--no-progress'])).packetsPerSecond as number;
+        const t: number[] = [];
         for (const j of [0, 1]) {
-          const d = await drain(capture, files[j]!, j === 0 ? small : large, [...extra]);
+          const d = await drain(capture, files[j]!, j === 0 ? small : large, [...extra], true, { file: warmFile, n: small });
           times[j]!.push(d.seconds);
+          t.push(d.seconds);
           lost += d.lost + d.kernelDrops;
         }
+        const rate = (large - small) / (t[1]! - t[0]!);
+        rates.push(rate);
+        ratios.push(rate / replayNow);
       }
-      const rate = (large - small) / (median(times[1]!) - median(times[0]!));
       console.log(`  ${capture.padEnd(7)} ${extra.join(' ').padEnd(14)} ${small.toLocaleString('en-US')} / ${large.toLocaleString('en-US')} packets in ${median(times[0]!).toFixed(3)} / ${median(times[1]!).toFixed(3)} s: `
-        + `${Math.round(rate).toLocaleString('en-US')} packets/s (${(rate / replayPps).toFixed(2)}x replay)${lost ? `, ${lost} lost or dropped` : ''}`);
+        + `${Math.round(median(rates)).toLocaleString('en-US')} packets/s (range ${Math.round(Math.min(...rates)).toLocaleString('en-US')}-${Math.round(Math.max(...rates)).toLocaleString('en-US')}); `
+        + `${median(ratios).toFixed(2)}x replay of the same packets in the same round (range ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})${lost ? `, ${lost} lost or dropped` : ''}`);
     }
     // Overflow: a 1 MiB ring while dplab is stopped must lose packets, and say so: read + kernel drops = sent.
     const o = await drain('packet', file, PACKETS, ['--ring-mb', '1'], false);
