@@ -119,9 +119,15 @@ export class HttpEngine {
   /** Free the flow's buffers (FlowTable.onEnd). */
   free(e: number): void {
     const s = this.saved[e];
-    if (s !== undefined) { this.held -= s.length; this.saved[e] = undefined; }
+    if (s !== undefined) { this.held -= s.length; this.saved[e] = undefined; this.recycle(s); }
     const c = this.carry[e];
-    if (c !== undefined) { this.held -= c.length; this.carry[e] = undefined; }
+    if (c !== undefined) { this.held -= c.length; this.carry[e] = undefined; this.recycle(c); }
+  }
+
+  /** Ended flows' 256-byte buffers, handed to new flows (contents never read before written). */
+  private readonly spare: Uint8Array[] = [];
+  private recycle(x: Uint8Array): void {
+    if (x.length === 256 && this.spare.length < 4096) this.spare.push(x);
   }
 
   noteHeld(delta: number): void {
@@ -135,7 +141,7 @@ export class HttpEngine {
     if (old !== undefined && old.length >= need) return old;
     let size = old !== undefined ? old.length : 256;
     while (size < need) size <<= 1;
-    const nb = new Uint8Array(size);
+    const nb = size === 256 && this.spare.length > 0 ? this.spare.pop()! : new Uint8Array(size);
     if (old !== undefined) { nb.set(old.subarray(0, keep)); this.held -= old.length; }
     arr[e] = nb;
     this.noteHeld(size);
