@@ -62,10 +62,12 @@ export function checkSetup(): Toolchain {
   if (!INCLUDE_DIRS.some((d) => existsSync(join(d, 'bpf', 'libbpf.h')))) {
     throw new CalibrateSetupError(`no libbpf headers (bpf/libbpf.h): the helper that loads the programs is built against libbpf (${APT})`);
   }
+  // Debian keeps asm/types.h under /usr/include/<multiarch>: gcc names it; clang says x86_64-pc-linux-gnu.
   const machine = spawnSync(cc, ['-dumpmachine'], { encoding: 'utf8' }).stdout?.trim() ?? '';
-  const arch = machine ? join('/usr/include', machine) : '';
+  const cpu = process.arch === 'x64' ? 'x86_64' : process.arch === 'arm64' ? 'aarch64' : process.arch;
+  const arch = [machine, `${cpu}-linux-gnu`].filter((m) => m).map((m) => join('/usr/include', m)).find((d) => existsSync(join(d, 'asm'))) ?? null;
   const version = spawnSync(clang, ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0]?.trim() ?? 'clang';
-  return { clang, cc, archInclude: arch && existsSync(join(arch, 'asm')) ? arch : null, clangVersion: version };
+  return { clang, cc, archInclude: arch, clangVersion: version };
 }
 
 export interface Built {
