@@ -33,7 +33,7 @@ import { endpointToString, perBackendReport, readServices, type ServiceTable } f
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
-import { setAddress } from './dnat.js';
+import { setAddress } from '../nat/bind.js';
 
 const How = { NOT_SEEN: 0, NOT_SERVICE: 1, CONNECT: 2, SOCKET: 3, ICMP: 4, FRAGMENT: 5 } as const;
 const TCP_SYN = 0x02;

@@ -27,9 +27,8 @@
 import { CtInfo } from '../conntrack/info.js';
 import type { FlowTable } from '../conntrack/table.js';
 import { Frag, Verdict, type Batch } from '../packet/batch.js';
-import { symHash } from '../packet/hash.js';
-import { End, setEndpoint, setIpv4Address, setIpv6Address, setQuotedEndpoint } from '../packet/wire.js';
-import { Affinity } from '../nat/affinity.js';
+import { End, setEndpoint } from '../packet/wire.js';
+import { Binder, Bound } from '../nat/bind.js';
 import { endpointToString, perBackendReport, readServices, type ServiceTable } from '../nat/services.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
@@ -56,12 +55,7 @@ export class DnatStage implements Stage {
   /** Per flow entry: its Binding, and the number of the packet that created it. */
   readonly binding: Int32Array;
   private readonly bornAt: Float64Array;
-  private readonly affinity: Affinity;
-  /** Per backend k: its address (4 words at 4k) and port, and its service's: the rewrite reads these. */
-  private readonly beWords: Uint32Array;
-  private readonly bePort: Uint16Array;
-  private readonly vipWords: Uint32Array;
-  private readonly vipPort: Uint16Array;
+  private readonly binder: Binder;
 
   private bindings = 0;
   private readonly perBackend: Float64Array;
@@ -72,7 +66,6 @@ export class DnatStage implements Stage {
   private untranslatedUntracked = 0;
   private noEndpoints = 0;
   private clashes = 0;
-  private affinityHits = 0;
   private how = new Uint8Array(0);
 
   constructor(section: Section, ctx: StageContext) {
@@ -88,19 +81,7 @@ export class DnatStage implements Stage {
     this.binding = this.ct.column((n) => new Int32Array(n));
     this.bornAt = this.ct.column((n) => new Float64Array(n));
     this.perBackend = new Float64Array(this.services.backends.length);
-    this.affinity = new Affinity(this.services);
-    const nb = this.services.backends.length;
-    this.beWords = new Uint32Array(nb * 4);
-    this.bePort = new Uint16Array(nb);
-    this.vipWords = new Uint32Array(nb * 4);
-    this.vipPort = new Uint16Array(nb);
-    this.services.backends.forEach((be, k) => {
-      const vip = this.services.services[this.services.backendService[k]!]!.vip;
-      this.beWords.set(be.words, k * 4);
-      this.bePort[k] = be.port;
-      this.vipWords.set(vip.words, k * 4);
-      this.vipPort[k] = vip.port;
-    });
+    this.binder = new Binder(this.services, this.ct);
     // The backend is chosen as conntrack creates the entry (see FlowTable.onCreate), so the reply
     // tuple is in the table before any later packet of the batch is looked up.
     this.ct.onCreate((b, i, e, now) => { this.bind(b, i, e, now); });
@@ -113,7 +94,7 @@ export class DnatStage implements Stage {
     const { verdict, flow, dir, ctInfo, frag, num } = b;
     const binding = this.binding;
     const bornAt = this.bornAt;
-    const { beWords, bePort, vipWords, vipPort } = this;
+    const { beWords, bePort, vipWords, vipPort } = this.binder;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
       if (verdict[i] !== Verdict.PASS) continue;
@@ -138,7 +119,8 @@ export class DnatStage implements Stage {
       const k = v - Binding.FIRST_BACKEND;
       const d = dir[i]!;
       if (ctInfo[i] === CtInfo.RELATED) {
-        this.icmpError(b, i, k, d);
+        this.binder.icmpError(b, i, k, d);
+        this.icmpTranslated++;
         how[i] = How.ICMP;
         continue;
       }
@@ -154,55 +136,21 @@ export class DnatStage implements Stage {
     }
   }
 
-  /**
-   * An ICMP error about a flow bound to backend k (nf_nat_icmp_reply_translation): the quoted
-   * packet is put back as its sender saw it, and the outer header as the reply to it. Rare: kept
-   * out of the per-packet loop.
-   */
-  private icmpError(b: Batch, i: number, k: number, d: number): void {
-    const be = this.services.backends[k]!;
-    const vip = this.services.services[this.services.backendService[k]!]!.vip;
-    if (d === 1) {
-      setQuotedEndpoint(b, i, End.DST, vip.words, 0, vip.port);
-      setAddress(b, i, End.SRC, vip.words);
-    } else {
-      setQuotedEndpoint(b, i, End.SRC, be.words, 0, be.port);
-      setAddress(b, i, End.DST, be.words);
-    }
-    this.icmpTranslated++;
-  }
-
   /** Packet i created entry e: bind the flow to a backend if it is for a service. */
   private bind(b: Batch, i: number, e: number, now: number): void {
-    const binding = this.binding;
-    binding[e] = Binding.NONE;
     this.bornAt[e] = b.num[i]!;
-    const w = i << 2;
-    const svc = this.services.vip(b.family[i]!, b.proto[i]!, b.dst, w, b.dport[i]!);
-    if (svc < 0) return;
-    const s = this.services.services[svc]!;
-    if (s.backends.length === 0) {
-      binding[e] = Binding.REJECT;
+    const k = this.binder.bind(b, i, e, now);
+    if (k >= 0) {
+      this.binding[e] = k + Binding.FIRST_BACKEND;
+      this.bindings++;
+      this.perBackend[k]!++;
+    } else if (k === Bound.NO_ENDPOINTS) {
+      this.binding[e] = Binding.REJECT;
       this.noEndpoints++;
-      return;
-    }
-    let k = s.affinity > 0 ? this.affinity.find(svc, b.src, w, now) : -1;
-    if (k >= 0) this.affinityHits++;
-    else k = this.services.pick(svc, b.hash[i]!);
-    if (s.affinity > 0) this.affinity.set(svc, b.src, w, k, now);
-    const be = this.services.backends[k]!;
-    // The reply the backend will send: backend:port -> client:sport.
-    const proto = b.proto[i]!;
-    const h = symHash(proto, be.words, 0, b.src, w, be.port, b.sport[i]!);
-    if (!this.ct.setReply(e, h, be.words, 0, b.src, w, be.port, b.sport[i]!)) {
-      // Another flow already owns that tuple (client -> backend directly, on the same ports).
-      binding[e] = Binding.CLASH;
+    } else if (k === Bound.CLASH) {
+      this.binding[e] = Binding.CLASH;
       this.clashes++;
-      return;
-    }
-    binding[e] = k + Binding.FIRST_BACKEND;
-    this.bindings++;
-    this.perBackend[k]!++;
+    } else this.binding[e] = Binding.NONE;
   }
 
   describe(): StageReport {
@@ -214,7 +162,7 @@ export class DnatStage implements Stage {
     return {
       bindingsCreated: this.bindings,
       bindingsByBackend: byBackend,
-      ...(this.affinityHits > 0 ? { affinityHits: this.affinityHits } : {}),
+      ...(this.binder.affinityHits > 0 ? { affinityHits: this.binder.affinityHits } : {}),
       packetsTranslated: { original: this.translatedOriginal, reply: this.translatedReply },
       icmpErrorsTranslated: this.icmpTranslated,
       laterFragmentsTranslated: this.fragmentsTranslated,
@@ -237,12 +185,6 @@ export class DnatStage implements Stage {
     const way = b.dir[i] === 0 ? `destination ${map}` : `source ${endpointToString(be)} -> ${endpointToString(vip)} (reply)`;
     return `${way}; binding ${h === How.CREATED ? 'created' : 'found'}${h === How.FRAGMENT ? ' (later fragment: address only)' : ''}`;
   }
-}
-
-/** The address of one end, whichever the family. */
-export function setAddress(b: Batch, i: number, end: number, words: Uint32Array): void {
-  if (b.family[i] === 4) setIpv4Address(b, i, end, words[0]!);
-  else setIpv6Address(b, i, end, words, 0);
 }
 
 registerStage('dnat', 'per-packet destination NAT to service backends (kube-proxy / iptables); binding kept in the conntrack entry',

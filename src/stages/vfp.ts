@@ -23,15 +23,14 @@
 import { CtInfo } from '../conntrack/info.js';
 import type { FlowTable } from '../conntrack/table.js';
 import { Frag, Verdict, type Batch } from '../packet/batch.js';
-import { symHash } from '../packet/hash.js';
-import { End, setEndpoint, setQuotedEndpoint } from '../packet/wire.js';
+import { End, setEndpoint } from '../packet/wire.js';
+import { Binder, Bound } from '../nat/bind.js';
 import { createEvaluator, type Evaluator } from '../policy/evaluator.js';
 import { Action, describeRule, RuleTable, type Rule } from '../policy/rules.js';
 import { endpointToString, readServices, type ServiceTable } from '../nat/services.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
-import { setAddress } from './dnat.js';
 import { policyConfig } from './policy.js';
 
 /** The compiled action of a unified flow (vfp's column): not compiled, allow, block. */
@@ -56,10 +55,7 @@ export class VfpStage implements Stage {
   private readonly table: RuleTable;
   private readonly ev: Evaluator;
   private readonly defaultAction: number;
-  private readonly beWords: Uint32Array;
-  private readonly bePort: Uint16Array;
-  private readonly vipWords: Uint32Array;
-  private readonly vipPort: Uint16Array;
+  private readonly binder: Binder;
 
   private compiled = 0;
   private fast = 0;
@@ -86,33 +82,16 @@ export class VfpStage implements Stage {
     this.acl = this.ct.column((n) => new Uint8Array(n));
     this.aclRule = this.ct.column((n) => new Int32Array(n));
     this.nat = this.ct.column((n) => new Int32Array(n));
-    const nb = this.services.backends.length;
-    this.beWords = new Uint32Array(nb * 4);
-    this.bePort = new Uint16Array(nb);
-    this.vipWords = new Uint32Array(nb * 4);
-    this.vipPort = new Uint16Array(nb);
-    this.services.backends.forEach((be, k) => {
-      const vip = this.services.services[this.services.backendService[k]!]!.vip;
-      this.beWords.set(be.words, k * 4); this.bePort[k] = be.port;
-      this.vipWords.set(vip.words, k * 4); this.vipPort[k] = vip.port;
-    });
+    this.binder = new Binder(this.services, this.ct);
     // The load-balancer layer's choice, as the entry is created (the reply tuple must exist before
     // the next packet is looked up; see FlowTable.onCreate).
-    this.ct.onCreate((b, i, e) => { this.balance(b, i, e); });
+    this.ct.onCreate((b, i, e, now) => { this.balance(b, i, e, now); });
   }
 
-  private balance(b: Batch, i: number, e: number): void {
-    this.nat[e] = NO_NAT;
-    const w = i << 2;
-    const svc = this.services.vip(b.family[i]!, b.proto[i]!, b.dst, w, b.dport[i]!);
-    if (svc < 0) return;
-    const s = this.services.services[svc]!;
-    if (s.backends.length === 0) { this.nat[e] = -1; return; }
-    const k = this.services.pick(svc, b.hash[i]!);
-    const be = this.services.backends[k]!;
-    const proto = b.proto[i]!;
-    const h = symHash(proto, be.words, 0, b.src, w, be.port, b.sport[i]!);
-    if (this.ct.setReply(e, h, be.words, 0, b.src, w, be.port, b.sport[i]!)) this.nat[e] = k + 1;
+  private balance(b: Batch, i: number, e: number, now: number): void {
+    const k = this.binder.bind(b, i, e, now);
+    // A clash leaves the flow untranslated here (dnat drops it): VFP would fail the NAT layer.
+    this.nat[e] = k >= 0 ? k + 1 : k === Bound.NO_ENDPOINTS ? -1 : NO_NAT;
   }
 
   process(b: Batch, self: number): void {
@@ -120,7 +99,8 @@ export class VfpStage implements Stage {
     const how = this.how;
     const n = b.count;
     const { verdict, flow, dir, ctInfo, frag } = b;
-    const { acl, nat, beWords, bePort, vipWords, vipPort } = this;
+    const { acl, nat } = this;
+    const { beWords, bePort, vipWords, vipPort } = this.binder;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
       if (verdict[i] !== Verdict.PASS) continue;
@@ -131,7 +111,7 @@ export class VfpStage implements Stage {
       const d = dir[i]!;
       // The transposition: the NAT part of the compiled action.
       if (k >= 0) {
-        if (ctInfo[i] === CtInfo.RELATED) this.icmpError(b, i, k, d);
+        if (ctInfo[i] === CtInfo.RELATED) this.binder.icmpError(b, i, k, d);
         else if (d === 0) setEndpoint(b, i, End.DST, beWords, k << 2, bePort[k]!);
         else setEndpoint(b, i, End.SRC, vipWords, k << 2, vipPort[k]!);
         this.rewritten++;
@@ -154,18 +134,6 @@ export class VfpStage implements Stage {
         how[i] = How.FAST;
       }
       if (a === Acl.BLOCK) { this.drop(b, i, self, Reason.ACL); this.blocked++; }
-    }
-  }
-
-  private icmpError(b: Batch, i: number, k: number, d: number): void {
-    const be = this.services.backends[k]!;
-    const vip = this.services.services[this.services.backendService[k]!]!.vip;
-    if (d === 1) {
-      setQuotedEndpoint(b, i, End.DST, vip.words, 0, vip.port);
-      setAddress(b, i, End.SRC, vip.words);
-    } else {
-      setQuotedEndpoint(b, i, End.SRC, be.words, 0, be.port);
-      setAddress(b, i, End.DST, be.words);
     }
   }
 
