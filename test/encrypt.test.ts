@@ -16,13 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { openMessage, pairKey, receiverIndex, Sealer, HEADER_BYTES, TAG_BYTES } from '../src/crypto/wireguard.js';
 import { CAPTURES, readAll, ROOT, tsharkFields } from './helpers.js';
+import { dist } from './dist.js';
 
-const dist = {
-  run: await import(join(ROOT, 'dist/pipeline/run.js')) as typeof import('../src/pipeline/run.js'),
-  profile: await import(join(ROOT, 'dist/pipeline/profile.js')) as typeof import('../src/pipeline/profile.js'),
-  registry: await import(join(ROOT, 'dist/pipeline/registry.js')) as typeof import('../src/pipeline/registry.js'),
-};
-await import(join(ROOT, 'dist/stages/index.js'));
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-encrypt-'));
 const GEN = join(dir, 'gen.pcap');

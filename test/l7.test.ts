@@ -23,14 +23,9 @@ import '../src/stages/index.js';
 import type { L7Stage } from '../src/stages/l7.js';
 import type { RequestLogEntry } from '../src/l7/http.js';
 import { CAPTURES, ROOT } from './helpers.js';
+import { dist } from './dist.js';
 
 // Workers load dist/: the in-process runs of the batch/workers comparison use dist too.
-const dist = {
-  run: await import(join(ROOT, 'dist/pipeline/run.js')) as typeof import('../src/pipeline/run.js'),
-  profile: await import(join(ROOT, 'dist/pipeline/profile.js')) as typeof import('../src/pipeline/profile.js'),
-  registry: await import(join(ROOT, 'dist/pipeline/registry.js')) as typeof import('../src/pipeline/registry.js'),
-};
-await import(join(ROOT, 'dist/stages/index.js'));
 
 const FIX = join(ROOT, 'test', 'fixtures', 'l7');
 const dir = mkdtempSync(join(tmpdir(), 'dplab-l7-'));

@@ -19,13 +19,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, tsharkFields } from './helpers.js';
+import { dist } from './dist.js';
 
-const dist = {
-  run: await import(join(ROOT, 'dist/pipeline/run.js')) as typeof import('../src/pipeline/run.js'),
-  profile: await import(join(ROOT, 'dist/pipeline/profile.js')) as typeof import('../src/pipeline/profile.js'),
-  registry: await import(join(ROOT, 'dist/pipeline/registry.js')) as typeof import('../src/pipeline/registry.js'),
-};
-await import(join(ROOT, 'dist/stages/index.js'));
 
 const NAT = join(ROOT, 'captures/nat');
 const dir = mkdtempSync(join(tmpdir(), 'dplab-nat-kernel-'));

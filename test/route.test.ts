@@ -21,13 +21,8 @@ import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { RouteTable } from '../src/route/table.js';
 import { netnsUnavailable, sh } from './netns.js';
 import { ROOT } from './helpers.js';
+import { dist } from './dist.js';
 
-const dist = {
-  run: await import(join(ROOT, 'dist/pipeline/run.js')) as typeof import('../src/pipeline/run.js'),
-  profile: await import(join(ROOT, 'dist/pipeline/profile.js')) as typeof import('../src/pipeline/profile.js'),
-  registry: await import(join(ROOT, 'dist/pipeline/registry.js')) as typeof import('../src/pipeline/registry.js'),
-};
-await import(join(ROOT, 'dist/stages/index.js'));
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-route-'));
 const pool = workerPool(2);

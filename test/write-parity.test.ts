@@ -18,15 +18,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { CAPTURES, ROOT, tsharkFields } from './helpers.js';
+import { dist } from './dist.js';
 
 const FIXTURE = join(ROOT, 'test/fixtures/rewrite-stage.mjs');
 // dist's modules, typed as their sources: the fixture registers its stage in dist's registry.
-const dist = {
-  run: await import(join(ROOT, 'dist/pipeline/run.js')) as typeof import('../src/pipeline/run.js'),
-  profile: await import(join(ROOT, 'dist/pipeline/profile.js')) as typeof import('../src/pipeline/profile.js'),
-  registry: await import(join(ROOT, 'dist/pipeline/registry.js')) as typeof import('../src/pipeline/registry.js'),
-};
-await import(join(ROOT, 'dist/stages/index.js'));
 await import(FIXTURE);
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-parity-'));
