@@ -22,8 +22,9 @@ export interface Route {
 }
 
 export class RouteError extends Error {
-  constructor(readonly file: string, readonly line: number, message: string) {
-    super(`${file}:${line}: ${message}`);
+  /** `reason` is the message without its file:line, for callers that name the place themselves. */
+  constructor(readonly file: string, readonly line: number, readonly reason: string) {
+    super(`${file}:${line}: ${reason}`);
   }
 }
 

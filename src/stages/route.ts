@@ -51,14 +51,14 @@ export function readRoutes(section: Section): RouteTable {
     for (const l of f.lines) {
       try { table.add(l.text, f.shown, l.line); } catch (x) {
         if (!(x instanceof RouteError)) throw x;
-        errors.push(new ProfileError(f.shown, l.line, `[${section.name}] ${x.message.slice(x.message.indexOf(': ') + 2)}`));
+        errors.push(new ProfileError(f.shown, l.line, `[${section.name}] ${x.reason}`));
       }
     }
   }
   for (const e of section.all('route')) {
     try { table.add(e.value, e.file, e.line); } catch (x) {
       if (!(x instanceof RouteError)) throw x;
-      throw section.error(e, x.message.slice(x.message.indexOf(': ') + 2));
+      throw section.error(e, x.reason);
     }
   }
   if (errors.length > 0) throw profileErrors(errors, section.file);
