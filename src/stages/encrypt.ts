@@ -27,11 +27,11 @@
  *   ttl: 64                         outer TTL
  */
 import { LinkType } from '../capture/linktype.js';
-import { HEADER_BYTES, Sealer, TAG_BYTES, WG_PORT, pairKey, paddedLength, receiverIndex } from '../crypto/wireguard.js';
+import { HEADER_BYTES, OUTER_IP, OUTER_UDP, Sealer, TAG_BYTES, WG_PORT, pairKey, paddedLength, receiverIndex } from '../crypto/wireguard.js';
 import { Frag, L3, Verdict, type Batch } from '../packet/batch.js';
 import { parseIPv4, parsePrefix, prefixToString } from '../packet/cidr.js';
 import { symHash } from '../packet/hash.js';
-import { insertBytes, packetLength, packetStart } from '../packet/wire.js';
+import { insertBytes, packetBytes, packetLength, packetStart } from '../packet/wire.js';
 import { Lpm } from '../policy/lpm.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
@@ -134,7 +134,7 @@ export class EncryptStage implements Stage {
       const lt = b.linkType[i]!;
       let ethertype = false;
       if (lt === LinkType.ETHERNET || lt === LinkType.LINUX_SLL) {
-        const x = b.grown[i] === 1 ? b.out : b.bytes;
+        const x = packetBytes(b, i);
         const et = (x[l3 - 2]! << 8) | x[l3 - 1]!;
         if ((et !== L3.IPV4 && et !== L3.IPV6) || l3 - start < 14) { this.otherLink++; how[i] = How.LINK; continue; }
         ethertype = true;
@@ -163,8 +163,8 @@ export class EncryptStage implements Stage {
       if (ethertype) { out[outer - 2] = 0x08; out[outer - 1] = 0x00; }
       // What is on the wire now: the outer packet.
       b.l3[i] = outer;
-      b.l4[i] = outer + 20;
-      b.pay[i] = outer + 28;
+      b.l4[i] = outer + OUTER_IP;
+      b.pay[i] = outer + OUTER_IP + OUTER_UDP;
       b.l3End[i] = outer + total;
       b.l3Type[i] = L3.IPV4;
       b.family[i] = 4;
