@@ -87,7 +87,10 @@ for (const n of [10, 1000, 100000]) {
     for (const m of r % 2 ? ['bypass', 'full'] : ['full', 'bypass']) runs[m].push(run(file, P[m]));
   }
   const checks = new Set([...runs.full, ...runs.bypass].map((x) => x.check));
-  if (checks.size !== 1) throw new Error(`${n} routes: full and bypass disagree on verdicts or egress`);
+  if (checks.size !== 1) {
+    process.stderr.write(`bench/route.js: ${n} routes: full and bypass disagree on verdicts or egress\n`);
+    process.exit(1);
+  }
   const m = (c, k) => median(runs[c].map((x) => x[k]));
   results.push({ routes: n, packets: summary.packets, bypassed: runs.bypass[0].bypassed,
     full: { dataplaneNs: m('full', 'dataplane'), routeNs: m('full', 'route'), podNs: m('full', 'pod') },
