@@ -22,37 +22,28 @@
 //
 //   node bench/l7.js [--rounds 3] [--packets 300000] [--json FILE]
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Duplex } from 'node:stream';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import { DIST, median, OUT } from './lib/common.js';
+import { benchArgs, loadDist, median, OUT } from './lib/common.js';
 
-const load = async (m) => import(pathToFileURL(join(DIST, m)).href);
-const { runCapture } = await load('pipeline/run.js');
-const { loadProfile } = await load('pipeline/profile.js');
-const { buildStages } = await load('pipeline/registry.js');
-await load('stages/index.js');
+const { runCapture } = await loadDist('pipeline/run.js');
+const { loadProfile } = await loadDist('pipeline/profile.js');
+const { buildStages } = await loadDist('pipeline/registry.js');
+const { writePcapHeader, FILE_HEADER } = await loadDist('capture/pcap.js');
+await loadDist('stages/index.js');
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    packets: { type: 'string', default: '300000' },
-    json: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-});
-if (args.help) {
-  process.stdout.write('node bench/l7.js [--rounds N] [--packets N] [--json FILE]\n');
-  process.exit(0);
+const args = benchArgs('l7.js', 300000);
+const ROUNDS = args.rounds;
+const PACKETS = args.packets;
+/** A failed check: one line on stderr, exit status 1 (no stack trace). */
+function fail(msg) {
+  process.stderr.write(`bench/l7.js: ${msg}\n`);
+  process.exit(1);
 }
-const ROUNDS = Number(args.rounds);
-const PACKETS = Number(args.packets);
-mkdirSync(OUT, { recursive: true });
 
 // ---- the traffic -------------------------------------------------------------------------------
 
@@ -122,8 +113,8 @@ function capture(P) {
   }
   if (existsSync(file)) return { file, flows, streams };
   const parts = [];
-  const head = Buffer.alloc(24);
-  head.writeUInt32LE(0xa1b2c3d4, 0); head.writeUInt16LE(2, 4); head.writeUInt16LE(4, 6); head.writeUInt32LE(65535, 16); head.writeUInt32LE(101, 20);
+  const head = Buffer.alloc(FILE_HEADER);
+  writePcapHeader(new DataView(head.buffer, head.byteOffset, FILE_HEADER), 0, false, 65535, 101); // LINKTYPE_RAW
   parts.push(head);
   const active = [];
   let nextFlow = 0;
@@ -230,7 +221,7 @@ function runNdpi(file) {
   const t0 = process.hrtime.bigint();
   const r = spawnSync('ndpiReader', ['-i', file, '-q'], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`ndpiReader failed: ${r.stderr}`);
+  if (r.status !== 0) fail(`ndpiReader failed: ${String(r.stderr).trim().split('\n').pop()}`);
   return { secs };
 }
 
@@ -252,8 +243,8 @@ for (const ppf of [5, 50, 5000]) {
     }
     if (ndpi) runs.ndpi.push(runNdpi(file));
   }
-  for (const c of ['inline', 'proxy']) if (new Set(runs[c].map((x) => x.check)).size !== 1) throw new Error(`${c}: counts changed between rounds`);
-  if (runs.inline[0].check !== runs.proxy[0].check) throw new Error(`inline and proxy disagree: ${runs.inline[0].check} vs ${runs.proxy[0].check}`);
+  for (const c of ['inline', 'proxy']) if (new Set(runs[c].map((x) => x.check)).size !== 1) fail(`${c}: counts changed between rounds`);
+  if (runs.inline[0].check !== runs.proxy[0].check) fail(`inline and proxy disagree: ${runs.inline[0].check} vs ${runs.proxy[0].check}`);
   const med = (c, k) => median(runs[c].map((x) => x[k]));
   const requests = runs.proxy[0].requests;
   const packets = runs.proxy[0].packets;
@@ -261,13 +252,13 @@ for (const ppf of [5, 50, 5000]) {
   if (HTTPParser) {
     runHttpParserJs(streams);
     const xs = Array.from({ length: ROUNDS }, () => runHttpParserJs(streams));
-    if (xs[0].requests !== requests) throw new Error(`http-parser-js found ${xs[0].requests} requests, dplab ${requests}`);
+    if (xs[0].requests !== requests) fail(`http-parser-js found ${xs[0].requests} requests, dplab ${requests}`);
     parsers.httpParserJs = median(xs.map((x) => x.ns)) / requests;
   }
   {
     const xs = [];
     for (let r = 0; r < ROUNDS; r++) xs.push(await runNodeHttp(streams));
-    if (xs[0].requests !== requests) throw new Error(`node:http found ${xs[0].requests} requests, dplab ${requests}`);
+    if (xs[0].requests !== requests) fail(`node:http found ${xs[0].requests} requests, dplab ${requests}`);
     parsers.nodeHttp = median(xs.map((x) => x.ns)) / requests;
   }
   results.push({

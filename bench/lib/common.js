@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The build under test: dist/, or another one named by DPLAB_DIST (to compare two builds). */
@@ -10,7 +11,31 @@ export const DIST = resolve(process.env.DPLAB_DIST ?? join(HERE, '../../dist'));
 /** Generated inputs and JSON results (git-ignored). */
 export const OUT = join(HERE, '../out');
 
-const { writeSynthPcap } = await import(pathToFileURL(join(DIST, 'gen/synth.js')).href);
+/** A module of the build under test, by its path under dist/ ('pipeline/run.js'). */
+export const loadDist = async (m) => import(pathToFileURL(join(DIST, m)).href);
+
+const { writeSynthPcap } = await loadDist('gen/synth.js');
+
+/**
+ * The options every capture benchmark takes: [--rounds N] [--packets N] [--json FILE] (-h prints
+ * the usage line and exits). Creates OUT. Returns { rounds, packets, json }.
+ */
+export function benchArgs(script, defaultPackets) {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      packets: { type: 'string', default: String(defaultPackets) },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`node bench/${script} [--rounds N] [--packets N] [--json FILE]\n`);
+    process.exit(0);
+  }
+  mkdirSync(OUT, { recursive: true });
+  return { rounds: Number(values.rounds), packets: Number(values.packets), json: values.json };
+}
 
 export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
