@@ -80,7 +80,6 @@ export class RouteStage implements Stage {
 
   private readonly perDevice: Float64Array;
   private noRoute = 0;
-  private lookups = 0;
   private fullPath = 0;
   private bypassed = 0;
   private how = new Uint8Array(0);
@@ -162,7 +161,6 @@ export class RouteStage implements Stage {
         }
       }
       const r = table.lookup(f, dst, i << 2);
-      this.lookups++;
       this.fullPath++;
       routeOf[i] = r;
       if (cached) {
@@ -229,7 +227,7 @@ export class RouteStage implements Stage {
     const dev: StageReport = {};
     this.table.devices.forEach((d, k) => { if (this.perDevice[k]! > 0) dev[d] = this.perDevice[k]!; });
     return {
-      fibLookups: this.lookups,
+      fibLookups: this.fullPath, // every full-path packet takes one FIB lookup
       fullPath: this.fullPath,
       bypassed: this.bypassed,
       egressByDevice: dev,
