@@ -37,7 +37,8 @@ import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
 
-export interface Node { name: string; addr: number; prefixes: string[] }
+/** A node: its name and IPv4 underlay address (its pod prefixes are in readNodes' lpm, valued by the node's index). */
+export interface Node { name: string; addr: number }
 
 const Reason = { TRUNCATED: 0 } as const;
 const How = { NOT_SEEN: 0, SEALED: 1, NO_NODE: 2, SAME_NODE: 3, LINK: 4, TRUNCATED: 5, NOT_IP: 6 } as const;
@@ -60,7 +61,7 @@ export function readNodes(section: Section): { nodes: Node[]; lpm: Lpm } {
       const had = lpm.set(pre, nodes.length);
       if (had >= 0) throw section.error(e, `${prefixToString(pre)} is already on node "${nodes[had]!.name}"`);
     }
-    nodes.push({ name: m[1]!, addr: addr >>> 0, prefixes });
+    nodes.push({ name: m[1]!, addr: addr >>> 0 });
   }
   if (nodes.length < 2) throw section.error(null, 'needs at least two "node:" lines (NAME ADDRESS PREFIX[, ...]): encryption is between nodes');
   return { nodes, lpm };
