@@ -69,6 +69,13 @@ describe('compare', () => {
     expect(r.stdout).toMatch(/ebpf dropped [\d,]+ packets at xdp before any flow state existed/);
   });
 
+  it('an output it cannot write is one line, before anything is read', () => {
+    const r = dplab('compare', join(ROOT, 'captures/nat/kube-proxy-client.pcap'), '--html', join(dir, 'no/such/folder/r.html'));
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^dplab compare: cannot write --html .*no such folder/)]);
+    expect(r.stdout).toBe('');
+  });
+
   it('says what is wrong with a bad profile before reading', () => {
     const r = dplab('compare', join(ROOT, 'captures/nat/kube-proxy-client.pcap'), '--profiles', 'iptables,nosuch');
     expect(r.status).toBe(1);

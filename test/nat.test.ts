@@ -46,6 +46,8 @@ const PROFILES = {
   ctlb: `pipeline: ctlb -> conntrack -> policy\n[ctlb]\nservices: ${SERVICES}\n[policy]\nrule: drop tcp to 10.88.5.0/24\n`,
   // The article's mixed case: connect-time balancing with kube-proxy's rules still in place.
   mixed: `pipeline: ctlb -> conntrack -> dnat -> policy\n[ctlb]\nservices: ${SERVICES}\n[dnat]\nservices: ${SERVICES}\n[policy]\nrule: drop tcp to 10.88.5.0/24\n`,
+  // hns: VFP's unified flows (the LB and ACL layers compiled into conntrack columns).
+  hns: `pipeline: conntrack -> vfp\n[vfp]\nservices: ${SERVICES}\nrule: drop tcp to 10.88.5.0/24\n`,
 };
 
 function profileFile(name: keyof typeof PROFILES): string {
@@ -65,24 +67,27 @@ function outcome(r: { stageReports: Record<string, StageReport>; verdicts: { dro
   return { fwd: readFileSync(FWD), drop: readFileSync(DROP), flows: readFileSync(FLOWS, 'utf8'), reports: r.stageReports, drops: r.verdicts.dropsByReason };
 }
 
-describe('dnat and ctlb: the same verdicts, bytes, flows and reports for any batch size and worker count', () => {
-  for (const name of ['dnat', 'ctlb', 'mixed'] as const) {
+describe('dnat, ctlb and vfp: the same verdicts, bytes, flows and reports for any batch size and worker count', () => {
+  for (const name of ['dnat', 'ctlb', 'mixed', 'hns'] as const) {
     it(name, async () => {
       const profile = profileFile(name);
       const stages = () => dist.registry.buildStages(dist.profile.loadProfile(profile));
       const run = (batchSize: number) => dist.run.runCapture({ file: GEN, profile, stages: stages(), batchSize, write: FWD, writeDropped: DROP, flowLog: FLOWS, timing: false }).report;
       const base = outcome(run(256));
       // The stage did something worth comparing.
-      const nat = (name === 'dnat' ? base.reports.dnat!.packetsTranslated : base.reports.ctlb!.packetsReaddressed) as StageReport;
-      expect(nat.original as number).toBeGreaterThan(10_000);
-      expect(nat.reply as number).toBeGreaterThan(5_000);
+      if (name === 'hns') expect(base.reports.vfp!.packetsRewritten as number).toBeGreaterThan(15_000);
+      else {
+        const nat = (name === 'dnat' ? base.reports.dnat!.packetsTranslated : base.reports.ctlb!.packetsReaddressed) as StageReport;
+        expect(nat.original as number).toBeGreaterThan(10_000);
+        expect(nat.reply as number).toBeGreaterThan(5_000);
+      }
       if (name === 'mixed') {
         // Behind connect-time balancing the wire carries backend addresses: kube-proxy's rules,
         // left in place, translate nothing (and still cost a lookup per flow).
         expect(base.reports.dnat!.packetsTranslated).toEqual({ original: 0, reply: 0 });
         expect(base.reports.dnat!.bindingsCreated).toBe(0);
       }
-      expect(base.drops['policy/rule'] ?? 0, 'policy sees backend addresses').toBeGreaterThan(100);
+      expect(base.drops[name === 'hns' ? 'vfp/acl' : 'policy/rule'] ?? 0, 'the rules see backend addresses').toBeGreaterThan(100);
       expect(Object.keys(base.drops).some((k) => k.endsWith('/no-endpoints')), 'the service without endpoints rejects').toBe(true);
       for (const batchSize of [1, 7]) {
         const o = outcome(run(batchSize));
@@ -92,14 +97,14 @@ describe('dnat and ctlb: the same verdicts, bytes, flows and reports for any bat
         expect(o.reports, `--batch ${batchSize}: reports`).toEqual(base.reports);
         expect(o.drops).toEqual(base.drops);
       }
-      for (const batchSize of [7, 256]) {
-        const r = await runParallel({ file: GEN, profile, workers: 2, batchSize, pool, write: FWD, writeDropped: DROP, flowLog: FLOWS, timing: false });
+      for (const [workers, batchSize] of [[1, 256], [2, 7], [2, 256]] as const) {
+        const r = await runParallel({ file: GEN, profile, workers, batchSize, pool, write: FWD, writeDropped: DROP, flowLog: FLOWS, timing: false });
         const o = outcome(r.report);
-        expect(o.fwd.equals(base.fwd), `--workers 2 --batch ${batchSize}: forwarded bytes`).toBe(true);
-        expect(o.drop.equals(base.drop), `--workers 2 --batch ${batchSize}: dropped bytes`).toBe(true);
+        expect(o.fwd.equals(base.fwd), `--workers ${workers} --batch ${batchSize}: forwarded bytes`).toBe(true);
+        expect(o.drop.equals(base.drop), `--workers ${workers} --batch ${batchSize}: dropped bytes`).toBe(true);
         // Workers' flow logs merge in their own order: the same lines.
-        expect(o.flows.split('\n').sort(), `--workers 2 --batch ${batchSize}: flow log`).toEqual(base.flows.split('\n').sort());
-        expect(o.reports, `--workers 2 --batch ${batchSize}: reports`).toEqual(base.reports);
+        expect(o.flows.split('\n').sort(), `--workers ${workers} --batch ${batchSize}: flow log`).toEqual(base.flows.split('\n').sort());
+        expect(o.reports, `--workers ${workers} --batch ${batchSize}: reports`).toEqual(base.reports);
         expect(o.drops).toEqual(base.drops);
       }
     });

@@ -1,5 +1,5 @@
 /** dplab compare: several profiles over the same packets, side by side, with a reading of the figures. */
-import { writeFileSync } from 'node:fs';
+import { OutputFile } from '../capture/outfile.js';
 import { runCompare, type CompareResult, type ProfileResult } from '../pipeline/compare.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
@@ -65,17 +65,17 @@ export function compareCommand(argv: string[]): number {
   const batchSize = wholeNumber(values.batch, '--batch', 'compare', 1, 65536, 256);
   const shown = wholeNumber(values.differences, '--differences', 'compare', 0, 1_000_000, 20);
   const flushUs = wholeNumber(values['flush-us'], '--flush-us', 'compare', 1, 10_000_000, 50);
+  if (values.json === '-' && values.html === '-') throw new UsageError('--json and --html cannot both go to standard output (-): give one of them a file', 'compare');
+  // Opened (and so checked) before any packet is read: a bad path is one line, not a lost run.
+  const jsonOut = values.json !== undefined ? new OutputFile('--json', values.json) : null;
+  const htmlOut = values.html !== undefined ? new OutputFile('--html', values.html) : null;
   let r = runCompare({ file: positionals[0]!, profiles, batchSize, flushUs });
   const repeat = values.repeat !== undefined ? wholeNumber(values.repeat, '--repeat', 'compare', 1, 1000, 1) : r.packets < 100_000 ? 5 : 1;
   for (let k = 1; k < repeat && r.complete; k++) r = runCompare({ file: positionals[0]!, profiles, batchSize, flushUs });
   r.repeats = repeat;
-  if (values.json !== undefined) {
-    const text = JSON.stringify(r, null, 2) + '\n';
-    if (values.json === '-') process.stdout.write(text);
-    else writeFileSync(values.json, text);
-  }
-  if (values.html !== undefined) writeFileSync(values.html, renderHtml({ compare: r, reading: reading(r) }));
-  const out = values.json === '-' ? process.stderr : process.stdout;
+  if (jsonOut) { jsonOut.text(JSON.stringify(r, null, 2) + '\n'); jsonOut.close(); }
+  if (htmlOut) { htmlOut.text(renderHtml({ compare: r, reading: reading(r) })); htmlOut.close(); }
+  const out = jsonOut?.stdout || htmlOut?.stdout ? process.stderr : process.stdout;
   out.write(renderCompare(r, shown));
   return r.complete ? Exit.OK : Exit.DAMAGED;
 }

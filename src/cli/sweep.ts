@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { OutputFile } from '../capture/outfile.js';
 import { writeSynthPcap, type SynthOptions } from '../gen/synth.js';
 import { runCompare } from '../pipeline/compare.js';
 import { loadProfile } from '../pipeline/profile.js';
@@ -13,7 +14,6 @@ import { buildStages } from '../pipeline/registry.js';
 import '../stages/index.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
-import { synthServices } from './gen.js';
 import { renderHtml } from './html.js';
 import { table } from './output.js';
 
@@ -88,6 +88,10 @@ export function sweepCommand(argv: string[]): number {
   if (points.some((v) => !Number.isFinite(v) || v < 0)) throw new UsageError(`--values wants numbers, got "${values.values}"`, 'sweep');
   const profiles = (values.profiles ?? (param === 'rules' ? 'iptables,ipset,ebpf,stateless' : 'iptables,ebpf,hns')).split(',').map((s) => s.trim());
   const packets = wholeNumber(values.packets, '--packets', 'sweep', 1000, 100_000_000, 300_000);
+  if (values.json === '-' && values.html === '-') throw new UsageError('--json and --html cannot both go to standard output (-): give one of them a file', 'sweep');
+  // Opened (and so checked) before the first point runs.
+  const jsonOut = values.json !== undefined ? new OutputFile('--json', values.json) : null;
+  const htmlOut = values.html !== undefined ? new OutputFile('--html', values.html) : null;
   const dir = mkdtempSync(join(tmpdir(), 'dplab-sweep-'));
   const out: SweepPoint[] = [];
   try {
@@ -108,7 +112,6 @@ export function sweepCommand(argv: string[]): number {
         if (e instanceof RangeError) throw new UsageError(`${param} ${v}: ${e.message}`, 'sweep');
         throw e;
       }
-      writeFileSync(join(dir, 'services.txt'), synthServices(16, 3));
       const profs = param === 'rules' ? profiles.map((p) => rulesProfile(dir, p, v)) : profiles;
       // The first point runs twice and keeps the second: the JIT is warm for every point.
       if (out.length === 0) runCompare({ file, profiles: profs });
@@ -119,9 +122,9 @@ export function sweepCommand(argv: string[]): number {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  if (values.json !== undefined) writeFileSync(values.json, JSON.stringify({ param, points: out }, null, 2) + '\n');
-  if (values.html !== undefined) writeFileSync(values.html, renderHtml({ sweep: { param, profiles, points: out } }));
-  process.stdout.write(renderSweep(param, profiles, out));
+  if (jsonOut) { jsonOut.text(JSON.stringify({ param, points: out }, null, 2) + '\n'); jsonOut.close(); }
+  if (htmlOut) { htmlOut.text(renderHtml({ sweep: { param, profiles, points: out } })); htmlOut.close(); }
+  (jsonOut?.stdout || htmlOut?.stdout ? process.stderr : process.stdout).write(renderSweep(param, profiles, out));
   return Exit.OK;
 }
 

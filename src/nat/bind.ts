@@ -23,7 +23,8 @@ export class Binder {
   readonly vipPort: Uint16Array;
   affinityHits = 0;
 
-  constructor(readonly services: ServiceTable, private readonly ct: FlowTable) {
+  /** `ct`: the conntrack table whose entries bind() gives reply tuples (null for ctlb, which has its own sockets). */
+  constructor(readonly services: ServiceTable, private readonly ct: FlowTable | null) {
     this.affinity = new Affinity(services);
     const nb = services.backends.length;
     this.beWords = new Uint32Array(nb * 4);
@@ -50,16 +51,27 @@ export class Binder {
     if (svc < 0) return Bound.NOT_SERVICE;
     const s = this.services.services[svc]!;
     if (s.backends.length === 0) return Bound.NO_ENDPOINTS;
-    let k = s.affinity > 0 ? this.affinity.find(svc, b.src, w, now) : -1;
-    if (k >= 0) this.affinityHits++;
-    else k = this.services.pick(svc, b.hash[i]!);
-    if (s.affinity > 0) this.affinity.set(svc, b.src, w, k, now);
+    const k = this.choose(svc, b.src, w, b.hash[i]!, now);
     const be = this.services.backends[k]!;
     const proto = b.proto[i]!;
     const h = symHash(proto, be.words, 0, b.src, w, be.port, b.sport[i]!);
     // Another flow already owns that tuple (client -> backend directly, on the same ports): the
     // kernel finds no unique tuple for a one-address, one-port DNAT range and drops.
-    if (!this.ct.setReply(e, h, be.words, 0, b.src, w, be.port, b.sport[i]!)) return Bound.CLASH;
+    if (!this.ct!.setReply(e, h, be.words, 0, b.src, w, be.port, b.sport[i]!)) return Bound.CLASH;
+    return k;
+  }
+
+  /**
+   * A backend of service svc (which has some) for a connection from client A[ao..] whose tuple
+   * hashes to h: the client's last one if affinity holds it, else the hashed choice; affinity
+   * remembers it.
+   */
+  choose(svc: number, A: Uint32Array, ao: number, h: number, now: number): number {
+    const s = this.services.services[svc]!;
+    let k = s.affinity > 0 ? this.affinity.find(svc, A, ao, now) : -1;
+    if (k >= 0) this.affinityHits++;
+    else k = this.services.pick(svc, h);
+    if (s.affinity > 0) this.affinity.set(svc, A, ao, k, now);
     return k;
   }
 

@@ -28,12 +28,11 @@ import { Destroy, FlowTable, RF_EXPIRES, RF_LAST } from '../conntrack/table.js';
 import { Frag, Verdict, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
 import { End, setEndpoint, setQuotedEndpoint } from '../packet/wire.js';
-import { Affinity } from '../nat/affinity.js';
 import { endpointToString, perBackendReport, readServices, type ServiceTable } from '../nat/services.js';
 import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
-import { setAddress } from '../nat/bind.js';
+import { Binder, setAddress } from '../nat/bind.js';
 
 const How = { NOT_SEEN: 0, NOT_SERVICE: 1, CONNECT: 2, SOCKET: 3, ICMP: 4, FRAGMENT: 5 } as const;
 const TCP_SYN = 0x02;
@@ -50,7 +49,8 @@ export class CtlbStage implements Stage {
   private readonly sockets: FlowTable;
   /** Per socket: backend k + 1. */
   private readonly backend: Int32Array;
-  private readonly affinity: Affinity;
+  /** The backend choice (affinity, hash) and the backends as typed arrays, shared with dnat and vfp. */
+  private readonly binder: Binder;
   private readonly timeoutTcp: number;
   private readonly timeoutUdp: number;
   private readonly capacity: number;
@@ -67,9 +67,7 @@ export class CtlbStage implements Stage {
   private icmp = 0;
   private fragments = 0;
   private noEndpoints = 0;
-  private affinityHits = 0;
   private socketsEvicted = 0;
-  private now = 0;
   private how = new Uint8Array(0);
   private which = new Int32Array(0);
 
@@ -83,7 +81,7 @@ export class CtlbStage implements Stage {
     this.sockets = new FlowTable(Math.ceil(this.capacity / ctx.shards));
     this.backend = this.sockets.column((n) => new Int32Array(n));
     this.perBackend = new Float64Array(this.services.backends.length);
-    this.affinity = new Affinity(this.services);
+    this.binder = new Binder(this.services, null);
   }
 
   process(b: Batch, self: number): void {
@@ -93,13 +91,13 @@ export class CtlbStage implements Stage {
     const n = b.count;
     const { verdict, proto, family, frag } = b;
     const svcs = this.services;
+    const { beWords, bePort } = this.binder;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
       if (verdict[i] !== Verdict.PASS) continue;
       const fam = family[i]!;
       if (fam === 0) continue;
       const t = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
-      if (t > this.now) this.now = t;
       const p = proto[i]!;
       const w = i << 2;
       how[i] = How.NOT_SERVICE;
@@ -128,12 +126,11 @@ export class CtlbStage implements Stage {
         this.fragBackend[f] = k + 1;
         this.fragDir[f] = dir;
       }
-      const be = svcs.backends[k]!;
       if (dir === 0) {
-        setEndpoint(b, i, End.DST, be.words, 0, be.port);
+        setEndpoint(b, i, End.DST, beWords, k << 2, bePort[k]!);
         this.readdressedOriginal++;
       } else {
-        setEndpoint(b, i, End.SRC, be.words, 0, be.port);
+        setEndpoint(b, i, End.SRC, beWords, k << 2, bePort[k]!);
         this.readdressedReply++;
       }
       which[i] = k;
@@ -153,7 +150,7 @@ export class CtlbStage implements Stage {
     const r = t.find(h, fam, p, b.src, w, b.dst, w, b.sport[i]!, b.dport[i]!);
     let e = r >> 1;
     const reconnect = p === 6 && dir === 0 && (b.tcpFlags[i]! & (TCP_SYN | TCP_ACK)) === TCP_SYN;
-    if (r >= 0 && (t.expires(e) < now || reconnect)) { t.remove(e, Destroy.TIMEOUT); e = -1; }
+    if (r >= 0 && (t.expires(e) < now || reconnect)) { t.remove(e, reconnect ? Destroy.REOPENED : Destroy.TIMEOUT); e = -1; }
     if (r >= 0 && e >= 0) {
       this.how[i] = How.SOCKET;
       this.touch(e, p, now);
@@ -166,11 +163,7 @@ export class CtlbStage implements Stage {
       return -1;
     }
     // connect(): the client is the end that is not the service.
-    const C = dir === 0 ? b.src : b.dst;
-    let k = s.affinity > 0 ? this.affinity.find(svc, C, w, now) : -1;
-    if (k >= 0) this.affinityHits++;
-    else k = this.services.pick(svc, h);
-    if (s.affinity > 0) this.affinity.set(svc, C, w, k, now);
+    const k = this.binder.choose(svc, dir === 0 ? b.src : b.dst, w, h, now);
     if (t.full) {
       const v = t.victim(h, now, 8);
       if (v >= 0) { t.remove(v, Destroy.EVICTED); if (t.expires(v) >= now) this.socketsEvicted++; }
@@ -242,7 +235,7 @@ export class CtlbStage implements Stage {
     return {
       connects: { tcp: this.connectsTcp, udp: this.connectsUdp },
       connectsByBackend: byBackend,
-      ...(this.affinityHits > 0 ? { affinityHits: this.affinityHits } : {}),
+      ...(this.binder.affinityHits > 0 ? { affinityHits: this.binder.affinityHits } : {}),
       packetsReaddressed: { original: this.readdressedOriginal, reply: this.readdressedReply },
       icmpErrorsReaddressed: this.icmp,
       laterFragmentsReaddressed: this.fragments,

@@ -43,7 +43,7 @@ const Binding = { NONE: 0, REJECT: 1, CLASH: 2, FIRST_BACKEND: 3 } as const;
 const Reason = { NO_ENDPOINTS: 0, TUPLE_CLASH: 1 } as const;
 
 /** What dnat did to a packet of the last batch, for trace. */
-const How = { NOT_SEEN: 0, NOT_SERVICE: 1, CREATED: 2, FOUND: 3, ICMP: 4, FRAGMENT: 5, UNTRACKED: 6 } as const;
+const How = { NOT_SEEN: 0, NOT_SERVICE: 1, FOUND: 2, ICMP: 3, FRAGMENT: 4, UNTRACKED: 5 } as const;
 
 export class DnatStage implements Stage {
   readonly name: string;
@@ -91,9 +91,8 @@ export class DnatStage implements Stage {
     if (this.how.length < b.capacity) this.how = new Uint8Array(b.capacity);
     const how = this.how;
     const n = b.count;
-    const { verdict, flow, dir, ctInfo, frag, num } = b;
+    const { verdict, flow, dir, ctInfo, frag } = b;
     const binding = this.binding;
-    const bornAt = this.bornAt;
     const { beWords, bePort, vipWords, vipPort } = this.binder;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
@@ -131,8 +130,7 @@ export class DnatStage implements Stage {
         setEndpoint(b, i, End.SRC, vipWords, k << 2, vipPort[k]!);
         this.translatedReply++;
       }
-      if (frag[i] === Frag.LATER) { this.fragmentsTranslated++; how[i] = How.FRAGMENT; }
-      else how[i] = num[i] === bornAt[e] ? How.CREATED : How.FOUND;
+      if (frag[i] === Frag.LATER) { this.fragmentsTranslated++; how[i] = How.FRAGMENT; } else how[i] = How.FOUND;
     }
   }
 
@@ -183,7 +181,9 @@ export class DnatStage implements Stage {
     const map = `${endpointToString(vip)} -> ${endpointToString(be)}`;
     if (h === How.ICMP) return `ICMP error about ${map}: quoted packet and outer ${b.dir[i] === 1 ? 'source' : 'destination'} translated`;
     const way = b.dir[i] === 0 ? `destination ${map}` : `source ${endpointToString(be)} -> ${endpointToString(vip)} (reply)`;
-    return `${way}; binding ${h === How.CREATED ? 'created' : 'found'}${h === How.FRAGMENT ? ' (later fragment: address only)' : ''}`;
+    // The packet that created the entry made the binding (checked here, not on the packet path).
+    const created = h === How.FOUND && b.num[i] === this.bornAt[b.flow[i]!];
+    return `${way}; binding ${created ? 'created' : 'found'}${h === How.FRAGMENT ? ' (later fragment: address only)' : ''}`;
   }
 }
 
