@@ -10,7 +10,7 @@
  * the same file for comparison; then how fast each path drains a queue (see below), and what an
  * overflowing ring reports. --drain-only skips the sending rates.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -57,24 +57,33 @@ function teardown(): void {
 
 interface Point { sent: number; read: number; kernelDrops: number; sendPps: number }
 
-async function once(capture: string, pps: number | null, file: string, extra: string[]): Promise<Point> {
+/**
+ * dplab live in the namespace (JSON report on stdout), once it says it is capturing. `report`
+ * parses what it printed (after it has exited).
+ */
+async function startLive(capture: string, extra: string[]): Promise<{ live: ChildProcess; exited: Promise<void>; report: () => any }> {
   const live = spawn('ip', ['netns', 'exec', ns, process.execPath, DPLAB, 'live', inn, '--capture', capture, '--no-status', '--json', '-', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  live.stdout.on('data', (d: Buffer) => { stdout += d; });
-  live.stderr.on('data', (d: Buffer) => { stderr += d; });
+  live.stdout!.on('data', (d: Buffer) => { stdout += d; });
+  live.stderr!.on('data', (d: Buffer) => { stderr += d; });
   const exited = new Promise<void>((r) => live.on('exit', () => r()));
   for (let t = 0; !/capturing on/.test(stderr); t++) {
     if (t > 400 || live.exitCode !== null) throw new Error(`dplab live did not start: ${stderr}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+  return { live, exited, report: () => JSON.parse(stdout) };
+}
+
+async function once(capture: string, pps: number | null, file: string, extra: string[]): Promise<Point> {
+  const { live, exited, report } = await startLive(capture, extra);
   const r = spawnSync('tcpreplay', ['-i', out, ...(pps === null ? ['--topspeed'] : ['--pps', String(pps)]), file], { encoding: 'utf8' });
   const sent = Number(/Actual: (\d+) packets/.exec(r.stdout)?.[1] ?? NaN);
   const sendPps = Number(/Rated: [\d.]+ Bps, [\d.]+ Mbps, ([\d.]+) pps/.exec(r.stdout)?.[1] ?? NaN);
   await new Promise((res) => setTimeout(res, 1500)); // let dplab drain what is queued
   live.kill('SIGINT');
   await exited;
-  const rep = JSON.parse(stdout);
+  const rep = report();
   return { sent, read: rep.capture.packets, kernelDrops: rep.live.kernel.drops, sendPps };
 }
 
@@ -85,17 +94,7 @@ interface Drain { sent: number; read: number; kernelDrops: number; seconds: numb
  * `warm`, other traffic (other flows) is sent and read first, so the JIT has compiled the hot path.
  */
 async function drain(capture: string, file: string, n: number, extra: string[], counted = true, warm?: { file: string; n: number }): Promise<Drain> {
-  const live = spawn('ip', ['netns', 'exec', ns, process.execPath, DPLAB, 'live', inn, '--capture', capture, '--no-status', '--json', '-',
-    ...(counted ? ['--count', String(n + (warm?.n ?? 0))] : []), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  live.stdout.on('data', (d: Buffer) => { stdout += d; });
-  live.stderr.on('data', (d: Buffer) => { stderr += d; });
-  const exited = new Promise<void>((r) => live.on('exit', () => r()));
-  for (let t = 0; !/capturing on/.test(stderr); t++) {
-    if (t > 400 || live.exitCode !== null) throw new Error(`dplab live did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  const { live, exited, report } = await startLive(capture, [...(counted ? ['--count', String(n + (warm?.n ?? 0))] : []), ...extra]);
   // ip netns exec becomes node (it execs, no fork): its pid is node's.
   const pid = live.pid!;
   if (warm) {
@@ -114,7 +113,7 @@ async function drain(capture: string, file: string, n: number, extra: string[], 
   await exited;
   clearTimeout(guard);
   const seconds = (performance.now() - t0) / 1000;
-  const rep = JSON.parse(stdout);
+  const rep = report();
   const read = rep.capture.packets - (warm?.n ?? 0);
   return { sent, read, kernelDrops: rep.live.kernel.drops, seconds, lost: sent - read - rep.live.kernel.drops };
 }

@@ -65,11 +65,8 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const EPERM = 1;
-export const ENOENT = 2;
-export const ENOMEM = 12;
 export const EACCES = 13;
 export const ENODEV = 19;
-export const EINVAL = 22;
 export const ENETDOWN = 100;
 
 /** A 16-bit value in network byte order, as a little-endian host stores it. */
