@@ -15,7 +15,7 @@
  * `to` and `port` are the packet's destination address and port (a service: `to VIP port P`).
  * Clauses come in any order; a rule without clauses matches every request.
  */
-import { parseExactPrefix, prefixContains, prefixToString, type Prefix } from '../packet/cidr.js';
+import { parseExactPrefix, prefixContains, type Prefix } from '../packet/cidr.js';
 
 export const L7Action = { ALLOW: 1, DENY: 2 } as const;
 export type L7ActionCode = (typeof L7Action)[keyof typeof L7Action];
@@ -39,7 +39,7 @@ export interface L7Rule {
 
 const enc = new TextEncoder();
 
-function parsePorts(text: string): { lo: number; hi: number }[] {
+export function parsePorts(text: string): { lo: number; hi: number }[] {
   return text.split(',').map((p) => {
     const m = /^(\d+)(?:-(\d+))?$/.exec(p.trim());
     if (!m) throw new Error(`"${p}" is not a port or port range`);
@@ -102,16 +102,6 @@ export function describeL7Rule(r: L7Rule): string {
   return `rule ${r.number} (${r.text})`;
 }
 
-export { parsePorts, prefixToString };
-
-/** Where the request's fields are: in `buf`, method at 0, target next, Host after (len -1: none). */
-export interface RequestView {
-  buf: Uint8Array;
-  mLen: number;
-  uLen: number;
-  hLen: number;
-}
-
 /** The path part of a request target at buf[o, o+len): [start, end). */
 function pathBounds(buf: Uint8Array, o: number, len: number, out: Int32Array): void {
   let s = o;
@@ -138,6 +128,11 @@ function eqAt(buf: Uint8Array, o: number, len: number, p: Uint8Array): boolean {
   if (len !== p.length) return false;
   for (let k = 0; k < len; k++) if (buf[o + k] !== p[k]) return false;
   return true;
+}
+
+/** buf[o, o+len) starts with p. */
+function startsAt(buf: Uint8Array, o: number, len: number, p: Uint8Array): boolean {
+  return len >= p.length && eqAt(buf, o, p.length, p);
 }
 
 function hostMatches(buf: Uint8Array, o: number, len: number, h: { bytes: Uint8Array; suffix: boolean }): boolean {
@@ -188,15 +183,7 @@ export class L7Rules {
         if (!boundsDone) { pathBounds(buf, mLen, uLen, this.bounds); boundsDone = true; }
         const s = this.bounds[0]!;
         const n = this.bounds[1]! - s;
-        if (rule.path !== null) {
-          if (!eqAt(buf, s, n, rule.path)) continue;
-        } else {
-          const p = rule.prefix!;
-          if (n < p.length) continue;
-          let ok = true;
-          for (let k = 0; k < p.length; k++) if (buf[s + k] !== p[k]) { ok = false; break; }
-          if (!ok) continue;
-        }
+        if (rule.path !== null ? !eqAt(buf, s, n, rule.path) : !startsAt(buf, s, n, rule.prefix!)) continue;
       }
       if (rule.hosts.length > 0) {
         if (hLen < 0) continue;
