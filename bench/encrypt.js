@@ -14,36 +14,21 @@
 //
 //   node bench/encrypt.js [--rounds 3] [--packets 300000] [--json FILE]
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import { DIST, median, OUT, synthCapture } from './lib/common.js';
+import { benchArgs, loadDist, median, OUT, synthCapture } from './lib/common.js';
 
-const load = async (m) => import(pathToFileURL(join(DIST, m)).href);
-const { runCapture } = await load('pipeline/run.js');
-const { loadProfile } = await load('pipeline/profile.js');
-const { buildStages } = await load('pipeline/registry.js');
-const { Sealer, pairKey } = await load('crypto/wireguard.js');
-await load('stages/index.js');
+const { runCapture } = await loadDist('pipeline/run.js');
+const { loadProfile } = await loadDist('pipeline/profile.js');
+const { buildStages } = await loadDist('pipeline/registry.js');
+const { Sealer, pairKey } = await loadDist('crypto/wireguard.js');
+await loadDist('stages/index.js');
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    packets: { type: 'string', default: '300000' },
-    json: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-});
-if (args.help) {
-  process.stdout.write('node bench/encrypt.js [--rounds N] [--packets N] [--json FILE]\n');
-  process.exit(0);
-}
-const ROUNDS = Number(args.rounds);
-const PACKETS = Number(args.packets);
-mkdirSync(OUT, { recursive: true });
+const args = benchArgs('encrypt.js', 300000);
+const ROUNDS = args.rounds;
+const PACKETS = args.packets;
 const PROFILE = join(OUT, 'encrypt.profile');
 writeFileSync(PROFILE, 'pipeline: encrypt\n[encrypt]\nsecret: bench\nnode: node-a 192.168.0.1 10.0.0.0/8, fd00:10::/64\nnode: node-b 192.168.0.2 172.16.0.0/16, fd00:172:16::/64\n');
 const OUTFILE = join(OUT, 'encrypt-out.pcap');

@@ -13,34 +13,19 @@
 // side's rows, and full/bypass. Every run is checked: the two give the same verdicts and egress.
 //
 //   node bench/route.js [--rounds 3] [--packets 500000] [--json FILE]
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
-import { DIST, median, OUT, synthCapture } from './lib/common.js';
+import { benchArgs, loadDist, median, OUT, synthCapture } from './lib/common.js';
 
-const load = async (m) => import(pathToFileURL(join(DIST, m)).href);
-const { runCapture } = await load('pipeline/run.js');
-const { loadProfile } = await load('pipeline/profile.js');
-const { buildStages } = await load('pipeline/registry.js');
-await load('stages/index.js');
+const { runCapture } = await loadDist('pipeline/run.js');
+const { loadProfile } = await loadDist('pipeline/profile.js');
+const { buildStages } = await loadDist('pipeline/registry.js');
+await loadDist('stages/index.js');
 
-const { values: args } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    packets: { type: 'string', default: '500000' },
-    json: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-});
-if (args.help) {
-  process.stdout.write('node bench/route.js [--rounds N] [--packets N] [--json FILE]\n');
-  process.exit(0);
-}
-const ROUNDS = Number(args.rounds);
-const PACKETS = Number(args.packets);
-mkdirSync(OUT, { recursive: true });
+const args = benchArgs('route.js', 500000);
+const ROUNDS = args.rounds;
+const PACKETS = args.packets;
 
 function table(n) {
   const lines = ['default via 192.168.0.254 dev eth0', 'default via fe80::1 dev eth0'];
