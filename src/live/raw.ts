@@ -59,10 +59,6 @@ export class RawSocketSource implements LiveSource {
   done = false;
   packets = 0;
   readonly stopReason = null;
-  /** The receive buffer each socket got (the kernel doubles what is asked), and whether it was forced. */
-  readonly rcvbuf: number;
-  /** Packets dropped here because the chunk was full (never expected: the loop drains it first). */
-  overflow = 0;
 
   private readonly sockets: RawSocket[] = [];
   private readonly inodes: string[] = [];
@@ -120,7 +116,6 @@ export class RawSocketSource implements LiveSource {
       this.close();
       throw e;
     }
-    this.rcvbuf = forced ? want : 0;
     const after = socketInodes();
     for (const i of after) if (!before.has(i)) this.inodes.push(i);
   }
@@ -227,7 +222,7 @@ export class RawSocketSource implements LiveSource {
         if (t.length >= 13 && want.has(t[9]!)) drops += Number(t[12]) || 0;
       }
     } catch { /* no procfs: none known */ }
-    return { drops: drops + this.overflow, source: '/proc/net/raw drops (receive buffer full)' };
+    return { drops, source: '/proc/net/raw drops (receive buffer full)' };
   }
 
   close(): void {
