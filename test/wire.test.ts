@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { LinkType } from '../src/capture/linktype.js';
 import { Batch } from '../src/packet/batch.js';
 import { decodeBatch } from '../src/packet/decode.js';
-import { csumUpdate16, End, setIpv4Address, setIpv6Address, setPort, setTtl } from '../src/packet/wire.js';
+import { csumUpdate16, End, setEndpoint, setIpv4Address, setIpv6Address, setPort, setTtl } from '../src/packet/wire.js';
 import { runCapture } from '../src/pipeline/run.js';
 import { CAPTURES, tsharkFields } from './helpers.js';
 import { Rewrite } from './stages.js';
@@ -118,6 +118,26 @@ describe('setters give what a full recomputation gives', () => {
         }
       },
     ), { numRuns: 400, seed: 1624 });
+  });
+
+  it('setEndpoint (address and port at once, as NAT does) gives the same', () => {
+    fc.assert(fc.property(
+      fc.boolean(), fc.boolean(), fc.boolean(), fc.array(word, { minLength: 8, maxLength: 8 }), fc.array(word, { minLength: 8, maxLength: 8 }),
+      port, port, port, port, fc.array(fc.integer({ min: 0, max: 255 }), { maxLength: 33 }),
+      (v6, tcp, udpZero, a, z, sport, dport, newSport, newDport, payload) => {
+        const b = decodedBatch(rawPacket(v6, tcp, a.slice(0, 4), a.slice(4), sport, dport, 64, payload, udpZero));
+        const dst = Uint32Array.from(v6 ? z.slice(0, 4) : [z[0]!, 0, 0, 0]);
+        const src = Uint32Array.from(v6 ? z.slice(4) : [z[1]!, 0, 0, 0]);
+        setEndpoint(b, 0, End.DST, dst, 0, newDport);
+        setEndpoint(b, 0, End.SRC, src, 0, newSport);
+        const fresh = rawPacket(v6, tcp, v6 ? z.slice(4) : [z[1]!], v6 ? z.slice(0, 4) : [z[0]!], newSport, newDport, 64, payload, udpZero);
+        expect([...b.bytes]).toEqual([...fresh]);
+        const again = decodedBatch(fresh);
+        for (const f of ['src', 'dst', 'sport', 'dport', 'hash'] as const) {
+          expect([...b[f].subarray(0, f === 'src' || f === 'dst' ? 4 : 1)], f).toEqual([...again[f].subarray(0, f === 'src' || f === 'dst' ? 4 : 1)]);
+        }
+      },
+    ), { numRuns: 400, seed: 3022 });
   });
 });
 
