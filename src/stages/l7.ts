@@ -128,9 +128,10 @@ export class L7Stage implements Stage {
       }
       const d = dir[i]!;
       let s = st[e]!;
+      // The flow's original destination port: what feed passes to `port` clauses.
+      const origDport = d === 0 ? dport[i]! : sport[i]!;
       if (s === Flow.UNSEEN) {
         // The flow's server side: the end whose port is an HTTP port.
-        const origDport = d === 0 ? dport[i]! : sport[i]!;
         const origSport = d === 0 ? sport[i]! : dport[i]!;
         s = this.portOk[origDport] === 1 ? Flow.REQ_DIR0 : this.portOk[origSport] === 1 ? Flow.REQ_DIR1 : Flow.IGNORED;
         st[e] = s;
@@ -172,13 +173,13 @@ export class L7Stage implements Stage {
         h = How.RETRANSMIT;
       } else {
         const from = p0 - rel;
-        code = eng.feed(e, bytes, from, pEnd, b, i, d === 0 ? dport[i]! : sport[i]!);
+        code = eng.feed(e, bytes, from, pEnd, b, i, origDport);
         completed = eng.completed;
         this.next[e] = (this.next[e]! + (pEnd - from)) >>> 0;
         if (this.proxy) {
           this.bytesReassembled += pEnd - from;
           this.drained = 0;
-          if (code === OK && this.ooo[e] !== undefined) code = this.drain(e, b, i, d === 0 ? dport[i]! : sport[i]!);
+          if (code === OK && this.ooo[e] !== undefined) code = this.drain(e, b, i, origDport);
           completed += this.drained;
         }
       }
