@@ -17,6 +17,7 @@
  * is the cost and the bytes of WireGuard's data path, not its security.
  */
 import { createCipheriv, createDecipheriv, hkdfSync } from 'node:crypto';
+import { onesSum, put32 } from '../packet/wire.js';
 
 export const WG_PORT = 51820;
 export const WG_TYPE_DATA = 4;
@@ -49,14 +50,6 @@ export function writeNonce(nonce: Uint8Array, counter: number): void {
   nonce.fill(0, 0, 4);
   let c = counter;
   for (let k = 0; k < 8; k++) { nonce[4 + k] = c % 256; c = Math.floor(c / 256); }
-}
-
-function onesSum(x: Uint8Array, from: number, to: number, s: number): number {
-  let k = from;
-  for (; k + 1 < to; k += 2) s += (x[k]! << 8) | x[k + 1]!;
-  if (k < to) s += x[k]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
 }
 
 /**
@@ -112,10 +105,6 @@ export class Sealer {
     out[u + 6] = cs >>> 8; out[u + 7] = cs & 0xff;
     return total;
   }
-}
-
-function put32(b: Uint8Array, at: number, v: number): void {
-  b[at] = v >>> 24; b[at + 1] = (v >>> 16) & 0xff; b[at + 2] = (v >>> 8) & 0xff; b[at + 3] = v & 0xff;
 }
 
 /**

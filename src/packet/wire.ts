@@ -64,7 +64,7 @@ function get32(b: Uint8Array, at: number): number {
   return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
 }
 
-function put32(b: Uint8Array, at: number, v: number): void {
+export function put32(b: Uint8Array, at: number, v: number): void {
   b[at] = v >>> 24;
   b[at + 1] = (v >>> 16) & 0xff;
   b[at + 2] = (v >>> 8) & 0xff;
@@ -295,9 +295,11 @@ function rehash(b: Batch, i: number): void {
   b.hash[i] = flowHash(b, i, b.sport[i]!, b.dport[i]!);
 }
 
-/** The ones'-complement sum of bytes [from, to) of `x`, folded to 16 bits (an odd tail padded with 0). */
-function onesSum(x: Uint8Array, from: number, to: number): number {
-  let s = 0;
+/**
+ * The ones'-complement sum of bytes [from, to) of `x` added to `s` (a pseudo-header's sum, say),
+ * folded to 16 bits (an odd tail padded with 0). ~result & 0xffff is the checksum of a fresh header.
+ */
+export function onesSum(x: Uint8Array, from: number, to: number, s = 0): number {
   let k = from;
   for (; k + 1 < to; k += 2) s += (x[k]! << 8) | x[k + 1]!;
   if (k < to) s += x[k]! << 8;
