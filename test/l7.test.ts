@@ -24,6 +24,8 @@ import type { L7Stage } from '../src/stages/l7.js';
 import type { RequestLogEntry } from '../src/l7/http.js';
 import { CAPTURES, ROOT } from './helpers.js';
 import { dist } from './dist.js';
+import { createServer } from 'node:http';
+import { connect } from 'node:net';
 
 // Workers load dist/: the in-process runs of the batch/workers comparison use dist too.
 
@@ -128,6 +130,27 @@ describe('crafted: the denied request is caught by both modes', () => {
   });
   it('retransmission with other bytes: the first copy wins in both', () => {
     for (const mode of ['inline', 'proxy']) expect(run(join(FIX, 'retrans-diff.pcap'), mode).log[0]!.uri).toBe('/admin/a');
+  });
+  it('a header name that is not a token ends the flow as bad framing, as Node\'s llhttp rejects it; nothing is smuggled past as a body', async () => {
+    // The oracle: node:http (llhttp) given the same request bytes refuses them.
+    const smuggled = 'GET /admin HTTP/1.1\r\nHost: evil.example\r\n\r\n';
+    const bytes = `POST /form HTTP/1.1\r\nHost: a\r\nContent\rLength: ${smuggled.length}\r\n\r\n${smuggled}`;
+    const seen = await new Promise<string[]>((done) => {
+      const got: string[] = [];
+      const srv = createServer((req, res) => { got.push(`${req.method} ${req.url}`); req.resume(); req.on('end', () => res.end()); });
+      srv.on('clientError', (e: NodeJS.ErrnoException, sock) => { got.push(String(e.code)); sock.destroy(); });
+      srv.listen(0, '127.0.0.1', () => {
+        const c = connect((srv.address() as { port: number }).port, '127.0.0.1', () => c.write(bytes));
+        c.on('error', () => {});
+        c.on('close', () => { srv.close(); done(got); });
+      });
+    });
+    expect(seen).toEqual(['HPE_INVALID_HEADER_TOKEN']);
+    for (const mode of ['inline', 'proxy']) {
+      const r = run(join(FIX, 'smuggle.pcap'), mode);
+      expect(r.report.verdicts.dropsByReason['l7/bad-framing'], mode).toBe(1);
+      expect(r.log.map((x) => x.uri), mode).toEqual([]);
+    }
   });
   it('bodies (Content-Length, chunked) are skipped, not read as requests', () => {
     for (const mode of ['inline', 'proxy']) {

@@ -48,9 +48,17 @@ function copy(dst: Uint8Array, at: number, src: Uint8Array, s: number, e: number
 
 function nameIs(buf: Uint8Array, s: number, n: number, lower: Uint8Array): boolean {
   if (n !== lower.length) return false;
-  for (let k = 0; k < n; k++) if ((buf[s + k]! | 32) !== lower[k]) return false;
+  // ASCII case folding of letters only (a bare `| 32` would also fold CR (13) into '-' (45)).
+  for (let k = 0; k < n; k++) {
+    const x = buf[s + k]!;
+    if ((x >= 65 && x <= 90 ? x | 32 : x) !== lower[k]) return false;
+  }
   return true;
 }
+
+/** Bytes allowed in a header field name: tchar (RFC 9110 5.6.2). */
+const TOKEN = new Uint8Array(256);
+for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TOKEN[ch.charCodeAt(0)] = 1;
 
 export interface RequestLogEntry { method: string; uri: string; host: string | null; rule: number; action: number; packet: number }
 
@@ -252,6 +260,10 @@ export class HttpEngine {
         let c = s;
         while (c < le && buf[c] !== 58) c++;
         if (c === le) return OK; // not a header field; tolerated, as most parsers do for obs-fold
+        // A field name is a token (RFC 9110 5.1): llhttp, Node's parser, rejects anything else
+        // (HPE_INVALID_HEADER_TOKEN). Accepting "Content\rLength" as Content-Length would skip a
+        // smuggled request as a body.
+        for (let k = s; k < c; k++) if (TOKEN[buf[k]!] === 0) { this.badFraming++; return L7Reason.BAD_FRAMING; }
         const nl = c - s;
         let v0 = c + 1;
         while (v0 < le && (buf[v0] === 32 || buf[v0] === 9)) v0++;
