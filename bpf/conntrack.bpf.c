@@ -80,6 +80,14 @@ static __always_inline void mark(struct ct_out *o, struct ct_val *v, __u32 dir)
 	o->decision = v->decision;
 }
 
+/* A packet of the flow in direction dir: a reply is seen, the packet marked and counted. */
+static __always_inline void count(struct ct_out *o, struct ct_val *v, __u32 dir)
+{
+	if (dir == 1) v->seen_reply = 1;
+	mark(o, v, dir);
+	v->packets[dir]++;
+}
+
 struct ct_config {
 	__u64 tcp[10];    /* timeout per TCP state, ns */
 	__u64 udp, udp_stream, icmp, generic;
@@ -282,9 +290,7 @@ static __always_inline int track_other(struct pkt *p, struct ct_config *c, struc
 		if (!v) return DROP;
 		r = CREATED;
 	}
-	if (dir == 1) v->seen_reply = 1;
-	mark(o, v, dir);
-	v->packets[dir]++;
+	count(o, v, dir);
 	if (p->proto == 17 || p->proto == 136) {
 		if (v->seen_reply && p->now - v->first > 2000000000ULL) {
 			v->assured = 1;
@@ -297,6 +303,12 @@ static __always_inline int track_other(struct pkt *p, struct ct_config *c, struc
 static __always_inline int is_icmp_error(int v6, __u8 type)
 {
 	return v6 ? type >= 1 && type <= 4 : type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+/* ICMPv6 neighbour discovery and MLD: not tracked */
+static __always_inline int is_nd_mld(__u8 type)
+{
+	return (type >= 130 && type <= 137) || type == 143;
 }
 
 /* An ICMP error: RELATED to the flow of the packet it quotes, else INVALID. */
@@ -356,7 +368,7 @@ static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *
 	if ((void *)(ih + 1) > end) return invalid(c, o);
 	__u8 type = ih[0];
 	if (is_icmp_error(v6, type)) return track_icmp_error(p, c, ih + 8, end, o);
-	if (v6 && ((type >= 130 && type <= 137) || type == 143)) return PASS; /* ND, MLD: untracked */
+	if (v6 && is_nd_mld(type)) return PASS;
 	int request = v6 ? type == 128 || type == 139 : type == 8 || type == 13 || type == 15 || type == 17;
 	int reply = v6 ? type == 129 || type == 140 : type == 0 || type == 14 || type == 16 || type == 18;
 	if (!request && !reply) return invalid(c, o);
@@ -382,9 +394,7 @@ static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *
 		if (!v) return DROP;
 		r = CREATED;
 	}
-	if (dir == 1) v->seen_reply = 1;
-	mark(o, v, dir);
-	v->packets[dir]++;
+	count(o, v, dir);
 	v->expires = after(p->now, c->icmp);
 	return r;
 }
@@ -439,7 +449,7 @@ static __always_inline int conntrack_track(struct pkt *p, void *data, void *end,
 			__u8 *ih = data + (p->l4 & 0xfff);
 			if ((void *)(ih + 6) > end) return r;
 			__u8 type = ih[0];
-			if (is_icmp_error(p->proto == 58, type) || (p->proto == 58 && ((type >= 130 && type <= 137) || type == 143)))
+			if (is_icmp_error(p->proto == 58, type) || (p->proto == 58 && is_nd_mld(type)))
 				return r;
 			sp = dp = (__u16)ih[4] << 8 | ih[5];
 		}
