@@ -502,13 +502,14 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       let floor: KernelRun | null = null;
       let xdpSample: StageCalibration['xdpSample'];
       if (r.count > 0) {
-        writeFileSyncSafe(mapsFile, cb ? cb.maps : m.maps);
+        writeFileSync(mapsFile, cb ? cb.maps : m.maps);
         k = runProgram({ built, object, program: `${program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile, dump: m.flowFirst && !cb ? 'flows' : undefined });
         if (opts.floor !== false) floor = runProgram({ built, object: 'empty', program: 'empty_tc', packets: r.path, results, repeat: rep, passes });
         if (!m.stateful && (opts.xdpSample ?? XDP_SAMPLE) > 0) {
           // The same model at the XDP hook, on a sample: the hook the stage models, one test run at a time.
           const sample = join(work, 'sample.bin');
-          writeFileSync(sample, readFileSync(r.path).subarray(0, sampleBytes(readFileSync(r.path), opts.xdpSample ?? XDP_SAMPLE)));
+          const all = readFileSync(r.path);
+          writeFileSync(sample, all.subarray(0, sampleBytes(all, opts.xdpSample ?? XDP_SAMPLE)));
           const x = runProgram({ built, object: m.object, program: `${m.program}_xdp`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
           const t = runProgram({ built, object: m.object, program: `${m.program}_tc`, packets: sample, results, repeat: rep, passes: 1, maps: mapsFile });
           let agree = true;
@@ -632,11 +633,6 @@ function sampleBytes(buf: Buffer, n: number): number {
 
 const XDP_DROP = 1;
 const LE = endianness() === 'LE';
-
-function writeFileSyncSafe(path: string, text: string): void {
-  const fd = openSync(path, 'w');
-  try { writeSync(fd, text); } finally { closeSync(fd); }
-}
 
 /** One more read of the capture to say what each differing packet is. */
 function nameMismatches(file: string, profile: string, stages: StageCalibration[]): void {

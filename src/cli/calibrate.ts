@@ -4,6 +4,7 @@ import { calibrate, type CalibrationReport } from '../calibrate/calibrate.js';
 import { CalibrateSetupError } from '../calibrate/kernel.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
+import { table } from './output.js';
 import { DEFAULT_PROFILE } from './replay.js';
 
 export const CALIBRATE_HELP = `dplab calibrate FILE [options]
@@ -95,10 +96,7 @@ export function renderCalibration(r: CalibrationReport): string {
     s.stage, String(s.packets), f1(s.kernelNs), f1(s.floorNs), f1(s.modelNs), f1(s.dplabNs), x(s.ratio), x(s.modelRatio),
     s.model === null ? 'no kernel model' : s.mismatches.length === 0 ? `all agree (${s.dplabDropped} dropped)` : `${s.mismatches.length} DIFFER`,
   ]);
-  const width = head.map((h, c) => Math.max(h.length, ...rows.map((row) => row[c]!.length)));
-  const fmt = (row: string[]): string => row.map((x, c) => (c === 0 || c === row.length - 1 ? x.padEnd(width[c]!) : x.padStart(width[c]!))).join('  ').trimEnd();
-  lines.push(fmt(head));
-  for (const row of rows) lines.push(fmt(row));
+  lines.push(table(head, rows));
   lines.push('');
   for (const s of r.stages) {
     lines.push(`${s.stage}: ${s.model ? `${s.model}: ` : ''}${s.note}`);
