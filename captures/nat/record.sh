@@ -28,165 +28,16 @@ NS_R=dplab-nat-router
 NS_B=dplab-nat-backends
 PY=$(python3 -c 'import sys; print(sys.executable)')   # the interpreter itself, not a pyenv shim
 CURL=$(command -v curl)
+TAG=record.sh
+NAMESPACES=("$NS_C" "$NS_R" "$NS_B")
+LEFT_AS=captures/nat
+. "$HERE/../lib/netns.sh"
+. "$HERE/../lib/cluster.sh"
 
-[ "$(id -u)" = 0 ] || { echo "record.sh: run as root" >&2; exit 1; }
-for t in ip nsenter iptables-restore ip6tables-restore iptables-save ip6tables-save ethtool tcpdump tshark capinfos curl python3; do
-  command -v "$t" >/dev/null || { echo "record.sh: $t is missing (apt-get install -y iproute2 iptables ethtool tcpdump tshark curl python3)" >&2; exit 1; }
-done
+netns_start /tmp/dplab-nat.XXXXXX "apt-get install -y iproute2 iptables ethtool tcpdump tshark curl python3" \
+  ip nsenter iptables-restore ip6tables-restore iptables-save ip6tables-save ethtool tcpdump tshark capinfos curl python3
 
-# --- The services: one table, from which services.txt and the iptables rules are both made. ---
-# name (kube-proxy's "namespace/service:port", which names the chains) | proto | VIP:PORT | backends
-SERVICES=$(cat <<'EOF'
-dplab/web:http     tcp 10.96.0.10:80    10.88.2.2:8080 10.88.2.3:8080 10.88.2.4:8080
-dplab/echo:echo    udp 10.96.0.7:7      10.88.2.2:7007 10.88.2.3:7007
-dplab/dns:dns      udp 10.96.0.53:53    10.88.2.2:5353 10.88.2.3:5353
-dplab/closed:none  udp 10.96.0.99:9999  10.88.2.4:9999
-dplab/web:http     tcp [fd00:96::10]:80    [fd00:88:2::2]:8080 [fd00:88:2::3]:8080 [fd00:88:2::4]:8080
-dplab/echo:echo    udp [fd00:96::7]:7      [fd00:88:2::2]:7007 [fd00:88:2::3]:7007
-dplab/dns:dns      udp [fd00:96::53]:53    [fd00:88:2::2]:5353 [fd00:88:2::3]:5353
-dplab/closed:none  udp [fd00:96::99]:9999  [fd00:88:2::4]:9999
-EOF
-)
-CLIENTS4=(10.77.1.2 10.77.1.3)
-CLIENTS6=(fd00:77:1::2 fd00:77:1::3)
-BACKENDS4=(10.88.2.2 10.88.2.3 10.88.2.4)
-BACKENDS6=(fd00:88:2::2 fd00:88:2::3 fd00:88:2::4)
-# Fixed MACs, so the captures are the same shape on every run and neighbours can be static.
-MAC_CLI_R=02:00:0a:4d:01:02   # client's interface (cli-r)
-MAC_R_CLI=02:00:0a:4d:01:01   # router, client side (r-cli)
-MAC_R_BE=02:00:0a:58:02:01    # router, backend side (r-be)
-MAC_BE_R=02:00:0a:58:02:02    # backends' interface (be-r)
-
-WORK=""
-PIDS=()
-cleanup() {
-  local rc=$?
-  set +e
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  for ns in "$NS_C" "$NS_R" "$NS_B"; do
-    if ip netns list | grep -qx "$ns\( .*\)\?"; then
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null; done
-      ip netns del "$ns"
-    fi
-  done
-  [ -n "$WORK" ] && rm -rf "$WORK"
-  [ $rc -ne 0 ] && echo "record.sh: FAILED (exit $rc); captures/nat left as it was" >&2
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Leftovers of an earlier run that was killed before its trap ran.
-for ns in "$NS_C" "$NS_R" "$NS_B"; do
-  if ip netns list | grep -qx "$ns\( .*\)\?"; then
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    ip netns del "$ns"
-  fi
-done
-WORK=$(mktemp -d /tmp/dplab-nat.XXXXXX)
-
-inc() { ip netns exec "$NS_C" "$@"; }
-inr() { ip netns exec "$NS_R" "$@"; }
-inb() { ip netns exec "$NS_B" "$@"; }
-# Background processes are started with nsenter, which execs the command: $! is the process itself.
-
-# --- Topology ---
-for ns in "$NS_C" "$NS_R" "$NS_B"; do
-  ip netns add "$ns"
-  # No DAD, router solicitations or router advertisements: the captures hold only service traffic.
-  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
-    net.ipv6.conf.all.router_solicitations=0 net.ipv6.conf.default.router_solicitations=0 \
-    net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
-  ip netns exec "$ns" ip link set lo up
-done
-inr sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-# The backend kernel answers every datagram to the closed port, not one per second per peer.
-inb sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0
-
-ip link add cli-r netns "$NS_C" address $MAC_CLI_R type veth peer r-cli netns "$NS_R" address $MAC_R_CLI
-ip link add r-be netns "$NS_R" address $MAC_R_BE type veth peer be-r netns "$NS_B" address $MAC_BE_R
-
-for pair in "$NS_C cli-r" "$NS_R r-cli" "$NS_R r-be" "$NS_B be-r"; do
-  set -- $pair
-  # Offloads off, so the checksums in the capture are the ones on the wire.
-  ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null 2>&1 || true
-  for f in tx-checksumming rx-checksumming tcp-segmentation-offload generic-segmentation-offload generic-receive-offload; do
-    ip netns exec "$1" ethtool -k "$2" | grep -q "^$f: off" || { echo "record.sh: $f still on on $2" >&2; exit 1; }
-  done
-done
-
-inc ip addr add 10.77.1.2/24 dev cli-r
-inc ip addr add 10.77.1.3/24 dev cli-r
-inc ip -6 addr add fd00:77:1::2/64 dev cli-r nodad
-inc ip -6 addr add fd00:77:1::3/64 dev cli-r nodad
-inr ip addr add 10.77.1.1/24 dev r-cli
-inr ip -6 addr add fd00:77:1::1/64 dev r-cli nodad
-inr ip addr add 10.88.2.1/24 dev r-be
-inr ip -6 addr add fd00:88:2::1/64 dev r-be nodad
-for a in "${BACKENDS4[@]}"; do inb ip addr add "$a"/24 dev be-r; done
-for a in "${BACKENDS6[@]}"; do inb ip -6 addr add "$a"/64 dev be-r nodad; done
-inc ip link set cli-r up; inr ip link set r-cli up; inr ip link set r-be up; inb ip link set be-r up
-# The router is every client's and every backend's gateway (so the VIPs, 10.96.0.0/16 and
-# fd00:96::/64, route to it, and the backends answer through it: no SNAT needed).
-inc ip route add default via 10.77.1.1
-inc ip -6 route add default via fd00:77:1::1
-inb ip route add default via 10.88.2.1
-inb ip -6 route add default via fd00:88:2::1
-# Static neighbours: no ARP or neighbour discovery in the captures.
-inc ip neigh replace 10.77.1.1 lladdr $MAC_R_CLI dev cli-r nud permanent
-inc ip -6 neigh replace fd00:77:1::1 lladdr $MAC_R_CLI dev cli-r nud permanent
-for a in "${CLIENTS4[@]}" "${CLIENTS6[@]}"; do inr ip neigh replace "$a" lladdr $MAC_CLI_R dev r-cli nud permanent; done
-for a in "${BACKENDS4[@]}" "${BACKENDS6[@]}"; do inr ip neigh replace "$a" lladdr $MAC_BE_R dev r-be nud permanent; done
-inb ip neigh replace 10.88.2.1 lladdr $MAC_R_BE dev be-r nud permanent
-inb ip -6 neigh replace fd00:88:2::1 lladdr $MAC_R_BE dev be-r nud permanent
-
-# --- services.txt and the kube-proxy rules, both from $SERVICES ---
-# kube-proxy's chain names: KUBE-SVC- + base32(sha256(servicePortName + protocol))[:16],
-# KUBE-SEP- + base32(sha256(servicePortName + protocol + endpoint))[:16].
-SERVICES="$SERVICES" "$PY" - "$WORK" <<'PYEOF'
-import base64, hashlib, os, sys
-work = sys.argv[1]
-def h(s): return base64.b32encode(hashlib.sha256(s.encode()).digest()).decode()[:16]
-def split(hp):
-    host, port = hp.rsplit(':', 1)
-    return host.strip('[]'), port
-svc_lines = ['# dplab services: PROTO VIP:PORT -> BACKEND:PORT ...',
-             '# Written by captures/nat/record.sh; exactly what it programmed into iptables/ip6tables',
-             '# (kube-proxy chains; the name before each line is the service port the chains hash).']
-rules = {4: [], 6: []}
-chains = {4: [], 6: []}
-for line in os.environ['SERVICES'].strip().split('\n'):
-    name, proto, vip, *backends = line.split()
-    fam = 6 if vip.startswith('[') else 4
-    vhost, vport = split(vip)
-    svc = 'KUBE-SVC-' + h(name + proto)
-    svc_lines.append(f'# {name} {svc}')
-    svc_lines.append(f'{proto} {vip} -> {" ".join(backends)}')
-    plen = 128 if fam == 6 else 32
-    chains[fam].append(svc)
-    rules[fam].append(f'-A KUBE-SERVICES -d {vhost}/{plen} -p {proto} -m comment --comment "{name} cluster IP" -m {proto} --dport {vport} -j {svc}')
-    n = len(backends)
-    for i, be in enumerate(backends):
-        sep = 'KUBE-SEP-' + h(name + proto + be)
-        chains[fam].append(sep)
-        stat = f' -m statistic --mode random --probability {1.0 / (n - i):0.10f}' if i < n - 1 else ''
-        rules[fam].append(f'-A {svc} -m comment --comment "{name} -> {be}"{stat} -j {sep}')
-    for be in backends:
-        sep = 'KUBE-SEP-' + h(name + proto + be)
-        bhost, bport = split(be)
-        rules[fam].append(f'-A {sep} -p {proto} -m comment --comment "{name}" -m {proto} -j DNAT --to-destination {be}')
-open(f'{work}/services.txt', 'w').write('\n'.join(svc_lines) + '\n')
-for fam in (4, 6):
-    out = ['*nat', ':KUBE-SERVICES - [0:0]'] + [f':{c} - [0:0]' for c in chains[fam]]
-    out.append('-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES')
-    out += rules[fam] + ['COMMIT']
-    open(f'{work}/rules{fam}.txt', 'w').write('\n'.join(out) + '\n')
-PYEOF
-inr iptables-restore --noflush <"$WORK/rules4.txt"
-inr ip6tables-restore --noflush <"$WORK/rules6.txt"
-inr iptables-save -t nat | grep -v '^#' >"$WORK/iptables-save.txt"
-inr ip6tables-save -t nat | grep -v '^#' >"$WORK/ip6tables-save.txt"
+cluster_up captures/nat/record.sh
 
 # --- Backends: one process serving HTTP on :8080, UDP echo on :7007, DNS-shaped answers on :5353.
 # Nothing listens on :9999, so the backend kernel answers port unreachable.
@@ -303,12 +154,7 @@ for n in range(count):
 PYEOF
 
 # --- Capture ---
-start_capture() { # iface file
-  nsenter --net=/run/netns/"$NS_R" tcpdump -i "$1" -w "$2" -U -s 0 -Z root --time-stamp-precision=nano -y EN10MB 2>"$2.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do grep -q 'listening on' "$2.log" 2>/dev/null && return 0; sleep 0.1; done
-  echo "record.sh: tcpdump on $1 did not start: $(cat "$2.log")" >&2; exit 1
-}
+start_capture() { netns_capture "$NS_R" "$@"; } # iface file
 sleep 3   # let the links settle (the MLD reports of address setup are over) before capturing
 start_capture r-cli "$WORK/kube-proxy-client.pcap"
 TD_CLI=${PIDS[-1]}
@@ -344,10 +190,7 @@ run_traffic 10.96.0.10 10.96.0.7 10.96.0.53 10.96.0.99 10.96.0.10 "${CLIENTS4[@]
 run_traffic fd00:96::10 fd00:96::7 fd00:96::53 fd00:96::99 "[fd00:96::10]" "${CLIENTS6[@]}"
 
 sleep 1   # last FIN/ACKs
-# Stop the captures: SIGTERM makes tcpdump flush and close the file; wait for it to exit.
-kill -TERM "$TD_CLI" "$TD_BE"
-wait "$TD_CLI" "$TD_BE" || true
-keep=(); for p in "${PIDS[@]}"; do [ "$p" = "$TD_CLI" ] || [ "$p" = "$TD_BE" ] || keep+=("$p"); done; PIDS=("${keep[@]}")
+netns_capture_stop "$TD_CLI" "$TD_BE"
 if command -v conntrack >/dev/null; then
   { inr conntrack -L -f ipv4 2>/dev/null; inr conntrack -L -f ipv6 2>/dev/null; } | sort >"$WORK/conntrack.txt" || true
 fi
@@ -458,24 +301,5 @@ for f in kube-proxy-client.pcap kube-proxy-backend.pcap services.txt iptables-sa
   cp "$WORK/$f" "$HERE/$f"
 done
 [ -f "$WORK/conntrack.txt" ] && cp "$WORK/conntrack.txt" "$HERE/conntrack.txt"
-index_row() { # file
-  local f=$HERE/$1 size fmt lt pk protos convs
-  size=$(stat -c %s "$f")
-  pk=$(capinfos -M -c -T -r "$f" | cut -f2)
-  case $(od -An -tx1 -N4 "$f" | tr -d ' ') in
-    4d3cb2a1) fmt="pcap nsec LE" ;; d4c3b2a1) fmt="pcap usec LE" ;; *) echo "record.sh: $1: unexpected pcap magic" >&2; exit 1 ;;
-  esac
-  lt=$(od -An -tu4 -j20 -N4 "$f" | tr -d ' ')
-  [ "$lt" = 1 ] || { echo "record.sh: $1: link type $lt, not Ethernet" >&2; exit 1; }
-  lt=1/EN10MB
-  protos=$(tshark -r "$f" -T fields -e frame.protocols 2>/dev/null | tr ':' '\n' | grep -vx 'frame\|ethertype' | awk '!s[$0]++' | paste -sd, -)
-  convs=$(tshark -r "$f" -q -z conv,tcp 2>/dev/null | grep -c '<->' || true)
-  printf 'nat/%s\trecorded:captures/nat/record.sh\t%s\t%s\t%s\t%s\t%s\t%s\tMIT\n' "$1" "$size" "$fmt" "$lt" "$pk" "$protos" "$convs"
-}
-{
-  grep -v '^nat/kube-proxy-\(client\|backend\)\.pcap	' "$INDEX"
-  index_row kube-proxy-client.pcap
-  index_row kube-proxy-backend.pcap
-} >"$WORK/INDEX.tsv"
-cat "$WORK/INDEX.tsv" >"$INDEX"
+index_replace "$INDEX" "$HERE" nat kube-proxy-client.pcap kube-proxy-backend.pcap
 echo "record.sh: wrote $HERE/{kube-proxy-client,kube-proxy-backend}.pcap and their INDEX.tsv rows"
