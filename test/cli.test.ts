@@ -184,13 +184,31 @@ describe('README', () => {
     expect(ci).toBe(setup[1]);
   });
 
-  it('the first runs the main job on a shipped capture, as written (npx dplab, after npm ci)', () => {
+  it('the first runs the main job, compare on the shipped demo capture, as written (npx dplab, after npm ci)', () => {
     const [install, run] = setup[0]!.split(' && ');
     expect(install).toBe('npm ci');
-    expect(run).toMatch(/^npx dplab replay captures\/\S+$/);
+    expect(run).toBe('npx dplab compare captures/demo/node-ingress.pcap');
     const r = spawnSync('bash', ['-c', run!], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, npm_config_yes: 'false' } });
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^Verdicts: [\d,]+ in = /m);
+    // The default profiles side by side, the first the baseline, then the reading of the figures.
+    const rows = r.stdout.split('\n').filter((l) => /^(iptables|ebpf|hns|mixed)\s+[\d.]+\s+[\d.]+x\s/.test(l)).map((l) => l.split(/\s+/)[0]);
+    expect(rows).toEqual(['iptables', 'ebpf', 'hns', 'mixed']);
+    expect(r.stdout).toMatch(/^iptables\s+[\d.]+\s+1\.00x\s/m);
+    expect(r.stdout).toMatch(/^Reading:\n {2}- /m);
+  });
+
+  it('shows the output of the main command as a run printed it (same capture, profiles, verdicts)', () => {
+    const shown = /```text\n\$ (npx dplab compare \S+)\n([^`]*)```/.exec(readme);
+    expect(shown, 'a ```text block starting with $ npx dplab compare').not.toBeNull();
+    expect(shown![1]).toBe(setup[0]!.split(' && ')[1]);
+    const r = spawnSync(process.execPath, [join(ROOT, 'bin', 'dplab.js'), 'compare', 'captures/demo/node-ingress.pcap', '--repeat', '1'], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    // Timings differ from run to run; what each profile decides does not.
+    const decided = (text: string) => text.split('\n').filter((l) => /^(iptables|ebpf|hns|mixed)\s+[\d.]+\s+[\d.]+x\s/.test(l))
+      .map((l) => { const c = l.split(/\s+/); return [c[0], ...c.slice(3, 8)].join(' '); });
+    expect(decided(shown![2]!)).toEqual(decided(r.stdout));
+    const drops = (text: string) => text.split('Drops by stage and reason:\n')[1]!.split('\n\n')[0];
+    expect(drops(shown![2]!)).toBe(drops(r.stdout));
   });
 
   it('every command it shows runs as npx dplab', () => {
