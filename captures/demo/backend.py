@@ -1,7 +1,7 @@
 """The demo's web backends: HTTP/1.1 with keep-alive on each address given, every method answered
-200 with a short body naming the backend, method and path (96 KiB more under /download/; a
-backend serves what it is asked: the
-denials in the demo are the dataplane's, by profiles/rules/l7.rules).
+200 with a short body naming the backend, method and path (96 KiB more under /download/). A
+backend serves what it is asked: the denials in the demo are the dataplane's, by
+profiles/rules/l7.rules.
 
 Usage: backend.py READY-FILE HOST:PORT...   ([v6]:port for IPv6); writes READY-FILE when listening.
 """

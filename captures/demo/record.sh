@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Record the demo capture: what a Kubernetes node's dataplane is given, real traffic made in
-# network namespaces. A router namespace does kube-proxy's DNAT (the cluster of captures/lib/cluster.sh,
-# the services of profiles/rules/services.txt; backends chosen round robin, and each client's source
-# port chosen so that dplab's hash picks the same backend: pick-port.mjs) and enforces the shipped
-# rules' drops: the blocklist
-# (profiles/rules/blocklist.txt) in the raw table, before conntrack, and the drops of
-# profiles/rules/policy.rules in the filter table. tcpdump records every packet arriving at the
-# router (-Q in) on its three interfaces; the three are merged by time into node-ingress.pcap.
+# network namespaces. A router namespace does kube-proxy's DNAT (the cluster of
+# captures/lib/cluster.sh, the services of profiles/rules/services.txt; backends chosen round robin,
+# each client's source port chosen so that dplab's hash picks the same backend: pick-port.mjs) and
+# enforces the shipped rules' drops: the blocklist (profiles/rules/blocklist.txt) in the raw table,
+# before conntrack, and the drops of profiles/rules/policy.rules in the filter table. tcpdump
+# records every packet arriving at the router (-Q in) on its three interfaces; the three are merged
+# by time into node-ingress.pcap. Topology, traffic and why: README.md beside this script.
 #
 #   client ns (10.77.1.2, .3 / fd00:77:1::2, ::3)   cli-r --- r-cli \
 #   scanner ns (203.0.113.66 / 2001:db8:bad::66)    scan-r --- r-scan  router ns  r-be --- be-r   backends ns
@@ -21,9 +21,9 @@
 #
 # Run as root: bash captures/demo/record.sh
 # Needs: iproute2, iptables, ethtool, tcpdump, tshark (capinfos, mergecap), curl, python3, nmap,
-# dnsmasq (Debian: dnsmasq-base), nsenter (util-linux), and dplab's dist/ (npm ci). Idempotent; its trap removes the
-# namespaces and the processes it started, also on failure. Nothing is written in place until the
-# checks pass.
+# dnsmasq (Debian: dnsmasq-base), nsenter (util-linux), and dplab's dist/ (npm ci). Idempotent:
+# its trap removes the namespaces and the processes it started, also on failure. Nothing is
+# written in place until the checks pass.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,6 +43,8 @@ LEFT_AS=captures/demo
 
 netns_start /tmp/dplab-demo.XXXXXX "apt-get install -y iproute2 iptables ethtool tcpdump tshark curl python3 nmap dnsmasq-base" \
   ip nsenter node iptables-restore ip6tables-restore iptables-save ip6tables-save ethtool tcpdump tshark capinfos mergecap curl python3 nmap dnsmasq
+
+[ -f "$HERE/../../dist/nat/services.js" ] || { echo "$TAG: dplab's dist/ is not built: npm ci" >&2; exit 1; }
 
 cluster_up captures/demo/record.sh nth
 # The services programmed must be those the shipped profiles balance.
@@ -99,7 +101,6 @@ nsenter --net=/run/netns/"$NS_B" dnsmasq --keep-in-foreground --no-resolv --no-h
 PIDS+=($!)
 for _ in $(seq 100); do [ -s "$WORK/backend.ready" ] && break; sleep 0.1; done
 [ -s "$WORK/backend.ready" ] || { echo "$TAG: backend server did not start: $(cat "$WORK/backend.log")" >&2; exit 1; }
-[ -f "$HERE/../../dist/nat/services.js" ] || { echo "$TAG: dplab's dist/ is not built: npm ci" >&2; exit 1; }
 
 # --- Capture: every packet arriving at the router, on each of its interfaces ---
 sleep 3   # let the links settle (the MLD reports of address setup are over) before capturing
