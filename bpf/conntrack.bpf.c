@@ -56,6 +56,8 @@ struct ct_val {
 	__u8 decision;    /* the policy decision cached in the flow (ctpolicy.bpf.c): 0 none, 1 accept, 2 drop */
 	__u8 pad1;
 	__u16 pad2;
+	__u32 binding;    /* the NAT binding kept in the flow (dnat.bpf.c): 0 none, else its code */
+	__u32 pad3;
 };
 
 /* What conntrack tells the stage after it (dplab's ctInfo, flow and direction). */
@@ -69,6 +71,7 @@ struct ct_out {
 	__u8 info;
 	__u8 dir;
 	__u8 decision;    /* the entry's cached decision when the packet was tracked */
+	__u32 binding;    /* the entry's NAT binding when the packet was tracked */
 };
 
 /* dplab's mark(): tie the packet to the entry and say what it is to the flow. */
@@ -78,6 +81,7 @@ static __always_inline void mark(struct ct_out *o, struct ct_val *v, __u32 dir)
 	o->dir = dir;
 	o->info = dir == 1 || v->seen_reply ? CT_ESTABLISHED : CT_NEW;
 	o->decision = v->decision;
+	o->binding = v->binding;
 }
 
 /* A packet of the flow in direction dir: a reply is seen, the packet marked and counted. */
@@ -202,10 +206,48 @@ static __always_inline __u64 after(__u64 now, __u64 timeout)
 	return e < now ? ~0ULL : e;
 }
 
-/* An unexpired entry for the key (an expired one is deleted, as dplab's lookup destroys it). */
-static __always_inline struct ct_val *lookup(struct ct_key *k, __u64 now)
+#ifdef DPLAB_NAT
+/*
+ * A translated flow's reply tuple (after DNAT: backend -> client), which is not the mirror of its
+ * original one: the flow is found by it too, as the kernel hashes both tuples of a conntrack (and
+ * dplab's FlowTable.setReply). Value: the flow's own key, which end of the reply key the backend
+ * is, and the flow's start (an alias whose flow is gone, or was replaced, is ignored).
+ */
+struct alias_val { struct ct_key flow; __u64 first; __u32 be_is_a; __u32 pad; };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 524288);
+	__type(key, struct ct_key);
+	__type(value, struct alias_val);
+} aliases SEC(".maps");
+#endif
+
+/*
+ * The entry for key k, by its own tuple or (NAT) by a reply tuple: then *k becomes the flow's own
+ * key and *from_a says the packet's end as the flow's key orders them (dir = from_a != orig_is_a).
+ */
+static __always_inline struct ct_val *find(struct ct_key *k, int *from_a)
 {
 	struct ct_val *v = bpf_map_lookup_elem(&flows, k);
+#ifdef DPLAB_NAT
+	if (v) return v;
+	struct alias_val *a = bpf_map_lookup_elem(&aliases, k);
+	if (!a) return 0;
+	struct ct_key own = a->flow;
+	v = bpf_map_lookup_elem(&flows, &own);
+	if (!v || v->first != a->first || v->binding < 3) return 0;
+	/* from the backend: a reply (dir 1); the other way round: the original direction */
+	*from_a = (*from_a == (int)a->be_is_a) ? !v->orig_is_a : v->orig_is_a;
+	*k = own;
+#endif
+	return v;
+}
+
+/* An unexpired entry for the key (an expired one is deleted, as dplab's lookup destroys it). */
+static __always_inline struct ct_val *lookup(struct ct_key *k, __u64 now, int *from_a)
+{
+	struct ct_val *v = find(k, from_a);
 	if (v && v->expires < now) {
 		bpf_map_delete_elem(&flows, k);
 		return 0;
@@ -237,7 +279,7 @@ static __always_inline int track_tcp(struct pkt *p, struct ct_config *c, void *d
 	struct ct_key k;
 	int from_a;
 	make_key(&k, p->family, 6, p->src, p->dst, p->sport, p->dport, &from_a);
-	struct ct_val *v = lookup(&k, p->now);
+	struct ct_val *v = lookup(&k, p->now, &from_a);
 	if (v) {
 		__u32 dir = from_a == v->orig_is_a ? 0 : 1;
 		__u8 old = v->state;
@@ -281,7 +323,7 @@ static __always_inline int track_other(struct pkt *p, struct ct_config *c, struc
 	struct ct_key k;
 	int from_a;
 	make_key(&k, p->family, p->proto, p->src, p->dst, p->sport, p->dport, &from_a);
-	struct ct_val *v = lookup(&k, p->now);
+	struct ct_val *v = lookup(&k, p->now, &from_a);
 	int r = PASS;
 	__u32 dir = 0;
 	if (v) dir = from_a == v->orig_is_a ? 0 : 1;
@@ -352,12 +394,13 @@ static __always_inline int track_icmp_error(struct pkt *p, struct ct_config *c, 
 	struct ct_key k;
 	int from_a;
 	make_key(&k, p->family, proto, src, dst, sp, dp, &from_a);
-	struct ct_val *e = bpf_map_lookup_elem(&flows, &k);
+	struct ct_val *e = find(&k, &from_a);
 	if (!e || e->expires < p->now) return invalid(c, o);
 	o->v = e;
 	o->dir = (from_a == e->orig_is_a ? 0 : 1) ^ 1;
 	o->info = CT_RELATED;
 	o->decision = e->decision;
+	o->binding = e->binding;
 	return PASS;
 }
 
@@ -373,13 +416,18 @@ static __always_inline int track_icmp(struct pkt *p, struct ct_config *c, void *
 	int reply = v6 ? type == 129 || type == 140 : type == 0 || type == 14 || type == 16 || type == 18;
 	if (!request && !reply) return invalid(c, o);
 	__u16 id = 0;
-	/* dplab's decoder reads the identifier of echo and timestamp messages */
-	int has_id = v6 ? type == 128 || type == 129 : type == 0 || type == 8 || (type >= 13 && type <= 18);
+	/*
+	 * The identifier of echo and timestamp messages; node information (RFC 4620) is keyed by the
+	 * same two bytes (its Qtype), as Linux's icmpv6_pkt_to_tuple reads them for every type, and as
+	 * the first-fragment path below does.
+	 */
+	int has_id = v6 ? type == 128 || type == 129 || type == 139 || type == 140
+			: type == 0 || type == 8 || (type >= 13 && type <= 18);
 	if (has_id && (void *)(ih + 6) <= end) id = (__u16)ih[4] << 8 | ih[5];
 	struct ct_key k;
 	int from_a;
 	make_key(&k, p->family, p->proto, p->src, p->dst, id, id, &from_a);
-	struct ct_val *v = lookup(&k, p->now);
+	struct ct_val *v = lookup(&k, p->now, &from_a);
 	int r = PASS;
 	__u32 dir = 0;
 	if (v) {
@@ -454,7 +502,7 @@ static __always_inline int conntrack_track(struct pkt *p, void *data, void *end,
 			sp = dp = (__u16)ih[4] << 8 | ih[5];
 		}
 		make_key(&k, p->family, p->proto, p->src, p->dst, sp, dp, &from_a);
-		struct ct_val *v = bpf_map_lookup_elem(&flows, &k);
+		struct ct_val *v = find(&k, &from_a);
 		if (!v) return r;
 		struct frag_key fk;
 		frag_key_of(&fk, p);

@@ -4,7 +4,7 @@
  * kernel's own run time. Nothing is attached to an interface; the programs only ever see the
  * packets given to them here.
  *
- *   dplab-bpf-run OBJ PROG PACKETS RESULTS REPEAT PASSES [MAPS] [DUMP]
+ *   dplab-bpf-run OBJ PROG PACKETS RESULTS REPEAT PASSES [MAPS] [DUMP] [OUT]
  *
  * OBJ      a BPF object (clang -O2 -g -target bpf)
  * PROG     the program's name in it (an XDP or a tc program)
@@ -17,6 +17,9 @@
  *            max MAP N          the map's max_entries (before loading)
  *            set MAP KEYHEX VALUEHEX
  * DUMP     after the last pass, every entry of this map is printed to stdout as "KEYHEX VALUEHEX"
+ *          ("" for none)
+ * OUT      the packets as the program left them (the test run's data_out), first pass, in the
+ *          PACKETS format (time 0): for a model that rewrites packets (dnat)
  *
  * The packet's time goes in as 8 bytes of XDP metadata in front of it (data_meta) for an XDP
  * program, as skb->tstamp for a tc one: programs with timeouts or rate limits run on the
@@ -163,15 +166,17 @@ static struct bpf_object *load(const char *objpath, char *maps, const char *prog
 
 int main(int argc, char **argv)
 {
-	if (argc < 7 || argc > 9)
-		fail(1, "usage: dplab-bpf-run OBJ PROG PACKETS RESULTS REPEAT PASSES [MAPS] [DUMP]");
+	if (argc < 7 || argc > 10)
+		fail(1, "usage: dplab-bpf-run OBJ PROG PACKETS RESULTS REPEAT PASSES [MAPS] [DUMP] [OUT]");
 	const char *objpath = argv[1], *progname = argv[2];
 	unsigned repeat = (unsigned)strtoul(argv[5], NULL, 10);
 	unsigned passes = (unsigned)strtoul(argv[6], NULL, 10);
 	if (repeat < 1 || passes < 1) fail(1, "REPEAT and PASSES must be at least 1");
 	size_t maplen = 0;
 	char *maps = argc > 7 && argv[7][0] ? slurp(argv[7], &maplen) : NULL;
-	const char *dump = argc > 8 ? argv[8] : NULL;
+	const char *dump = argc > 8 && argv[8][0] ? argv[8] : NULL;
+	FILE *rewritten = NULL;
+	if (argc > 9 && !(rewritten = fopen(argv[9], "wb"))) fail(1, "cannot write %s: %s", argv[9], strerror(errno));
 	libbpf_set_print(on_libbpf);
 
 	size_t plen;
@@ -187,6 +192,7 @@ int main(int argc, char **argv)
 	if (!out) fail(1, "cannot write %s: %s", argv[4], strerror(errno));
 	uint32_t *res = malloc(8 * (count ? count : 1));
 	unsigned char *frame = malloc(META + 262144 + 64);
+	unsigned char *after = malloc(META + 262144 + 64);
 
 	struct bpf_object *obj = NULL;
 	for (unsigned pass = 0; pass < passes; pass++) {
@@ -215,14 +221,26 @@ int main(int argc, char **argv)
 				o.data_in = src, o.data_size_in = len;
 				o.ctx_in = &sctx, o.ctx_size_in = sizeof sctx;
 			}
+			if (rewritten && pass == 0) o.data_out = after, o.data_size_out = META + 262144;
 			if (bpf_prog_test_run_opts(fd, &o))
 				fail(2, "BPF_PROG_TEST_RUN failed on packet %zu: %s", i + 1, strerror(errno));
 			res[2 * i] = o.retval;
 			res[2 * i + 1] = o.duration;
+			if (rewritten && pass == 0) {
+				/* an XDP program's data_out holds the metadata in front */
+				uint32_t skip = xdp ? META : 0, n = o.data_size_out > skip ? o.data_size_out - skip : 0;
+				uint64_t zero = 0, pad = 0;
+				fwrite(&n, 4, 1, rewritten);
+				fwrite(&zero, 4, 1, rewritten);
+				fwrite(&zero, 8, 1, rewritten);
+				fwrite(after + skip, 1, n, rewritten);
+				fwrite(&pad, 1, ((n + 7) & ~7u) - n, rewritten);
+			}
 		}
 		if (fwrite(res, 8, count, out) != count) fail(1, "cannot write %s", argv[4]);
 	}
 	if (fclose(out)) fail(1, "cannot write %s", argv[4]);
+	if (rewritten && fclose(rewritten)) fail(1, "cannot write %s", argv[9]);
 	if (dump && obj) {
 		struct bpf_map *m = bpf_object__find_map_by_name(obj, dump);
 		if (!m) fail(1, "no map %s", dump);

@@ -26,6 +26,13 @@
  * per packet: dplab's policy stage without a flow table (every packet evaluated, the profile's
  * evaluator) on the same packets, timed the same way, next to the kernel's scan. The pipeline's
  * own policy figure (once per flow) is given beside it.
+ *
+ * dnat: modelled only right behind conntrack, in one program with it (dnat.bpf.c), as the kernel
+ * keeps a NAT binding in the conntrack entry; its packets leave rewritten and their bytes are
+ * compared with dplab's after the pipeline (what --write writes). The conntrack model alone is
+ * then run for its cost only (dnat changes what conntrack finds), and the dnat row's kernel
+ * figure is the difference. ctlb: the model sees each connect only (which packets connected, and
+ * to which backend, dplab's stage says in explain()), and its chosen backend is compared.
  */
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { endianness, release, tmpdir } from 'node:os';
@@ -44,7 +51,9 @@ import { PolicyStage, policyConfig } from '../stages/policy.js';
 import { xdpConfig } from '../stages/xdp.js';
 import '../stages/index.js';
 import { build, CalibrateSetupError, checkSetup, runProgram, type Built, type KernelRun } from './kernel.js';
-import { conntrackMaps, policyMaps, xdpMaps } from './maps.js';
+import { aliasMaps, conntrackMaps, dnatMaps, policyMaps, routeMaps, xdpMaps } from './maps.js';
+import { readRoutes } from '../stages/route.js';
+import { endpointToString, readServices } from '../nat/services.js';
 
 export interface CalibrateOptions {
   file: string;
@@ -112,6 +121,12 @@ export interface StageCalibration {
    * in the kernel's map after the last pass, with every flow whose state or packet counts differ.
    */
   flowsAtEnd?: { dplab: number; kernel: number; differ: string[] };
+  /** dnat: packets whose bytes after the model were compared with dplab's (the rest: dropped by either). */
+  bytesCompared?: number;
+  /** dnat: packets the kernel model changed (its output differs from its input). */
+  translated?: number;
+  /** dnat: the stage alone: the combined program less the conntrack model, against dplab's dnat row. */
+  alone?: { stage: string; kernelNs: number | null; dplabNs: number; ratio: number | null };
   /** policy: dplab's pipeline figure (decided once per flow behind conntrack). */
   dplabPipelineNs?: number;
   mismatches: Mismatch[];
@@ -140,6 +155,8 @@ const TC_OK = 0;
 const TC_SHOT = 2;
 const TC_CREATED = 102;
 const TC_NOT_MODELLED = 103;
+/** ctlb.bpf.c, route.bpf.c: backend or route k chosen (10 + k, returned by the tc build as 100 + that). */
+const TC_CHOSE = 110;
 /** Packets of the sample the XDP builds run on (each test run of an XDP program costs milliseconds). */
 const XDP_SAMPLE = 32;
 
@@ -205,6 +222,24 @@ class RecordFile {
   }
 }
 
+/**
+ * A second model over the conntrack model's packets, for a stage right behind conntrack that
+ * lives in its entries: policy (ctpolicy.bpf.c, the decision cached in the flow) or dnat
+ * (dnat.bpf.c, the NAT binding in the flow; its packets leave rewritten). Compared with dplab's
+ * verdict at either stage; `after` holds dplab's bytes of those packets as the pipeline left them.
+ */
+interface Combo {
+  at: number;
+  name: string;
+  type: string;
+  object: string;
+  maps: string;
+  note: string;
+  drop: number[];
+  reason: string[];
+  after: RecordFile | null;
+}
+
 interface Model {
   index: number;
   name: string;
@@ -217,6 +252,14 @@ interface Model {
   records: RecordFile;
   /** policy: the per-packet stage dplab is timed with (no flow table). */
   standalone: PolicyStage | null;
+  /**
+   * ctlb and route: models that return what they chose (a backend, a route), compared with what
+   * dplab's stage chose, which its explain() says: `pick` reads the chosen thing's name from it
+   * (null: a packet the model is not given, e.g. not a connect), `names` numbers it as the maps
+   * do. Per recorded packet whether it is kept; per kept packet dplab's choice (-1: dropped).
+   * `perChoice`: dplab's figure is its row's whole time per kept packet (ctlb: per connect).
+   */
+  choice?: { what: string; pick: (explained: string) => string | null; names: Map<string, number>; keep: number[]; chosen: number[]; perChoice: boolean };
   standaloneNs: number[];
   standalonePackets: number;
   /** conntrack: "first" is the packet that created its flow (the kernel model says which). */
@@ -226,7 +269,7 @@ interface Model {
    * (ctpolicy.bpf.c, the decision cached in the flow), compared with dplab's verdict at either
    * stage. `at`: the policy stage's index in the profile.
    */
-  combined?: { at: number; name: string; maps: string; drop: number[]; reason: string[] };
+  combos: Combo[];
   /** The latest time of any packet in the batches the stage was called with (its clock at the end). */
   endSec: number;
   endNsec: number;
@@ -347,7 +390,7 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
   profile.stages.forEach((name, index) => {
     const type = profile.types[index]!;
     const section = profile.sections.get(name)!;
-    const base = { index, name, type, records: new RecordFile(join(work, `${name}.bin`)), standaloneNs: [], standalonePackets: 0, seen: new Set<string>(), endSec: -1, endNsec: 0 };
+    const base = { index, name, type, records: new RecordFile(join(work, `${name}.bin`)), standaloneNs: [], standalonePackets: 0, seen: new Set<string>(), endSec: -1, endNsec: 0, combos: [] };
     if (type === 'xdp') {
       const cfg = xdpConfig(section);
       if (cfg.rateLimit && !Number.isInteger(cfg.rateLimit.rate)) {
@@ -366,6 +409,34 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
         ...base, object: 'conntrack', program: 'conntrack_stage', maps: conntrackMaps(ct, dropInvalid), stateful: true, standalone: null,
         flowFirst: true,
         note: `flows in an LRU hash of ${ct.capacity} entries, nf_conntrack's TCP state table, timeouts on the capture's clock; once per packet, state kept across packets`,
+      });
+    } else if (type === 'ctlb') {
+      const table = readServices(section);
+      let maps: string;
+      try {
+        maps = dnatMaps(table, section.integer('seed', 0, 0, 0xffffffff));
+      } catch (e) {
+        throw new CalibrateSetupError(`[${name}] ${(e as Error).message}`);
+      }
+      models.push({
+        ...base, object: 'ctlb', program: 'ctlb_stage', maps, stateful: false, standalone: null,
+        choice: {
+          what: 'backend', keep: [], chosen: [], perChoice: true, names: new Map(table.backends.map((be, k) => [endpointToString(be), k])),
+          // "connect(): backend chosen, VIP -> BACKEND; ..."
+          pick: (t) => (t.startsWith('connect()') ? t.split(' -> ')[1]!.split(';')[0]! : null),
+        },
+        note: `the connect hook's work (service map lookup, dplab's hash, the backend written into the socket's address, a reverse entry for replies) on each connecting packet only (SYN, a UDP socket's first datagram), as a tc program: this kernel's BPF_PROG_TEST_RUN does not run cgroup/connect programs (ENOTSUPP). Later packets cost the dataplane nothing; unconnected UDP's sendmsg/recvmsg hooks are not measured. Compared: the backend each connect chose. dplab's figure: its whole ctlb row (the re-addressing of every packet, an emulation) divided by the connects; ${repeat} kernel runs per connect`,
+      });
+    } else if (type === 'route' && section.choice('mode', ['full', 'bypass'] as const, 'full') === 'full') {
+      const table = readRoutes(section);
+      models.push({
+        ...base, object: 'route', program: 'route_stage', maps: routeMaps(table), stateful: false, standalone: null,
+        choice: {
+          what: 'route', keep: [], chosen: [], perChoice: false, names: new Map(table.routes.map((_, k) => [table.describe(k), k])),
+          // "FIB: 10.0.0.0/8 via 192.168.1.1 dev eth1 -> veth hop -> ..."
+          pick: (t) => (t.startsWith('FIB: ') && t.includes(' -> veth hop') ? t.slice(5, t.indexOf(' -> veth hop')) : null),
+        },
+        note: `the FIB's longest-prefix match over ${table.size} routes in LPM-trie maps (no bpf_fib_lookup), then what forwarding does and dplab's stage does not model: TTL / hop limit down by one (IPv4 checksum updated) and the Ethernet addresses for the next hop (made-up MACs, one per route); compared: the route each packet took (no route: dropped by both); ${repeat} kernel runs per packet. mode: bypass is not modelled`,
       });
     } else if (type === 'policy') {
       const cfg = policyConfig(section);
@@ -386,7 +457,27 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
   const ctModel = models.find((m) => m.type === 'conntrack');
   const behind = ctModel ? models.find((m) => m.index === ctModel.index + 1 && m.type === 'policy') : undefined;
   if (ctModel && behind) {
-    ctModel.combined = { at: behind.index, name: `${ctModel.name}+${behind.name}`, maps: ctModel.maps + behind.maps, drop: [], reason: [] };
+    ctModel.combos.push({
+      at: behind.index, name: `${ctModel.name}+${behind.name}`, type: 'conntrack+policy', object: 'ctpolicy', maps: ctModel.maps + behind.maps, drop: [], reason: [], after: null,
+      note: `conntrack and policy in one program, as Calico: the rules run for a flow's first packet and the decision is kept in the flow entry; against dplab's verdict at either stage (its ${behind.name} decides once per flow too), dplab's figure the sum of both rows`,
+    });
+  }
+  const natAt = ctModel ? ctModel.index + 1 : -1;
+  if (ctModel && profile.types[natAt] === 'dnat') {
+    const section = profile.sections.get(profile.stages[natAt]!)!;
+    const name = profile.stages[natAt]!;
+    let maps: string;
+    try {
+      maps = dnatMaps(readServices(section), section.integer('seed', 0, 0, 0xffffffff));
+    } catch (e) {
+      throw new CalibrateSetupError(`[${name}] ${(e as Error).message}`);
+    }
+    const ct = new ConntrackStage(profile.sections.get(ctModel.name)!).ct.config;
+    ctModel.combos.push({
+      at: natAt, name: `${ctModel.name}+${name}`, type: 'conntrack+dnat', object: 'dnat', maps: ctModel.maps + aliasMaps(ct) + maps, drop: [], reason: [],
+      after: new RecordFile(join(work, `${name}.after.bin`)),
+      note: `conntrack and kube-proxy's DNAT in one program (the binding in the flow entry, the reply tuple found as the kernel's conntrack finds it, the backend chosen by dplab's hash); every packet's verdict and its bytes as it leaves (addresses, ports, checksums) against dplab's; dplab's figure the sum of both rows`,
+    });
   }
 
   // 1. dplab: the runs, the packets each model sees, dplab's verdicts. A tap in front of each
@@ -418,10 +509,11 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
       if (!collect) return;
       for (const tap of taps) {
         const m = tap.model;
-        const cb = m.combined;
-        if (cb) {
-          const policyAt = taps.find((t) => t.model.index === cb.at)!.at;
+        for (const cb of m.combos) {
+          // the stage's index in the tapped pipeline: its model's tap (policy) or its place after the conntrack tap
+          const policyAt = taps.find((t) => t.model.index === cb.at)?.at ?? tap.at + 1;
           for (const i of tap.seen) {
+            cb.after?.add(b, i);
             const st = b.stage[i]!;
             const drop = b.verdict[i] === Verdict.DROP && (st === tap.at || st === policyAt);
             cb.drop.push(drop ? 1 : 0);
@@ -429,6 +521,20 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
           }
         }
         if (m.standalone) continue; // its verdicts were taken by the tap
+        const cn = m.choice;
+        if (cn) {
+          const st = stages[tap.at]!;
+          for (const i of tap.seen) {
+            const drop = b.verdict[i] === Verdict.DROP && b.stage[i] === tap.at;
+            const picked = drop ? null : cn.pick(st.explain?.(b, i) ?? '');
+            cn.keep.push(drop || picked !== null ? 1 : 0);
+            if (!drop && picked === null) continue;
+            cn.chosen.push(drop ? -1 : cn.names.get(picked!) ?? -2);
+            m.records.dplabDrop.push(drop ? 1 : 0);
+            m.records.dplabReason.push(drop ? st.reasons[b.reason[i]!] ?? '' : '');
+          }
+          continue;
+        }
         for (let j = 0; j < tap.seen.length; j++) {
           const i = tap.seen[j]!;
           const drop = b.verdict[i] === Verdict.DROP && b.stage[i] === tap.at;
@@ -449,7 +555,7 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
     if (collect) {
       packets = report.verdicts.packets;
       malformed = report.verdicts.malformed;
-      for (const m of models) m.records.close();
+      for (const m of models) { m.records.close(); for (const cb of m.combos) cb.after?.close(); }
     }
     last = report;
   }
@@ -482,28 +588,32 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
     const m = models.find((x) => x.index === s);
     const row = last.stages.find((r) => r.name === name);
     if (!m) {
+      const alone = out.find((x) => x.alone?.stage === name)?.alone;
       out.push({
-        stage: name, type, model: null, packets: row?.packets ?? 0, dplabDropped: row?.dropped ?? 0, kernelDropped: null, agree: null,
-        kernelNs: null, floorNs: null, dplabNs: dplabPipelineNs, ratio: null, mismatches: [],
-        note: `no kernel model for a ${type} stage`,
+        stage: name, type, model: alone ? 'bpf/dnat.bpf.c' : null, packets: row?.packets ?? 0, dplabDropped: row?.dropped ?? 0, kernelDropped: null, agree: null,
+        kernelNs: alone?.kernelNs ?? null, floorNs: null, dplabNs: dplabPipelineNs, ratio: alone?.ratio ?? null, mismatches: [],
+        note: alone ? `modelled with conntrack (its row above, verdicts and bytes compared there); kernel: that program less the conntrack model on the same packets, a difference of two medians` : `no kernel model for a ${type} stage`,
       });
       continue;
     }
-    const variants: { combined: boolean }[] = m.combined ? [{ combined: false }, { combined: true }] : [{ combined: false }];
-    for (const variant of variants) {
-      const cb = variant.combined ? m.combined! : null;
+    // Behind conntrack, dnat binds flows to reply tuples, which the conntrack model alone does not
+    // know: it is run for its cost (the dnat row's figure is the difference), compared in the combined row.
+    const boundByNat = !!m.flowFirst && m.combos.some((x) => x.after !== null);
+    for (const cb of [null, ...m.combos]) {
       const r = m.records;
       const dplabDrop = cb ? cb.drop : r.dplabDrop;
       const dplabReason = cb ? cb.reason : r.dplabReason;
-      const object = cb ? 'ctpolicy' : m.object;
-      const program = cb ? 'ctpolicy_stage' : m.program;
+      const object = cb ? cb.object : m.object;
+      const program = cb ? `${cb.object}_stage` : m.program;
+      const rewritten = cb?.after ? join(work, 'rewritten.bin') : undefined;
       const rep = m.stateful ? 1 : repeat;
       let k: KernelRun | null = null;
       let floor: KernelRun | null = null;
       let xdpSample: StageCalibration['xdpSample'];
+      if (m.choice && !cb && m.choice.keep.length === r.num.length) keepOnly(r, m.choice.keep);
       if (r.count > 0) {
         writeFileSync(mapsFile, cb ? cb.maps : m.maps);
-        k = runProgram({ built, object, program: `${program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile, dump: m.flowFirst && !cb ? 'flows' : undefined });
+        k = runProgram({ built, object, program: `${program}_tc`, packets: r.path, results, repeat: rep, passes, maps: mapsFile, dump: m.flowFirst && !cb !== boundByNat ? 'flows' : undefined, out: rewritten });
         if (opts.floor !== false) floor = runProgram({ built, object: 'empty', program: 'empty_tc', packets: r.path, results, repeat: rep, passes });
         if (!m.stateful && (opts.xdpSample ?? XDP_SAMPLE) > 0) {
           // The same model at the XDP hook, on a sample: the hook the stage models, one test run at a time.
@@ -530,7 +640,14 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
         if (kDrop) kernelDropped++;
         const dDrop = dplabDrop[i] === 1;
         if (dDrop) dplabDropped++;
-        if (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK && rv !== TC_CREATED)) {
+        const cn = m.choice;
+        if (cn && !kDrop && !dDrop) {
+          if (rv - TC_CHOSE !== cn.chosen[i]) {
+            mismatches.push({ packet: r.num[i]!, stage: name, packetSummary: '', dplab: `${cn.what} ${cn.chosen[i]}`, kernel: rv >= TC_CHOSE ? `${cn.what} ${rv - TC_CHOSE}` : `returned ${rv}` });
+          }
+          continue;
+        }
+        if (!(boundByNat && !cb) && (kDrop !== dDrop || (rv !== TC_SHOT && rv !== TC_OK && rv !== TC_CREATED))) {
           mismatches.push({
             packet: r.num[i]!, stage: cb ? cb.name : name,
             dplab: dDrop ? `drop (${dplabReason[i]})` : 'pass',
@@ -539,15 +656,19 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
           });
         }
       }
+      const bytes = cb?.after && rewritten && k ? compareBytes(cb.after.path, rewritten, r.path, r.num, k.retval, cb.name) : null;
+      if (bytes) mismatches.push(...bytes.mismatches);
       total += mismatches.length;
       const dplabNs = m.standalone ? median(m.standaloneNs.slice(1).map((ns) => ns / Math.max(1, m.standalonePackets)))
-        : cb ? dplabPipelineNs + median(stageNs.get(profile.stages[cb.at]!) ?? [0]) : dplabPipelineNs;
+        : cb ? dplabPipelineNs + median(stageNs.get(profile.stages[cb.at]!) ?? [0])
+          // ctlb: dplab's whole row (every packet re-addressed) per connect, as the kernel's figure is per connect
+          : m.choice?.perChoice && row && r.count > 0 ? dplabPipelineNs * row.packets / r.count : dplabPipelineNs;
       const kernelNs = k ? perPass(k) : null;
       const c: StageCalibration = {
-        stage: cb ? cb.name : name, type: cb ? 'conntrack+policy' : type, model: `bpf/${object}.bpf.c`,
-        note: cb ? `conntrack and policy in one program, as Calico: the rules run for a flow's first packet and the decision is kept in the flow entry; against dplab's verdict at either stage (its ${profile.stages[cb.at]} decides once per flow too), dplab's figure the sum of both rows` : m.note,
+        stage: cb ? cb.name : name, type: cb ? cb.type : type, model: `bpf/${object}.bpf.c`,
+        note: cb ? cb.note : m.note,
         packets: r.count,
-        dplabDropped, kernelDropped, agree: r.count - notModelled - mismatches.length, notModelled,
+        dplabDropped, kernelDropped: boundByNat && !cb ? null : kernelDropped, agree: boundByNat && !cb ? null : r.count - notModelled - mismatches.length, notModelled,
         kernelNs, floorNs: floor ? perPass(floor) : null, dplabNs,
         ratio: kernelNs && dplabNs ? dplabNs / kernelNs : null, mismatches,
       };
@@ -561,11 +682,20 @@ function calibrateIn(work: string, opts: CalibrateOptions, profile: Profile, bui
         c.firstPackets = first.reduce((a, x) => a + x, 0);
       }
       if (m.standalone) c.dplabPipelineNs = dplabPipelineNs;
-      if (m.flowFirst && k && !cb) {
+      if (boundByNat && !cb) c.note += '; not compared: dnat, right behind it, binds flows to reply tuples (compared in the conntrack+dnat row)';
+      if (m.flowFirst && k && !cb !== boundByNat) {
         c.flowsAtEnd = compareFlows(endFlows, k.dumped, endClock(m));
         total += c.flowsAtEnd.differ.length;
       }
       if (xdpSample) c.xdpSample = xdpSample;
+      if (bytes) { c.bytesCompared = bytes.compared; c.translated = bytes.translated; }
+      if (cb?.after) {
+        // The NAT alone: the combined program less the conntrack model on the same packets.
+        const ctRow = out.find((x) => x.stage === name);
+        const kAlone = kernelNs !== null && ctRow?.kernelNs ? kernelNs - ctRow.kernelNs : null;
+        const dAlone = median(stageNs.get(profile.stages[cb.at]!) ?? [0]);
+        c.alone = { stage: profile.stages[cb.at]!, kernelNs: kAlone, dplabNs: dAlone, ratio: kAlone && kAlone > 0 ? dAlone / kAlone : null };
+      }
       out.push(c);
     }
   }
@@ -622,6 +752,62 @@ function compareFlows(dplab: FlowRecord[], dumped: [string, string][], now: bigi
   }
   for (const [text, k] of kernel) if (!seen.has(text)) differ.push(`${text}: kernel ${k}, not in dplab's table`);
   return { dplab: dplab.length, kernel: kernel.size, differ };
+}
+
+/**
+ * The packets as the kernel model left them (its OUT file) against dplab's bytes of the same
+ * packets after the stage (both: the model's frame, Ethernet header included), for every packet
+ * neither dropped. A difference names the first differing byte of the IP packet.
+ */
+function compareBytes(dplabFile: string, kernelFile: string, inputFile: string, num: number[], retval: Uint32Array, stage: string): { compared: number; translated: number; mismatches: Mismatch[] } {
+  const d = readFileSync(dplabFile);
+  const k = readFileSync(kernelFile);
+  const input = readFileSync(inputFile);
+  const mismatches: Mismatch[] = [];
+  let compared = 0;
+  let translated = 0;
+  let at = 0;
+  for (let i = 0; at + 16 <= d.length && at + 16 <= k.length; i++) {
+    const n = d.readUInt32LE(at);
+    const kn = k.readUInt32LE(at);
+    const next = at + 16 + ((n + 7) & ~7);
+    if (retval[i] !== TC_SHOT) {
+      compared++;
+      const a = d.subarray(at + 16, at + 16 + n);
+      const b = k.subarray(at + 16, at + 16 + kn);
+      if (!b.equals(input.subarray(at + 16, at + 16 + input.readUInt32LE(at)))) translated++;
+      if (n !== kn || !a.equals(b)) {
+        let j = 0;
+        while (j < n && a[j] === b[j]) j++;
+        mismatches.push({
+          packet: num[i]!, stage, packetSummary: '',
+          dplab: n !== kn ? `${n - 14} bytes` : `byte ${j - 14} of the IP packet 0x${a[j]!.toString(16)}`,
+          kernel: n !== kn ? `${kn - 14} bytes` : `0x${b[j]!.toString(16)}`,
+        });
+      }
+    }
+    if (n !== kn) break; // the files no longer line up
+    at = next;
+  }
+  return { compared, translated, mismatches };
+}
+
+/** Keep the records (and their packet numbers) flagged 1 in `keep` (ctlb's model sees connects only). */
+function keepOnly(r: RecordFile, keep: number[]): void {
+  const all = readFileSync(r.path);
+  const parts: Buffer[] = [];
+  const num: number[] = [];
+  let at = 0;
+  for (let i = 0; at + 16 <= all.length; i++) {
+    const next = at + 16 + ((all.readUInt32LE(at) + 7) & ~7);
+    if (keep[i] === 1) { parts.push(all.subarray(at, next)); num.push(r.num[i]!); }
+    at = next;
+  }
+  writeFileSync(r.path, Buffer.concat(parts));
+  r.num.length = 0;
+  for (const x of num) r.num.push(x);
+  r.count = num.length;
+  keep.length = 0;
 }
 
 /** Bytes of the first `n` records of a packet file. */

@@ -136,6 +136,8 @@ export interface RunSpec {
   passes: number;
   maps?: string;
   dump?: string;
+  /** Write the packets as the program left them here (first pass; bpf/runner.c OUT). */
+  out?: string;
 }
 
 export interface KernelRun {
@@ -150,7 +152,7 @@ export interface KernelRun {
 
 /** Run the helper; a refusal by the kernel (exit 2) is a CalibrateSetupError with its reason. */
 export function runProgram(s: RunSpec): KernelRun {
-  const args = [s.built.object(s.object), s.program, s.packets, s.results, String(s.repeat), String(s.passes), s.maps ?? '', ...(s.dump ? [s.dump] : [])];
+  const args = [s.built.object(s.object), s.program, s.packets, s.results, String(s.repeat), String(s.passes), s.maps ?? '', ...(s.dump || s.out ? [s.dump ?? ''] : []), ...(s.out ? [s.out] : [])];
   const r = spawnSync(s.built.helper, args, { encoding: 'utf8', maxBuffer: 1 << 30 });
   if (r.status !== 0) {
     const line = (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').pop()!;

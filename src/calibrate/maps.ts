@@ -8,6 +8,9 @@ import { endianness } from 'node:os';
 import { Action, RuleTable, type Rule } from '../policy/rules.js';
 import type { ConntrackConfig } from '../conntrack/tracker.js';
 import type { XdpConfig } from '../stages/xdp.js';
+import type { ServiceTable } from '../nat/services.js';
+import { fmix } from '../packet/hash.js';
+import type { RouteTable } from '../route/table.js';
 
 const LE = endianness() === 'LE';
 
@@ -100,4 +103,58 @@ export function conntrackMaps(cfg: ConntrackConfig, dropInvalid: boolean): strin
   c.u64(80, ns(t.udp)).u64(88, ns(t.udpStream)).u64(96, ns(t.icmp)).u64(104, ns(t.generic));
   c.u32(112, cfg.loose ? 1 : 0).u32(116, dropInvalid ? 1 : 0);
   return `max flows ${cfg.capacity}\nset ct_config ${new Bytes(4).hex()} ${c.hex()}\n`;
+}
+
+/** dnat.bpf.c: its reply-tuple map as big as the flow table. */
+export function aliasMaps(cfg: ConntrackConfig): string {
+  return `max aliases ${cfg.capacity}\n`;
+}
+
+/**
+ * dnat.bpf.c: `services` (VIP address words, port, family, proto -> first backend, count),
+ * `backends` (k -> backend and VIP endpoints), `nat_config` (the seed as ServiceTable mixes it).
+ * Throws for what the model leaves out (client-IP affinity).
+ */
+export function dnatMaps(t: ServiceTable, seed: number): string {
+  const lines: string[] = [];
+  if (t.services.length > 4096) lines.push(`max services ${t.services.length}`);
+  if (t.backends.length > 4096) lines.push(`max backends ${t.backends.length}`);
+  t.services.forEach((s, n) => {
+    if (s.affinity > 0) throw new Error(`service ${s.where} has client-IP affinity, which the kernel model does not hold`);
+    const k = new Bytes(20);
+    for (let w = 0; w < 4; w++) k.u32(4 * w, s.vip.words[w]!);
+    k.u16(16, s.vip.port).u8(18, s.vip.family).u8(19, s.proto);
+    lines.push(`set services ${k.hex()} ${new Bytes(8).u32(0, t.firstBackend[n]!).u32(4, s.backends.length).hex()}`);
+  });
+  t.backends.forEach((be, k) => {
+    const vip = t.services[t.backendService[k]!]!.vip;
+    const v = new Bytes(40);
+    for (let w = 0; w < 4; w++) v.u32(4 * w, be.words[w]!).u32(16 + 4 * w, vip.words[w]!);
+    v.u16(32, be.port).u16(34, vip.port);
+    lines.push(`set backends ${new Bytes(4).u32(0, k).hex()} ${v.hex()}`);
+  });
+  lines.push(`set nat_config ${new Bytes(4).hex()} ${new Bytes(8).u32(0, fmix(seed ^ 0x5bd1e995)).hex()}`);
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * route.bpf.c: `routes4` / `routes6` (LPM: u32 length, address bytes -> the route's number) and
+ * `nexthop` (route -> destination and source MAC: made up, 02:00:00:00:NN:NN and 02:00:00:01:00:DD
+ * for the route and its device; dplab's table has no neighbours).
+ */
+export function routeMaps(t: RouteTable): string {
+  const lines: string[] = [];
+  const v4 = t.routes.filter((r) => r.prefix.family === 4).length;
+  if (v4 > 65536) lines.push(`max routes4 ${v4}`);
+  if (t.size - v4 > 65536) lines.push(`max routes6 ${t.size - v4}`);
+  if (t.size > 65536) lines.push(`max nexthop ${t.size}`);
+  t.routes.forEach((r, n) => {
+    const six = r.prefix.family === 6;
+    const k = new Bytes(six ? 20 : 8).u32(0, r.prefix.len);
+    for (let w = 0; w < (six ? 4 : 1); w++) k.be32(4 + 4 * w, r.prefix.words[w]!);
+    lines.push(`set routes${six ? 6 : 4} ${k.hex()} ${new Bytes(4).u32(0, n).hex()}`);
+    const h = new Bytes(16).u8(0, 2).u8(4, n >> 8).u8(5, n & 0xff).u8(6, 2).u8(9, 1).u8(11, r.dev & 0xff);
+    lines.push(`set nexthop ${new Bytes(4).u32(0, n).hex()} ${h.hex()}`);
+  });
+  return lines.join('\n') + '\n';
 }

@@ -18,8 +18,13 @@ Kernel models: xdp (LPM maps of the block/allow lists; a token bucket per source
 when the profile sets a rate limit), conntrack (an LRU hash of flows with nf_conntrack's TCP state
 table, as Calico's), policy (the rules scanned in order for every packet) and, when policy comes
 right after conntrack, both in one program with the decision cached in the flow entry (compared
-with the pipeline's verdicts). Other stages have none yet: their dplab figure is shown alone. Nothing is attached to an
-interface; the programs only see the packets given to them.
+with the pipeline's verdicts); dnat right after conntrack: both in one program (kube-proxy's DNAT,
+the binding in the flow entry, the backend chosen by dplab's hash), every packet's verdict and its
+bytes as it leaves compared, the dnat row's kernel figure that program less the conntrack model;
+ctlb: the connect hook's work (service lookup, backend choice) on each connecting packet, the
+backend compared (this kernel does not test-run cgroup/connect programs, so it runs as tc). Other
+stages have none yet: their dplab figure is shown alone. Nothing is attached to an interface; the
+programs only see the packets given to them.
 
 Needs: root, clang, a C compiler and libbpf's headers (Debian: apt-get install clang libbpf-dev);
 the programs and their loader are built on first use into ~/.cache/dplab (or $DPLAB_CACHE_DIR).
@@ -94,7 +99,7 @@ export function renderCalibration(r: CalibrationReport): string {
   const x = (v: number | null | undefined): string => (v ? `${v.toFixed(2)}x` : '-');
   const rows = r.stages.map((s) => [
     s.stage, String(s.packets), f1(s.kernelNs), f1(s.floorNs), f1(s.modelNs), f1(s.dplabNs), x(s.ratio), x(s.modelRatio),
-    s.model === null ? 'no kernel model' : s.mismatches.length === 0 ? `all agree (${s.dplabDropped} dropped)` : `${s.mismatches.length} DIFFER`,
+    s.model === null ? 'no kernel model' : s.agree === null ? 'not compared (see below)' : s.mismatches.length === 0 ? `all agree (${s.dplabDropped} dropped)` : `${s.mismatches.length} DIFFER`,
   ]);
   lines.push(table(head, rows));
   lines.push('');
@@ -109,6 +114,8 @@ export function renderCalibration(r: CalibrationReport): string {
       for (const d of f.differ.slice(0, 20)) lines.push(`  DIFFERS: flow ${d}`);
       if (f.differ.length > 20) lines.push(`  ... and ${f.differ.length - 20} more (--json lists them all)`);
     }
+    if (s.bytesCompared !== undefined) lines.push(`  bytes of the ${s.bytesCompared} packets both passed, as they leave: ${s.mismatches.some((m) => m.dplab.includes('byte')) ? 'some DIFFER (below)' : 'the same'}`);
+    if (s.alone?.kernelNs) lines.push(`  ${s.alone.stage} alone (this program less the conntrack model): kernel ${f1(s.alone.kernelNs)} ns/packet, dplab ${f1(s.alone.dplabNs)}, ${s.alone.ratio ? `${s.alone.ratio.toFixed(2)}x` : '-'}`);
     if (s.notModelled) lines.push(`  ${s.notModelled} packets the model does not decide for (passed, not compared)`);
     if (s.xdpSample) {
       const x = s.xdpSample;
