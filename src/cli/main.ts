@@ -1,22 +1,12 @@
 /** dplab's command line: one function per command, errors turned into one clear line each. */
 import { CaptureError } from '../capture/errors.js';
 import { OutputError } from '../capture/outfile.js';
-import { WorkerFailure } from '../pipeline/parallel.js';
 import { ProfileError } from '../pipeline/profile.js';
 import type { RunReport } from '../pipeline/run.js';
-import { StageFailure } from '../pipeline/runner.js';
+import { StageFailure, WorkerFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
 import { VERSION } from './args.js';
-import { CALIBRATE_HELP, calibrateCommand } from './calibrate.js';
-import { COMPARE_HELP, compareCommand } from './compare.js';
-import { SWEEP_HELP, sweepCommand } from './sweep.js';
-import { DECODE_HELP, decodeCommand } from './decode.js';
 import { Exit, UsageError } from './errors.js';
-import { GEN_HELP, genCommand } from './gen.js';
-import { LIVE_HELP, liveCommand } from './live.js';
-import { PROFILES_HELP, profilesCommand } from './profiles.js';
-import { REPLAY_HELP, replayCommand } from './replay.js';
-import { TRACE_HELP, traceCommand } from './trace.js';
 
 const HELP = `dplab - a userspace dataplane lab: replay real packets through XDP-, conntrack-, NAT- and
 L7-style stages and see what each design costs, per stage, per packet and per flow.
@@ -43,36 +33,42 @@ Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (8
 MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 `;
 
-const COMMANDS: Record<string, { run: (argv: string[]) => number | Promise<number>; help: string }> = {
-  replay: { run: replayCommand, help: REPLAY_HELP },
-  compare: { run: compareCommand, help: COMPARE_HELP },
-  sweep: { run: sweepCommand, help: SWEEP_HELP },
-  trace: { run: traceCommand, help: TRACE_HELP },
-  decode: { run: decodeCommand, help: DECODE_HELP },
-  profiles: { run: profilesCommand, help: PROFILES_HELP },
-  gen: { run: genCommand, help: GEN_HELP },
-  calibrate: { run: calibrateCommand, help: CALIBRATE_HELP },
-  live: { run: liveCommand, help: LIVE_HELP },
+interface Command { run: (argv: string[]) => number | Promise<number>; help: string }
+
+/**
+ * Each command's module is loaded when that command runs (or its help is asked for): a start
+ * pays for one command's code, not for all of them (all of them took ~90 ms of every start).
+ */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  replay: async () => { const m = await import('./replay.js'); return { run: m.replayCommand, help: m.REPLAY_HELP }; },
+  compare: async () => { const m = await import('./compare.js'); return { run: m.compareCommand, help: m.COMPARE_HELP }; },
+  sweep: async () => { const m = await import('./sweep.js'); return { run: m.sweepCommand, help: m.SWEEP_HELP }; },
+  trace: async () => { const m = await import('./trace.js'); return { run: m.traceCommand, help: m.TRACE_HELP }; },
+  decode: async () => { const m = await import('./decode.js'); return { run: m.decodeCommand, help: m.DECODE_HELP }; },
+  profiles: async () => { const m = await import('./profiles.js'); return { run: m.profilesCommand, help: m.PROFILES_HELP }; },
+  gen: async () => { const m = await import('./gen.js'); return { run: m.genCommand, help: m.GEN_HELP }; },
+  calibrate: async () => { const m = await import('./calibrate.js'); return { run: m.calibrateCommand, help: m.CALIBRATE_HELP }; },
+  live: async () => { const m = await import('./live.js'); return { run: m.liveCommand, help: m.LIVE_HELP }; },
 };
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     const topic = cmd === 'help' ? rest[0] : undefined;
-    process.stdout.write(topic && COMMANDS[topic] ? COMMANDS[topic].help : HELP);
+    process.stdout.write(topic && Object.hasOwn(COMMANDS, topic) ? (await COMMANDS[topic]!()).help : HELP);
     return cmd === undefined ? Exit.USAGE : Exit.OK;
   }
   if (cmd === '--version' || cmd === '-V') {
     process.stdout.write(`${VERSION}\n`);
     return Exit.OK;
   }
-  const command = COMMANDS[cmd];
-  if (!command) {
+  const load = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
+  if (!load) {
     process.stderr.write(`dplab: unknown command "${cmd}". Commands: ${Object.keys(COMMANDS).join(', ')}. See dplab --help\n`);
     return Exit.USAGE;
   }
   try {
-    return await command.run(rest);
+    return await (await load()).run(rest);
   } catch (e) {
     return reportError(e, cmd);
   }

@@ -4,7 +4,7 @@ import { OutputError, OutputFile } from '../capture/outfile.js';
 import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
-import { defaultWorkers, runParallel, workerPool } from '../pipeline/parallel.js';
+import { defaultWorkers } from '../pipeline/threads.js';
 import { runCaptureAsync, type RunReport, type StopFlag } from '../pipeline/run.js';
 import '../stages/index.js';
 import { parseCommandLine } from './args.js';
@@ -38,8 +38,10 @@ Options:
   --write-dropped FILE  write the dropped and malformed packets to a capture
   --flows FILE          write one line per flow (tuple, packets and bytes each way, state, end)
   --batch N             packets per batch (default 256)
-  --workers N|auto      worker threads (default auto: one per core for captures of 256 MiB or
-                        more, none below, where starting them costs more than they save).
+  --workers N|auto      worker threads (default auto: one per core, at most 8, for captures of
+                        256 MiB or more on a machine with more than 2 cores; otherwise none:
+                        every worker decodes the whole capture, so on 2 cores two workers were
+                        measured slower than one, and below 256 MiB starting them costs more).
                         Flows are sharded by their symmetric hash, as NIC RSS does, so any N gives
                         the same verdicts and flows (as long as the flow table never fills: each
                         worker holds its share of the configured capacity)
@@ -119,14 +121,16 @@ export async function replayCommand(argv: string[]): Promise<number> {
   let report: RunReport | null = null;
   let outcome: CaptureOutcome | null = null;
   // One pool for every repeat: the workers' JIT warms up as the inline run's does.
-  const pool = workers > 1 && repeat > 1 ? workerPool(workers) : undefined;
+  // The thread pool's code (piscina) is loaded only when threads run.
+  const parallel = workers > 1 ? await import('../pipeline/parallel.js') : null;
+  const pool = parallel && repeat > 1 ? parallel.workerPool(workers) : undefined;
   try {
     for (let run = 1; run <= repeat; run++) {
       const last = run === repeat;
       const label = repeat > 1 ? `replay ${run}/${repeat}` : 'replay';
       let progress: Progress | null = null;
-      if (workers > 1) {
-        const r = await runParallel({
+      if (parallel) {
+        const r = await parallel.runParallel({
           file, profile: values.profile ?? DEFAULT_PROFILE, workers, batchSize, pool, stop, throttleMs, beforeRead: openJson,
           write: last ? values.write : undefined,
           writeDropped: last ? values['write-dropped'] : undefined,

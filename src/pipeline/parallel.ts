@@ -10,7 +10,7 @@
  * cost more than the stages.
  */
 import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -23,27 +23,17 @@ import { Batch } from '../packet/batch.js';
 import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
 import { mergeStageReports } from './merge.js';
-import type { RunCounts } from './runner.js';
+import { WorkerFailure, type RunCounts } from './runner.js';
 import type { RunReport, StageRow, StopFlag } from './run.js';
 import type { StageReport } from './stage.js';
 import { SIGNAL_NUMBERS, type ShardResult, type ShardTask } from './worker.js';
 
+// Kept importable from here; they live where the CLI can reach them without loading piscina.
+export { WorkerFailure } from './runner.js';
+export { defaultWorkers, PARALLEL_MIN_BYTES } from './threads.js';
+
 /** The compiled worker: tests run the TypeScript sources, but a worker thread needs dist/. */
 const WORKER = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'pipeline', 'worker.js');
-
-/** Below this size a capture runs inline: starting workers would cost more than they save. */
-export const PARALLEL_MIN_BYTES = 256 << 20;
-
-/**
- * The default number of workers: what was fastest where it was measured (bench/workers.js, 2
- * vCPUs). Every worker decodes the whole capture, so the speed-up is capped by decoding's share:
- * 2 workers ran a 310 MB capture 1.5x faster on a warm pool, and ~1.07x from a cold start (a new
- * pool costs ~0.6 s), so captures below 256 MiB run inline and bigger ones on one worker per core
- * (at most 8).
- */
-export function defaultWorkers(fileSize: number, cores = availableParallelism()): number {
-  return cores < 2 || fileSize < PARALLEL_MIN_BYTES ? 1 : Math.min(cores, 8);
-}
 
 export interface ParallelSpec {
   file: string;
@@ -81,13 +71,6 @@ export interface ParallelResult {
   forwarded: Uint8Array;
   /** Workers that failed, with what failed; the report covers what every worker processed. */
   failures: ShardResult['failure'][];
-}
-
-export class WorkerFailure extends Error {
-  constructor(message: string, readonly partial: RunReport | null) {
-    super(message);
-    this.name = 'WorkerFailure';
-  }
 }
 
 export async function runParallel(spec: ParallelSpec): Promise<ParallelResult> {

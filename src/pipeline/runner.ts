@@ -3,6 +3,7 @@
  * calls, packets, ns, packets/call) and accounting for every packet:
  *   packets in = forwarded + dropped (by stage and reason) + malformed (by reason).
  */
+import type { RunReport } from './run.js';
 import { performance } from 'node:perf_hooks';
 import { Verdict, type Batch } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
@@ -33,6 +34,14 @@ export interface PipelineOptions {
   timing?: boolean;
   /** Run as one of several workers: only the packets this sharder owns are this pipeline's. */
   sharder?: Sharder;
+}
+
+/** A worker thread failed (its stage threw, or it died); `partial` covers what every worker processed. */
+export class WorkerFailure extends Error {
+  constructor(message: string, readonly partial: RunReport | null) {
+    super(message);
+    this.name = 'WorkerFailure';
+  }
 }
 
 /** A stage threw: which one, on which packets. */
