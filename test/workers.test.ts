@@ -13,7 +13,7 @@ import { openCapture } from '../src/capture/open.js';
 import { loadProfile } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
 import { writeSynthPcap } from '../src/gen/synth.js';
-import { mergeReports, runParallel, WorkerFailure, workerPool } from '../src/pipeline/parallel.js';
+import { defaultWorkers, mergeReports, PARALLEL_MIN_BYTES, runParallel, WorkerFailure, workerPool } from '../src/pipeline/parallel.js';
 import { runCapture, type RunReport } from '../src/pipeline/run.js';
 import { Sharder } from '../src/pipeline/shard.js';
 import '../src/stages/index.js';
@@ -143,5 +143,20 @@ describe('a failing worker', () => {
     const partial = (err as WorkerFailure).partial!;
     expect(partial.verdicts.packets).toBeGreaterThan(0);
     expect(partial.verdicts.packets).toBeLessThan(82582);
+  });
+});
+
+describe('--workers auto', () => {
+  // bench/workers.js on this project's 2-vCPU machine: 2 workers from the command line (a new pool)
+  // ran 0.89x one worker, so auto must not choose them there; with more cores the per-flow part
+  // divides and big captures get one worker per core (at most 8).
+  it('is one worker on 2 cores, whatever the size, and below PARALLEL_MIN_BYTES anywhere', () => {
+    expect(defaultWorkers(8 * PARALLEL_MIN_BYTES, 2)).toBe(1);
+    expect(defaultWorkers(8 * PARALLEL_MIN_BYTES, 1)).toBe(1);
+    expect(defaultWorkers(PARALLEL_MIN_BYTES - 1, 16)).toBe(1);
+  });
+  it('is one per core, at most 8, for big captures on bigger machines', () => {
+    expect(defaultWorkers(PARALLEL_MIN_BYTES, 4)).toBe(4);
+    expect(defaultWorkers(PARALLEL_MIN_BYTES, 32)).toBe(8);
   });
 });
