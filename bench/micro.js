@@ -97,7 +97,13 @@ const stageOf = (p, name) => {
   return { stage: stages.find((s) => s.name === name), stages };
 };
 const resetVerdicts = (batches) => { for (const b of batches) { b.verdict.fill(0); b.stage.fill(0); b.reason.fill(0); } };
-const eachBatch = (batches, f) => { for (let k = 0; k < batches.length; k++) f(batches[k]); };
+/** Packets the stage drops in one call over the batches (untimed: printed beside its figure). */
+const dropsOf = (batches, stage) => {
+  resetVerdicts(batches);
+  let n = 0;
+  for (const b of batches) { stage.process(b, 1); for (let i = 0; i < b.count; i++) if (b.verdict[i] === 1) n++; }
+  return n;
+};
 let sink = 0;
 
 const { file } = synthCapture(GEN);
@@ -118,7 +124,7 @@ const tasks = [];
   tasks.push({
     name: 'xdp', packets: PACKETS, beforeEach: () => resetVerdicts(batches),
     fn: () => { for (const b of batches) xdp.process(b, 1); },
-    check: () => { resetVerdicts(batches); eachBatch(batches, (b) => xdp.process(b, 1)); return batches.reduce((a, b) => a + b.verdict.reduce((x, v) => x + (v === 1 ? 1 : 0), 0), 0); },
+    check: () => dropsOf(batches, xdp),
   });
   // The shipped stateless profile (its blocklist rules, then rules/policy.rules), evaluator swapped.
   const STATELESS = readFileSync(join(PROFILE_DIR, 'stateless.profile'), 'utf8');
@@ -128,7 +134,7 @@ const tasks = [];
     tasks.push({
       name: `policy ${evaluator}`, as, packets: PACKETS, beforeEach: () => resetVerdicts(batches),
       fn: () => { for (const b of batches) pol.process(b, 1); },
-      check: () => { resetVerdicts(batches); eachBatch(batches, (b) => pol.process(b, 1)); return batches.reduce((a, b) => a + b.verdict.reduce((x, v) => x + (v === 1 ? 1 : 0), 0), 0); },
+      check: () => dropsOf(batches, pol),
     });
   }
 }
