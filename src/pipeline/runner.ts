@@ -60,6 +60,8 @@ export class Pipeline {
   /** drops[stage * 65536 + reason] */
   private readonly drops: Float64Array;
   private readonly malformedBy = new Float64Array(256);
+  /** Per stage: packets of the current batch it dropped (account() fills, runStages empties). */
+  private readonly dropsAt = new Float64Array(251);
   private forwarded = 0;
   private readonly timing: boolean;
   private readonly sharder: Sharder | null;
@@ -106,13 +108,8 @@ export class Pipeline {
       if (mine.length < b.capacity) mine = this.mine = new Uint8Array(b.capacity);
       owned = sharder.mark(b, mine);
     }
-    const dec = this.runtime[0]!;
-    dec.calls++;
-    dec.packets += owned;
-    dec.ns += decodeNs;
-    let alive = sharder ? countAliveMine(b, mine) : countAlive(b);
-    dec.dropped += owned - alive;
     const stages = this.stages;
+    const rts = this.runtime;
     let s = 0;
     try {
       // Stages [0, replicated) keep per-source state: in a worker they run on every packet, so
@@ -122,34 +119,55 @@ export class Pipeline {
       // packet numbers (conntrack's expiry sweep), the same in every worker.
       for (; s < stages.length; s++) {
         if (s === this.replicated && sharder) hideForeign(b, mine);
-        const rt = this.runtime[s + 1]!;
         if (timing) t0 = performance.now();
         stages[s]!.process(b, s);
-        if (timing) t1 = performance.now();
-        const after = s < this.replicated ? countAliveMine(b, mine) : countAlive(b);
-        if (alive > 0 || s < this.replicated) rt.calls++;
-        rt.packets += alive;
-        rt.dropped += alive - after;
-        rt.ns += (t1 - t0) * 1e6;
-        alive = after;
+        if (timing) { t1 = performance.now(); rts[s + 1]!.ns += (t1 - t0) * 1e6; }
       }
       if (this.replicated === stages.length && sharder) hideForeign(b, mine);
       for (s = 0; s < stages.length; s++) stages[s]!.endBatch?.();
     } catch (e) {
       throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
     }
-    this.account(b);
+    // What each stage was given and dropped, from the verdicts the batch ended with (one pass, in
+    // account(), instead of a count after every stage): a packet is alive for stage s unless
+    // decoding or a stage before s dropped it.
+    const malformed = this.account(b);
+    const dropsAt = this.dropsAt;
+    const dec = rts[0]!;
+    dec.calls++;
+    dec.packets += owned;
+    dec.ns += decodeNs;
+    dec.dropped += malformed;
+    let alive = owned - malformed;
+    for (s = 0; s < stages.length; s++) {
+      const rt = rts[s + 1]!;
+      if (alive > 0 || s < this.replicated) rt.calls++;
+      const d = dropsAt[s]!;
+      rt.packets += alive;
+      rt.dropped += d;
+      alive -= d;
+      dropsAt[s] = 0;
+    }
   }
 
-  private account(b: Batch): void {
+  /**
+   * Count the batch's verdicts (this pipeline's packets: FOREIGN ones are another worker's) into
+   * the run's totals and dropsAt (per stage, for this batch); returns the malformed packets.
+   */
+  private account(b: Batch): number {
     const { verdict, malformed, stage, reason } = b;
+    const dropsAt = this.dropsAt;
+    let bad = 0;
     for (let i = 0; i < b.count; i++) {
       const v = verdict[i];
       if (v === Verdict.FOREIGN) continue;
       if (v === Verdict.PASS) this.forwarded++;
-      else if (malformed[i] !== 0) this.malformedBy[malformed[i]!]!++;
-      else this.drops[stage[i]! * 65536 + reason[i]!]!++;
+      else if (malformed[i] !== 0) { this.malformedBy[malformed[i]!]!++; bad++; } else {
+        this.drops[stage[i]! * 65536 + reason[i]!]!++;
+        dropsAt[stage[i]!]!++;
+      }
     }
+    return bad;
   }
 
   /** With a sharder: which packets of the last batch were this pipeline's (1), else null. */
@@ -197,23 +215,8 @@ export class Pipeline {
   }
 }
 
-function countAliveMine(b: Batch, mine: Uint8Array): number {
-  const v = b.verdict;
-  let n = 0;
-  for (let i = 0; i < b.count; i++) if ((v[i] === Verdict.PASS || v[i] === Verdict.REDIRECTED) && mine[i] === 1) n++;
-  return n;
-}
-
 /** Packets of other shards leave the alive set (dropped ones stay dropped; they are not ours either). */
 function hideForeign(b: Batch, mine: Uint8Array): void {
   const v = b.verdict;
   for (let i = 0; i < b.count; i++) if (mine[i] === 0) v[i] = Verdict.FOREIGN;
-}
-
-export function countAlive(b: Batch): number {
-  const v = b.verdict;
-  let n = 0;
-  // A REDIRECTED packet is alive: it skips the stages after the one that redirected it, not dropped.
-  for (let i = 0; i < b.count; i++) if (v[i] === Verdict.PASS || v[i] === Verdict.REDIRECTED) n++;
-  return n;
 }
