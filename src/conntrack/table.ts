@@ -210,10 +210,10 @@ export class FlowTable {
     let s = h & mask;
     if (used) {
       const fp = this.rec[e * REC + R_FAMPROTO]!;
-      const fwd = ((sp << 16) | dp) >>> 0;
-      const rev = ((dp << 16) | sp) >>> 0;
+      const fwd = (sp << 16) | dp;
+      const rev = (dp << 16) | sp;
       for (let v = slots[(s << 1) | 1]!; v !== 0; s = (s + 1) & mask, v = slots[(s << 1) | 1]!) {
-        if (slots[s << 1] !== h) continue;
+        if ((slots[s << 1]! | 0) !== (h | 0)) continue;
         const other = (v >>> 1) - 1;
         const hit = (v & 1) === 0 ? this.match(other, fp, fwd, rev, S, so, D, dof) : this.matchReply(other, fp, fwd, rev, S, so, D, dof);
         if (hit >= 0) return false;
@@ -281,12 +281,15 @@ export class FlowTable {
    */
   find(h: number, family: number, proto: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number): number {
     const fp = family | (proto << 8);
-    const fwd = ((sp << 16) | dp) >>> 0;
-    const rev = ((dp << 16) | sp) >>> 0;
+    // Ports and hash as int32 (h may come as a uint32): a uint32 of 2^31 or more is a double, boxed
+    // as a heap number whenever it is handed to a call V8 does not inline.
+    h |= 0;
+    const fwd = (sp << 16) | dp;
+    const rev = (dp << 16) | sp;
     const c = this.recent[h & FC_MASK]!;
     // The common case first and alone: an original tuple, found through the recent cache.
     if ((c & 1) === 0) {
-      if (c !== 0 && this.rec[((c >>> 1) - 1) * REC + R_HASH] === h) {
+      if (c !== 0 && (this.rec[((c >>> 1) - 1) * REC + R_HASH]! | 0) === h) {
         const r = this.match((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
         if (r >= 0) return r;
       }
@@ -300,7 +303,7 @@ export class FlowTable {
     for (;;) {
       const v = slots[(s << 1) | 1]!;
       if (v === 0) return -1;
-      if (slots[s << 1] === h) {
+      if ((slots[s << 1]! | 0) === h) {
         const r = (v & 1) === 0 ? this.match((v >>> 1) - 1, fp, fwd, rev, S, so, D, dof) : this.matchReply((v >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
         if (r >= 0) {
           this.recent[h & FC_MASK] = v;
@@ -320,7 +323,7 @@ export class FlowTable {
     if (this.rec[e * REC + R_FAMPROTO] !== fp) return -1;
     const rep = this.rep;
     const w = e * REP;
-    const ports = rep[w + 1];
+    const ports = rep[w + 1]! | 0;
     if (ports === fwd
       && rep[w + 2] === S[so] && rep[w + 3] === S[so + 1] && rep[w + 4] === S[so + 2] && rep[w + 5] === S[so + 3]
       && rep[w + 6] === D[dof] && rep[w + 7] === D[dof + 1] && rep[w + 8] === D[dof + 2] && rep[w + 9] === D[dof + 3]) {
@@ -339,7 +342,7 @@ export class FlowTable {
     const rec = this.rec;
     const w = e * REC;
     if (rec[w + R_FAMPROTO] !== fp) return -1;
-    const ports = rec[w + R_PORTS];
+    const ports = rec[w + R_PORTS]! | 0;
     if (ports === fwd
       && rec[w + 3] === S[so] && rec[w + 4] === S[so + 1] && rec[w + 5] === S[so + 2] && rec[w + 6] === S[so + 3]
       && rec[w + 7] === D[dof] && rec[w + 8] === D[dof + 1] && rec[w + 9] === D[dof + 2] && rec[w + 10] === D[dof + 3]) {

@@ -96,6 +96,8 @@ export class Conntrack {
   private sweepAt = 0;
 
   private readonly tcpTimeouts: Float64Array;
+  /** The time of the packet being tracked (seconds): see track(). */
+  private readonly clock = new Float64Array(1);
 
   constructor(readonly config: ConntrackConfig) {
     this.table = new FlowTable(config.capacity);
@@ -106,16 +108,20 @@ export class Conntrack {
    * Track packet i at time `now` (seconds). Sets b.ctInfo/flow/dir. Returns CT_OK, or the reason
    * code (CT_REASONS) why the packet is INVALID or could not get an entry.
    */
-  track(b: Batch, i: number, now: number): number {
+  track(b: Batch, i: number): number {
+    // The packet's time, kept where the helpers below read it: a double handed from call to call
+    // is boxed (a heap number) at every call V8 does not inline, ~29 bytes of garbage a packet.
+    const now = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
+    this.clock[0] = now;
     b.flow[i] = -1;
     const family = b.family[i]!;
     if (family === 0) { this.info[CtInfo.UNTRACKED]!++; return CT_OK; }
-    if (b.frag[i] === Frag.LATER) return this.followFragment(b, i, now);
+    if (b.frag[i] === Frag.LATER) return this.followFragment(b, i);
     const proto = b.proto[i]!;
     let r: number;
-    if (proto === Proto.TCP) r = this.tcp(b, i, now);
-    else if (proto === Proto.ICMP || proto === Proto.ICMPV6) r = this.icmp(b, i, now, proto === Proto.ICMPV6);
-    else r = this.other(b, i, now, proto);
+    if (proto === Proto.TCP) r = this.tcp(b, i);
+    else if (proto === Proto.ICMP || proto === Proto.ICMPV6) r = this.icmp(b, i, proto === Proto.ICMPV6);
+    else r = this.other(b, i, proto);
     if (r !== CT_OK) { b.ctInfo[i] = CtInfo.INVALID; this.invalid[r]!++; }
     this.info[b.ctInfo[i]!]!++;
     if (b.frag[i] === Frag.FIRST && r === CT_OK && b.ctInfo[i] !== CtInfo.UNTRACKED) this.rememberFragment(b, i);
@@ -123,10 +129,11 @@ export class Conntrack {
   }
 
   /** Look up packet i's own tuple; an expired entry is destroyed and not returned. */
-  private lookup(b: Batch, i: number, now: number, sp: number, dp: number): number {
+  private lookup(b: Batch, i: number, sp: number, dp: number): number {
+    const now = this.clock[0]!;
     const w = i << 2;
     const t = this.table;
-    const r = t.find(b.hash[i]!, b.family[i]!, b.proto[i]!, b.src, w, b.dst, w, sp, dp);
+    const r = t.find(b.hash[i]! | 0, b.family[i]!, b.proto[i]!, b.src, w, b.dst, w, sp, dp);
     if (r >= 0 && t.recF[((r >> 1) << 3) + RF_EXPIRES]! < now) {
       this.destroy(r >> 1, Destroy.TIMEOUT);
       return -1;
@@ -135,7 +142,8 @@ export class Conntrack {
   }
 
   /** A new entry with packet i as its original direction; -1 when the table is full and nothing can go. */
-  private create(b: Batch, i: number, now: number, sp: number, dp: number): number {
+  private create(b: Batch, i: number, sp: number, dp: number): number {
+    const now = this.clock[0]!;
     const t = this.table;
     const h = b.hash[i]!;
     if (t.full) {
@@ -168,16 +176,13 @@ export class Conntrack {
   }
 
   /** Count packet i on entry e (as nf_conntrack_acct: valid packets only). */
-  private count(b: Batch, i: number, e: number, dir: number, now: number): void {
+  private count(b: Batch, i: number, e: number, dir: number): void {
+    const now = this.clock[0]!;
     const t = this.table;
     const c = (e << 2) + dir;
     t.ctr[c]!++;
     t.ctr[c + 2]! += b.wireLen[i]!;
     t.recF[(e << 3) + RF_LAST] = now;
-  }
-
-  private setExpires(e: number, at: number): void {
-    this.table.recF[(e << 3) + RF_EXPIRES] = at;
   }
 
   /**
@@ -193,19 +198,20 @@ export class Conntrack {
   }
 
   /** mark() and count(): the usual case. */
-  private account(b: Batch, i: number, e: number, dir: number, now: number): void {
+  private account(b: Batch, i: number, e: number, dir: number): void {
     this.mark(b, i, e, dir);
-    this.count(b, i, e, dir, now);
+    this.count(b, i, e, dir);
   }
 
-  private tcp(b: Batch, i: number, now: number): number {
+  private tcp(b: Batch, i: number): number {
+    const now = this.clock[0]!;
     const flags = b.tcpFlags[i]!;
     if (!tcpFlagsValid(flags)) return R_TCP_FLAGS;
     const sp = b.sport[i]!;
     const dp = b.dport[i]!;
     const t = this.table;
     const cls = tcpClass(flags);
-    let r = this.lookup(b, i, now, sp, dp);
+    let r = this.lookup(b, i, sp, dp);
     if (r >= 0) {
       const e = r >> 1;
       const dir = r & 1;
@@ -239,58 +245,60 @@ export class Conntrack {
           // retransmit", nf_conntrack_tcp_packet); it is counted as ignored here.
           return this.ignore(b, i, e, dir);
         }
-        this.count(b, i, e, dir, now);
+        this.count(b, i, e, dir);
         if (!seenReply && cls === TcpClass.RST) {
           // "If only reply is a RST, we can consider ourselves not to have an established
           // connection" (nf_conntrack): the entry goes at once, e.g. a SYN answered by RST.
           this.destroy(e, Destroy.RESET);
           return CT_OK;
         }
-        this.setExpires(e, now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!));
+        this.table.recF[(e << 3) + RF_EXPIRES] = now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!);
         return CT_OK;
       }
     }
     const start = tcpNext(0, cls, TcpState.NONE);
     if (start === S_INVALID || (start === TcpState.ESTABLISHED && !this.config.loose)) return R_TCP_START;
-    const e = this.create(b, i, now, sp, dp);
+    const e = this.create(b, i, sp, dp);
     if (e < 0) return R_TABLE_FULL;
     t.rec[e * REC + R_STATE] = (t.rec[e * REC + R_STATE]! & ~0xff) | start;
-    this.setExpires(e, now + this.tcpTimeouts[start]!);
-    this.account(b, i, e, 0, now);
+    this.table.recF[(e << 3) + RF_EXPIRES] = now + this.tcpTimeouts[start]!;
+    this.account(b, i, e, 0);
     return CT_OK;
   }
 
-  private other(b: Batch, i: number, now: number, proto: number): number {
+  private other(b: Batch, i: number, proto: number): number {
+    const now = this.clock[0]!;
     const sp = b.sport[i]!;
     const dp = b.dport[i]!;
     const t = this.table;
-    const r = this.lookup(b, i, now, sp, dp);
+    const r = this.lookup(b, i, sp, dp);
     let e: number;
     let dir: number;
     if (r >= 0) { e = r >> 1; dir = r & 1; } else {
-      e = this.create(b, i, now, sp, dp);
+      e = this.create(b, i, sp, dp);
       if (e < 0) return R_TABLE_FULL;
       dir = 0;
     }
-    this.account(b, i, e, dir, now);
+    this.account(b, i, e, dir);
     const to = this.config.timeouts;
     if (proto === Proto.UDP || proto === Proto.UDPLITE) {
       const k = e * REC + R_STATE;
       if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.first[e]! > UDP_STREAM_AFTER) {
         t.rec[k] = t.rec[k]! | (Status.ASSURED << 8);
-        this.setExpires(e, now + to.udpStream);
-      } else this.setExpires(e, now + to.udp);
-    } else this.setExpires(e, now + to.generic);
+        this.table.recF[(e << 3) + RF_EXPIRES] = now + to.udpStream;
+      } else this.table.recF[(e << 3) + RF_EXPIRES] = now + to.udp;
+    } else this.table.recF[(e << 3) + RF_EXPIRES] = now + to.generic;
     return CT_OK;
   }
 
-  private icmp(b: Batch, i: number, now: number, v6: boolean): number {
+  private icmp(b: Batch, i: number, v6: boolean): number {
+    const now = this.clock[0]!;
     const type = b.icmpType[i]!;
     const t = this.table;
     if (isIcmpError(v6, type)) {
       // An error: RELATED to the flow of the packet it quotes.
       const w = i << 2;
-      const r = t.find(b.hash[i]!, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
+      const r = t.find(b.hash[i]! | 0, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
       if (r < 0 || t.expires(r >> 1) < now) return R_ICMP_ORPHAN;
       b.flow[i] = r >> 1;
       b.dir[i] = (r & 1) ^ 1;
@@ -307,7 +315,7 @@ export class Conntrack {
     // Node information (RFC 4620): Linux keys it by the identifier field's bytes, the Qtype there.
     const ni = v6 && (type === 139 || type === 140) && b.l3End[i]! - b.l4[i]! >= 6;
     const id = ni ? (packetBytes(b, i)[b.l4[i]! + 4]! << 8) | packetBytes(b, i)[b.l4[i]! + 5]! : b.icmpId[i]!;
-    const r = this.lookup(b, i, now, id, id);
+    const r = this.lookup(b, i, id, id);
     let e: number;
     let dir: number;
     if (r >= 0) {
@@ -317,12 +325,12 @@ export class Conntrack {
       if (reply && dir === 0 && sameAddresses(b, i)) dir = 1;
     } else {
       if (reply) return R_ICMP_REPLY;
-      e = this.create(b, i, now, id, id);
+      e = this.create(b, i, id, id);
       if (e < 0) return R_TABLE_FULL;
       dir = 0;
     }
-    this.account(b, i, e, dir, now);
-    this.setExpires(e, now + this.config.timeouts.icmp);
+    this.account(b, i, e, dir);
+    this.table.recF[(e << 3) + RF_EXPIRES] = now + this.config.timeouts.icmp;
     return CT_OK;
   }
 
@@ -333,7 +341,8 @@ export class Conntrack {
     this.fragDir[s] = b.dir[i]!;
   }
 
-  private followFragment(b: Batch, i: number, now: number): number {
+  private followFragment(b: Batch, i: number): number {
+    const now = this.clock[0]!;
     const s = this.fragments.find(b, i);
     const e = s < 0 ? -1 : this.fragEntry[s]!;
     // The flow may have ended (and its entry been reused) since its first fragment, or timed out

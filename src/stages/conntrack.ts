@@ -96,7 +96,7 @@ export class ConntrackStage implements Stage {
         nextSweep = (Math.floor(num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
       }
       if (verdict[i] !== Verdict.PASS) continue;
-      const r = ct.track(b, i, t);
+      const r = ct.track(b, i);
       if (r !== CT_OK && (dropInvalid || r === R_TABLE_FULL)) {
         verdict[i] = Verdict.DROP;
         stage[i] = self;

@@ -191,7 +191,7 @@ export class CtlbStage implements Stage {
   private icmpError(b: Batch, i: number, now: number): void {
     const w = i << 2;
     const t = this.sockets;
-    const r = t.find(b.hash[i]!, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
+    const r = t.find(b.hash[i]! | 0, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
     if (r < 0 || t.expires(r >> 1) < now) return;
     const k = this.backend[r >> 1]! - 1;
     const be = this.services.backends[k]!;
