@@ -104,7 +104,7 @@ describe('a SYN scan: flows that end inside a batch', () => {
     it(`${profile}: 2 workers give every packet the verdict one pipeline gives`, async () => {
       const one = replay(scan, profile, 256);
       for (const batchSize of [7, 256]) {
-        const r = await runParallel({ file: scan, profile, workers: 2, batchSize, pool, timing: false });
+        const r = await runParallel({ file: scan, profile, workers: 2, batchSize, pool, timing: false, verdictBits: true });
         const forwarded = one.verdicts.map((_, k) => (r.forwarded[k >>> 3]! >> (k & 7)) & 1);
         expect(forwarded, `--workers 2 --batch ${batchSize}`).toEqual(one.verdicts.map((v) => (v === 0 ? 1 : 0)));
       }

@@ -77,7 +77,7 @@ describe('--write with workers writes what the stages produced, as inline does',
       let forwarded: Uint8Array | null = null;
       for (const workers of [2, 3]) {
         for (const batchSize of [7, 256]) {
-          const r = await runParallel({ file, profile: PROFILE, workers, batchSize, pool, write: FWD, writeDropped: DROP, timing: false, modules: [FIXTURE] });
+          const r = await runParallel({ file, profile: PROFILE, workers, batchSize, pool, write: FWD, writeDropped: DROP, timing: false, modules: [FIXTURE], verdictBits: true });
           expect(r.report.stageReports['test-rewrite']?.rewritten, `--workers ${workers}: the stage ran`).toBe(rewritten);
           expect(r.report.stageReports['test-push']?.pushed, `--workers ${workers}: packets grew`).toBe(pushed);
           expect(same(both(), expected), `--workers ${workers} --batch ${batchSize}: the same bytes as inline`).toBe(true);

@@ -226,7 +226,7 @@ export class ServiceTable {
    * The hash a sharder should use for packet i (flow hash h): packets to or from a service
    * endpoint are steered by the other end's address alone, so both directions of a translated flow
    * (client -> VIP, backend -> client) and all of a client's connections (its affinity) meet in one
-   * worker. An ICMP error goes by the packet it quotes. Others keep h.
+   * worker. An ICMP error goes by the packet it quotes. Others keep h. As int32 (h comes as one).
    */
   shardHash(b: Batch, i: number, sport: number, dport: number, h: number): number {
     if (this.services.length === 0) return h;
@@ -246,7 +246,7 @@ export class ServiceTable {
     // The client is the end that is not a service endpoint; when both are, the one that is not a VIP.
     const clientIsSrc = ss < 0 || (ds >= 0 && (this.kind[ds]! & KIND_VIP) !== 0);
     const A = clientIsSrc ? S : D;
-    return symHash(proto, A, w, A, w, 0, 0);
+    return symHash(proto, A, w, A, w, 0, 0) | 0;
   }
 }
 

@@ -58,6 +58,11 @@ export interface ParallelSpec {
   pool?: Piscina;
   /** Test hook, passed to the workers: modules to import before building stages (see ShardTask.modules). */
   modules?: string[];
+  /**
+   * Fill ParallelResult.forwarded, a bit per packet (for tests that compare verdicts packet by
+   * packet). Off by default: it costs an atomic write per forwarded packet in every worker.
+   */
+  verdictBits?: boolean;
 }
 
 /** A pool of worker threads for runParallel, for callers that run many captures. */
@@ -67,7 +72,7 @@ export function workerPool(threads: number): Piscina {
 
 export interface ParallelResult {
   report: RunReport;
-  /** Bit (num - 1) set for every forwarded packet. */
+  /** With spec.verdictBits: bit (num - 1) set for every forwarded packet (else empty). */
   forwarded: Uint8Array;
   /** Workers that failed, with what failed; the report covers what every worker processed. */
   failures: ShardResult['failure'][];
@@ -127,7 +132,7 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
   fwdOut?: OutputFile, dropOut?: OutputFile, flowOut?: OutputFile): Promise<ParallelResult> {
   const n = spec.workers;
   // One bit per packet: a record takes at least 16 bytes (pcap) or 32 (pcapng).
-  const forwarded = new Uint8Array(new SharedArrayBuffer(Math.ceil(size / 16 / 8) + 1));
+  const forwarded = new Uint8Array(new SharedArrayBuffer(spec.verdictBits ? Math.ceil(size / 16 / 8) + 1 : 0));
   const progress = new Float64Array(new SharedArrayBuffer(n * 2 * 8));
   const control = new Int32Array(new SharedArrayBuffer(3 * 4));
   const profile = existsSync(spec.profile) ? resolve(spec.profile) : spec.profile;
@@ -148,7 +153,7 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
     results = await Promise.all(Array.from({ length: n }, (_, k) => {
       const task: ShardTask = {
         file, profile, shard: k, shards: n, batchSize: spec.batchSize, timing: spec.timing,
-        flowLog: parts[k], part: packetParts[k], forwardedBits: forwarded, progress, failAt: spec.failAt,
+        flowLog: parts[k], part: packetParts[k], forwardedBits: spec.verdictBits ? forwarded : undefined, progress, failAt: spec.failAt,
         control, throttleMs: spec.throttleMs, modules: spec.modules,
       };
       return (pool.run(task) as Promise<ShardResult>).catch((e: Error): ShardResult => ({

@@ -48,7 +48,8 @@ export class Sharder {
     let owned = 0;
     const steering = this.steering;
     for (let i = 0; i < n; i++) {
-      let h = hash[i]!;
+      // As int32: a uint32 of 2^31 or more handed to shardHash would be boxed (a heap number).
+      let h = hash[i]! | 0;
       const f = frag[i]!;
       this.sp = b.sport[i]!;
       this.dp = b.dport[i]!;
@@ -74,6 +75,6 @@ export class Sharder {
     const p = this.ports[s]!;
     this.sp = p >>> 16;
     this.dp = p & 0xffff;
-    return symHash(b.proto[i]!, b.src, i << 2, b.dst, i << 2, p >>> 16, p & 0xffff);
+    return symHash(b.proto[i]!, b.src, i << 2, b.dst, i << 2, p >>> 16, p & 0xffff) | 0;
   }
 }
