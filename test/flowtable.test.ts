@@ -15,9 +15,17 @@ const A = new Uint32Array(4);
 const B = new Uint32Array(4);
 
 /** Any hash will do for the table (it compares full tuples); a weak one makes collisions likely. */
-function hash(t: Tuple): number {
+function weakHash(t: Tuple): number {
   return ((t.s ^ t.d) + (t.sp ^ t.dp)) & 7;
 }
+
+/** A symmetric hash with all 32 bits used, for tables big enough to grow their slots. */
+function wideHash(t: Tuple): number {
+  const x = Math.imul(t.s ^ t.d, 0x9e3779b1) ^ Math.imul((t.sp ^ t.dp) + 1, 0x85ebca77);
+  return (x ^ (x >>> 15)) >>> 0;
+}
+
+let hash = weakHash;
 
 function find(table: FlowTable, t: Tuple): number {
   A[0] = t.s; B[0] = t.d;
@@ -119,58 +127,86 @@ describe('the table behaves as a map of tuples (model-based, fast-check)', () =>
   );
 
   it('every lookup gives what the model gives, through collisions, removals and batch ends', () => {
-    fc.assert(fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
-      const t = new FlowTable(16);
-      t.allowReplyTuples();
-      /** tuple key -> [entry, direction] for every tuple a live flow is found by. */
-      const model = new Map<string, [number, number]>();
-      const live: { e: number; keys: string[] }[] = [];
-      const held = new Set<number>();
-      for (const o of ops) {
-        if (o.kind === 'insert') {
-          const keys = [key(o.t), key(mirror(o.t))];
-          const replyKeys = o.reply ? [key(o.reply), key(mirror(o.reply))] : [];
-          // The model's rule: a flow is only added when its tuple is free; its reply tuple is set
-          // only when that is free too (setReply says false, changing nothing, when it is taken).
-          if (t.full || keys.some((k) => model.has(k))) continue;
-          if (o.reply && replyKeys.some((k) => keys.includes(k))) continue;
-          const clash = replyKeys.some((k) => model.has(k));
-          const e = insert(t, o.t);
-          expect(held.has(e), 'a held number was handed out').toBe(false);
-          // A tuple that reads the same both ways (a host talking to itself) is found as given.
-          model.set(keys[1]!, [e, 1]);
-          model.set(keys[0]!, [e, 0]);
-          if (o.reply) {
-            expect(setReply(t, e, o.reply), 'setReply refuses a taken tuple, and only then').toBe(!clash);
-          }
-          if (o.reply && !clash) {
-            model.set(replyKeys[1]!, [e, 0]);
-            model.set(replyKeys[0]!, [e, 1]);
-          }
-          live.push({ e, keys: [...keys, ...(clash ? [] : replyKeys)] });
-        } else if (o.kind === 'remove') {
-          if (live.length === 0) continue;
-          const [f] = live.splice(o.pick % live.length, 1);
-          t.remove(f!.e, Destroy.TIMEOUT);
-          held.add(f!.e);
-          for (const k of f!.keys) model.delete(k);
-        } else if (o.kind === 'release') {
-          t.release();
-          held.clear();
-        } else {
-          const m = model.get(key(o.t));
-          expect(find(t, o.t)).toBe(m ? m[0] * 2 + m[1] : -1);
-        }
-        expect(t.count).toBe(live.length);
-      }
-      // Every tuple the model knows is found, and the sweep's slot walk sees each live entry.
-      for (const [k, [e, dir]] of model) {
-        const [s, d, sp, dp] = k.split(' ').map(Number) as [number, number, number, number];
-        expect(find(t, { s, d, sp, dp })).toBe(e * 2 + dir);
-      }
-      const inSlots = new Set<number>();
-      for (let s = 0; s < t.slotCount; s++) if (t.slotEntry(s) >= 0) inSlots.add(t.slotEntry(s));
-      expect([...inSlots].sort((x, y) => x - y)).toEqual(live.map((f) => f.e).sort((x, y) => x - y));
-    }), { numRuns: 300, seed: 14 });
+    hash = weakHash;
+    fc.assert(fc.property(fc.array(op, { maxLength: 200 }), (ops) => { againstModel(ops, 16); }), { numRuns: 300, seed: 14 });
+  });
+
+  // The slots start at 4,096 and double as flows arrive (up to what the capacity needs): lookups,
+  // removals and the slot walk must not notice, and the walk's order depends only on the operations.
+  it('the same while the slots grow', () => {
+    hash = wideHash;
+    const wide = fc.integer({ min: 1, max: 400 });
+    const many = fc.record({ s: wide, d: wide, sp: small, dp: small });
+    const bigOp = fc.oneof(
+      { arbitrary: fc.record({ kind: fc.constant('insert' as const), t: many, reply: fc.option(many, { nil: undefined }) }), weight: 6 },
+      { arbitrary: fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }), weight: 1 },
+      { arbitrary: fc.record({ kind: fc.constant('release' as const) }), weight: 1 },
+      { arbitrary: fc.record({ kind: fc.constant('find' as const), t: many }), weight: 2 },
+    );
+    fc.assert(fc.property(fc.array(bigOp, { minLength: 5000, maxLength: 8000 }), (ops) => {
+      const t = againstModel(ops, 4096);
+      expect(t.grows, 'the slots grew').toBeGreaterThan(0);
+      // The walk's order: the same operations give the same order.
+      const order = (x: FlowTable) => Array.from({ length: x.slotCount }, (_, s) => x.slotEntry(s)).join(',');
+      expect(order(againstModel(ops, 4096))).toBe(order(t));
+    }), { numRuns: 4, seed: 15, endOnFailure: true });
   });
 });
+
+type Op = { kind: 'insert'; t: Tuple; reply?: Tuple } | { kind: 'remove'; pick: number } | { kind: 'release' } | { kind: 'find'; t: Tuple };
+
+/** Run the operations on a table of `capacity` and on the model, checking every step; returns the table. */
+function againstModel(ops: Op[], capacity: number): FlowTable {
+  const t = new FlowTable(capacity);
+  t.allowReplyTuples();
+  /** tuple key -> [entry, direction] for every tuple a live flow is found by. */
+  const model = new Map<string, [number, number]>();
+  const live: { e: number; keys: string[] }[] = [];
+  const held = new Set<number>();
+  for (const o of ops) {
+    if (o.kind === 'insert') {
+      const keys = [key(o.t), key(mirror(o.t))];
+      const replyKeys = o.reply ? [key(o.reply), key(mirror(o.reply))] : [];
+      // The model's rule: a flow is only added when its tuple is free; its reply tuple is set
+      // only when that is free too (setReply says false, changing nothing, when it is taken).
+      if (t.full || keys.some((k) => model.has(k))) continue;
+      if (o.reply && replyKeys.some((k) => keys.includes(k))) continue;
+      const clash = replyKeys.some((k) => model.has(k));
+      const e = insert(t, o.t);
+      expect(held.has(e), 'a held number was handed out').toBe(false);
+      // A tuple that reads the same both ways (a host talking to itself) is found as given.
+      model.set(keys[1]!, [e, 1]);
+      model.set(keys[0]!, [e, 0]);
+      if (o.reply) {
+        expect(setReply(t, e, o.reply), 'setReply refuses a taken tuple, and only then').toBe(!clash);
+      }
+      if (o.reply && !clash) {
+        model.set(replyKeys[1]!, [e, 0]);
+        model.set(replyKeys[0]!, [e, 1]);
+      }
+      live.push({ e, keys: [...keys, ...(clash ? [] : replyKeys)] });
+    } else if (o.kind === 'remove') {
+      if (live.length === 0) continue;
+      const [f] = live.splice(o.pick % live.length, 1);
+      t.remove(f!.e, Destroy.TIMEOUT);
+      held.add(f!.e);
+      for (const k of f!.keys) model.delete(k);
+    } else if (o.kind === 'release') {
+      t.release();
+      held.clear();
+    } else {
+      const m = model.get(key(o.t));
+      expect(find(t, o.t)).toBe(m ? m[0] * 2 + m[1] : -1);
+    }
+    expect(t.count).toBe(live.length);
+  }
+  // Every tuple the model knows is found, and the sweep's slot walk sees each live entry.
+  for (const [k, [e, dir]] of model) {
+    const [s, d, sp, dp] = k.split(' ').map(Number) as [number, number, number, number];
+    expect(find(t, { s, d, sp, dp })).toBe(e * 2 + dir);
+  }
+  const inSlots = new Set<number>();
+  for (let s = 0; s < t.slotCount; s++) if (t.slotEntry(s) >= 0) inSlots.add(t.slotEntry(s));
+  expect([...inSlots].sort((x, y) => x - y)).toEqual(live.map((f) => f.e).sort((x, y) => x - y));
+  return t;
+}

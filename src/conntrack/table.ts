@@ -80,6 +80,8 @@ const REP = 10;
 const slotValue = (e: number, which: number): number => ((e + 1) << 1) | which;
 
 const FC_SLOTS = 8192;
+/** Slots a table starts with (it doubles as flows arrive, up to what its capacity needs). */
+const FIRST_SLOTS = 4096;
 const FC_MASK = FC_SLOTS - 1;
 
 export class FlowTable {
@@ -117,6 +119,10 @@ export class FlowTable {
   /** (hash, slot value) pairs; a value of 0 is an empty slot. */
   private slots: Uint32Array;
   private mask: number;
+  /** The most slots (see sizeSlots), tuples linked in them now, and how often they doubled. */
+  private maxSlots = 0;
+  private linked = 0;
+  grows = 0;
   /** Reply tuples (REP words per entry), once a stage has asked for them. */
   private rep: Uint32Array = new Uint32Array(0);
 
@@ -171,14 +177,42 @@ export class FlowTable {
   }
 
   /**
-   * Slots for `tuplesPerEntry` tuples per live entry at a load factor of at most 1/2 (short probe
-   * runs); held entries are unlinked, so they need none.
+   * The slots' most: room for `tuplesPerEntry` tuples per entry of a full table at a load factor
+   * of at most 1/2 (short probe runs); held entries are unlinked, so they need none. The array
+   * starts small and doubles as tuples are linked (grow), keeping that load: its size follows the
+   * flows actually live, not the capacity. Sized for the capacity from the start, a 512Ki table's
+   * slots spanned 8 MB whatever it held, so a new flow's probe was a cache miss even with a few
+   * thousand flows (bench/ab.js; DESIGN.md "Speed").
    */
   private sizeSlots(tuplesPerEntry: number): void {
     let n = 2;
     while (n < this.capacity * 2 * tuplesPerEntry) n <<= 1;
-    this.slots = new Uint32Array(n * 2);
-    this.mask = n - 1;
+    this.maxSlots = n;
+    const start = Math.min(n, FIRST_SLOTS);
+    this.slots = new Uint32Array(start * 2);
+    this.mask = start - 1;
+  }
+
+  /** Make room for one more tuple: double the slots when it would pass a load of 1/2. */
+  private room(): void {
+    const n = this.mask + 1;
+    if ((this.linked + 1) * 2 <= n || n >= this.maxSlots) return;
+    const old = this.slots;
+    this.slots = new Uint32Array(n * 4);
+    this.mask = n * 2 - 1;
+    // In slot order: the new layout depends only on the old one, as the old one did only on the
+    // sequence of inserts and removals (so the sweep and the flush still walk the flows in an
+    // order no batch size changes).
+    for (let s = 0; s < n; s++) {
+      const v = old[(s << 1) | 1]!;
+      if (v === 0) continue;
+      const h = old[s << 1]!;
+      let t = h & this.mask;
+      while (this.slots[(t << 1) | 1] !== 0) t = (t + 1) & this.mask;
+      this.slots[t << 1] = h;
+      this.slots[(t << 1) | 1] = v;
+    }
+    this.grows++;
   }
 
   /**
@@ -205,6 +239,7 @@ export class FlowTable {
     const k = e * REC + R_STATE;
     if ((this.rec[k]! & (Status.REPLY_TUPLE << 8)) !== 0) throw new RangeError(`flow entry ${e} has a reply tuple already`);
     const used = (this.rec[k]! & (Status.USED << 8)) !== 0;
+    if (used) this.room();
     const slots = this.slots;
     const mask = this.mask;
     let s = h & mask;
@@ -232,6 +267,7 @@ export class FlowTable {
       const v = slotValue(e, 1);
       slots[s << 1] = h;
       slots[(s << 1) | 1] = v;
+      this.linked++;
       this.recent[h & FC_MASK] = v;
     }
     return true;
@@ -383,6 +419,7 @@ export class FlowTable {
     this.ignored[e << 1] = 0; this.ignored[(e << 1) | 1] = 0;
     this.ignoredBytes[e << 1] = 0; this.ignoredBytes[(e << 1) | 1] = 0;
     if (this.columns.length > 0) this.zeroColumns(e);
+    this.room();
     this.link(h, slotValue(e, 0));
     this.count++;
     const born = this.samples + 1;
@@ -398,6 +435,7 @@ export class FlowTable {
     while (slots[(s << 1) | 1] !== 0) s = (s + 1) & this.mask;
     slots[s << 1] = h;
     slots[(s << 1) | 1] = v;
+    this.linked++;
     this.recent[h & FC_MASK] = v;
   }
 
@@ -450,6 +488,7 @@ export class FlowTable {
     }
     slots[i << 1] = 0;
     slots[(i << 1) | 1] = 0;
+    this.linked--;
     if (this.recent[h & FC_MASK] === v0) this.recent[h & FC_MASK] = 0;
   }
 
