@@ -260,10 +260,11 @@ function ruleLines(n) {
     const port = ports[k % ports.length];
     if (k % 5 === 4) {
       const len = v6len[k % v6len.length];
-      out.push(`rule: drop ${proto} to 2001:db8:1:${(k & 0xffff).toString(16)}::${(k >>> 16).toString(16)}/${len} port ${port}`);
+      // k in the first 64 bits: no host bits set at any of these lengths (the parser refuses them).
+      out.push(`rule: drop ${proto} to 2001:db8:${((k >>> 16) + 1).toString(16)}:${(k & 0xffff).toString(16)}::/${len} port ${port}`);
     } else {
       const len = v4len[k % v4len.length];
-      const a = 0xc6120000 + ((k * 4) & 0x1ffff); // 198.18.0.0/15
+      const a = ((0xc6120000 + ((k * 4) & 0x1ffff)) & (0xffffffff << (32 - len))) >>> 0; // 198.18.0.0/15, host bits clear
       out.push(`rule: drop ${proto} to ${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}/${len} port ${port}`);
     }
   }

@@ -60,14 +60,18 @@ const V4_LENS = [32, 32, 32, 32, 24, 24, 24, 24, 16, 16, 20, 28];
 const V6_LENS = [128, 128, 64, 64, 48, 56];
 const COMMON_PORTS = [80, 443, 22, 53, 8080, 8443, 3306, 5432, 6379, 25, 123, 9090];
 
+/** The top `bits` of a word (0-32) kept, the rest cleared: a prefix has no host bits set (the parser refuses them). */
+const hostBitsClear = (w, bits) => (bits <= 0 ? 0 : bits >= 32 ? w : (w & (0xffffffff << (32 - bits))) >>> 0);
+
 function prefix(rnd, v6) {
   if (v6) {
     const len = pick(rnd, V6_LENS);
-    return `${v6text([0x20010db8, u32(rnd), u32(rnd), u32(rnd)])}/${len}`;
+    const w = [0x20010db8, u32(rnd), u32(rnd), u32(rnd)].map((x, k) => hostBitsClear(x, len - 32 * k));
+    return `${v6text(w)}/${len}`;
   }
   const len = pick(rnd, V4_LENS);
   const base = pick(rnd, [0x0a000000, 0xac100000, 0xc0a80000, u32(rnd)]);
-  return `${v4text((base | (u32(rnd) & 0x00ffffff)) >>> 0)}/${len}`;
+  return `${v4text(hostBitsClear((base | (u32(rnd) & 0x00ffffff)) >>> 0, len))}/${len}`;
 }
 
 function makeRules(n, rnd) {
