@@ -82,3 +82,25 @@ describe('compare', () => {
     expect(r.stderr).toMatch(/nosuch/);
   });
 });
+
+describe('figures from several runs', () => {
+  it("each profile's figures are those of its median run, the first (cold) run left out", async () => {
+    const { medianRun } = await import('../src/cli/compare.js');
+    type Run = Parameters<typeof medianRun>[0][number];
+    // Runs whose profile rows carry a marker (stageReports.run) so the test sees which run each came from.
+    const run = (k: number, a: number, b: number): Run => ({
+      file: 'x', packets: 10, captureSeconds: 1, captureRate: 10, batchSize: 256, flushUs: 50, meanBatch: 1, complete: true, error: null,
+      differences: { flows: 0, packets: 0, listed: [] }, sharingNsPerPacket: k,
+      results: [a, b].map((ns, j) => ({ profile: `p${j}`, pipeline: '', verdicts: { packets: 10, forwarded: 10, dropped: 0, malformed: 0, dropsByReason: {}, malformedByReason: {} },
+        stages: [], dataplaneNsPerPacket: ns, emulationNsPerPacket: 0, stageReports: { run: { k } }, flows: 1, natTranslated: 0, natBindings: 0, connects: 0,
+        coresAtCaptureRate: 0, latencyUs: { p50: 0, p99: 0 } })),
+    });
+    // Run 1 is cold (slowest); of runs 2-4 the medians are run 3 for p0 (200) and run 4 for p1 (50).
+    const r = medianRun([run(1, 9000, 9000), run(2, 100, 70), run(3, 200, 20), run(4, 300, 50)]);
+    expect(r.results.map((p) => [p.dataplaneNsPerPacket, p.stageReports.run])).toEqual([[200, { k: 3 }], [50, { k: 4 }]]);
+    expect(r.repeats).toBe(4);
+    expect(r.sharingNsPerPacket).toBe(3);
+    // Two runs: neither is left out (the lower middle is taken).
+    expect(medianRun([run(1, 10, 10), run(2, 20, 5)]).results.map((p) => p.dataplaneNsPerPacket)).toEqual([10, 5]);
+  });
+});

@@ -73,7 +73,7 @@ export interface CompareResult {
   error: string | null;
   results: ProfileResult[];
   differences: { flows: number; packets: number; listed: FlowDifference[] };
-  /** Runs made (the CLI repeats small captures for a warm JIT); this result is the last. */
+  /** Runs made (the CLI repeats small captures); each profile's figures are from its median run (cli/compare.ts medianRun). */
   repeats?: number;
   /** Time spent keeping the pipelines apart (restoring fields and bytes), per packet. */
   sharingNsPerPacket: number;
