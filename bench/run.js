@@ -42,7 +42,7 @@ if (unknown.length) {
   process.exit(1);
 }
 // Benchmarks that write JSON when given --json FILE (the others print only).
-const WRITES_JSON = new Set(['encrypt', 'flowtable', 'flowtrack', 'l7', 'micro', 'nat', 'pipe', 'pipeline', 'policy', 'read', 'route', 'workers']);
+const WRITES_JSON = new Set(['encrypt', 'flowtable', 'flowtrack', 'l7', 'micro', 'nat', 'pipe', 'pipeline', 'policy', 'read', 'route', 'speed', 'workers']);
 // --quick: the options that make each benchmark a smoke run (options each already takes; a
 // benchmark not named here runs as it is).
 const QUICK = {
@@ -59,6 +59,7 @@ const QUICK = {
   policy: ['--rounds', '1'],
   read: ['--rounds', '1', '--tshark-rounds', '0'],
   route: ['--rounds', '1', '--packets', '50000'],
+  speed: ['--rounds', '1', '--packets', '300000', '--no-big'],
   workers: ['--rounds', '1', '--ipc-rounds', '3', '--profiles', 'ebpf'],
 };
 const results = resultsDir ? resolve(resultsDir) : join(here, 'results');

@@ -79,6 +79,17 @@ const EXTRACT = {
     pair('one endpoint rewritten, ns/packet', 'setEndpoint', 'setAddress+setPort');
     return rows;
   },
+  speed(j) {
+    const c = (id) => j.commandLine.find((x) => x.id === id);
+    const rows = [];
+    if (c('tcpdump')) {
+      rows.push(rate('speed', 'command line, read + decode', 'dplab replay', c('read-decode').mpps, 'tcpdump -r', c('tcpdump').mpps));
+      rows.push(rate('speed', 'command line, ebpf profile, 1 worker', 'dplab replay', c('ebpf-w1').mpps, 'tcpdump -r', c('tcpdump').mpps));
+    }
+    rows.push(rate('speed', 'command line, ebpf profile', '--workers 2', c('ebpf-w2').mpps, '--workers 1', c('ebpf-w1').mpps));
+    for (const r of j.conntrack) rows.push({ bench: 'speed', case: `conntrack, ${r.id}`, dplab: 'conntrack', dplabFigure: ns(r.nsPerPacket), peer: '-', peerFigure: '-', ratio: NaN });
+    return rows;
+  },
   workers(j) {
     return (j.profiles ?? []).map((p) => {
       const w = (id) => p.contenders.find((c) => c.id === id);

