@@ -470,6 +470,30 @@ describe('ICMPv6 node information (139/140) in conntrack: Linux keys it by the i
     expect(dplabFlows(nodeInfo)).toEqual(linux);
   });
 
+  // Linux finds an ICMPv6 error's flow from the packet it quotes with the same tuple function
+  // (icmpv6_pkt_to_tuple over the quote): a quoted node-information query is keyed by its Qtype.
+  it('an ICMPv6 error quoting a node-information query is RELATED to that query\'s flow (Qtype 7)', () => {
+    const query = ni(1, A, B, 139, 7);
+    const quote = query.data.subarray(14);
+    const icmp = Buffer.concat([Buffer.from([1, 4, 0, 0, 0, 0, 0, 0]), quote]); // destination unreachable, port unreachable
+    const src = words(B); const dst = words(A);
+    let sum = 0;
+    const add = (b: Buffer): void => { for (let k = 0; k + 1 < b.length; k += 2) sum += b.readUInt16BE(k); if (b.length & 1) sum += b[b.length - 1]! << 8; };
+    add(src); add(dst); sum += icmp.length + 58; add(icmp);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    icmp.writeUInt16BE(~sum & 0xffff, 2);
+    const ip = Buffer.alloc(40);
+    ip[0] = 0x60; ip.writeUInt16BE(icmp.length, 4); ip[6] = 58; ip[7] = 64; src.copy(ip, 8); dst.copy(ip, 24);
+    const file = join(dir, 'node-info-error.pcap');
+    writePcap(file, [query, { ts: 2_000_000n, data: Buffer.concat([Buffer.from('02000000000102000000000286dd', 'hex'), ip, icmp]) }]);
+    const strict = parseProfile('pipeline: conntrack\n[conntrack]\ninvalid: drop\n', 'ni-error');
+    const r = runCapture({ file, profile: 'ni-error', stages: buildStages(strict) }).report;
+    // An error without a flow would be INVALID (icmp-error-without-flow) and dropped.
+    expect(r.verdicts.dropsByReason).toEqual({});
+    expect(r.verdicts.forwarded).toBe(2);
+    expect(JSON.stringify(r.stageReports.conntrack)).toMatch(/"related":1\b/);
+  });
+
   it('the kernel model agrees, first fragments included (the later fragment follows the Qtype-5 flow)', () => {
     needsKernel();
     const p = profile('ni', 'pipeline: conntrack\n[conntrack]\ninvalid: drop\n');

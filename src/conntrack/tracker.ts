@@ -13,7 +13,6 @@
  */
 import { Frag, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
-import { packetBytes } from '../packet/wire.js';
 import { isIcmpError, Proto } from '../packet/decode.js';
 import { CtInfo } from './info.js';
 import { Destroy, FlowTable, REC, RF_EXPIRES, RF_LAST, R_STATE, Status } from './table.js';
@@ -312,9 +311,8 @@ export class Conntrack {
     const request = v6 ? type === 128 || type === 139 : type === 8 || type === 13 || type === 15 || type === 17;
     const reply = v6 ? type === 129 || type === 140 : type === 0 || type === 14 || type === 16 || type === 18;
     if (!request && !reply) return R_ICMP_TYPE;
-    // Node information (RFC 4620): Linux keys it by the identifier field's bytes, the Qtype there.
-    const ni = v6 && (type === 139 || type === 140) && b.l3End[i]! - b.l4[i]! >= 6;
-    const id = ni ? (packetBytes(b, i)[b.l4[i]! + 4]! << 8) | packetBytes(b, i)[b.l4[i]! + 5]! : b.icmpId[i]!;
+    // The identifier (for node information, RFC 4620, the Qtype in the same bytes, as Linux keys it).
+    const id = b.icmpId[i]!;
     const r = this.lookup(b, i, id, id);
     let e: number;
     let dir: number;

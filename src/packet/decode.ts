@@ -459,7 +459,8 @@ function decodeIcmp(b: Batch, i: number, x: Uint8Array, l4: number, ipEnd: numbe
   b.icmpType[i] = type;
   b.icmpCode[i] = x[l4 + 1]!;
   b.pay[i] = Math.min(l4 + 8, ipEnd);
-  if (v6 ? type === 128 || type === 129 : type === 0 || type === 8 || type === 13 || type === 14 || type === 15 || type === 16 || type === 17 || type === 18) {
+  // Node information (RFC 4620, 139/140) too: Linux keys it by these bytes (its Qtype), as an echo by its id.
+  if (v6 ? type === 128 || type === 129 || type === 139 || type === 140 : type === 0 || type === 8 || type === 13 || type === 14 || type === 15 || type === 16 || type === 17 || type === 18) {
     if (ipEnd - l4 >= 6) b.icmpId[i] = (x[l4 + 4]! << 8) | x[l4 + 5]!;
   } else if (isIcmpError(v6, type)) {
     decodeQuoted(b, i, x, l4 + 8, ipEnd);
