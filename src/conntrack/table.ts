@@ -110,12 +110,14 @@ export class FlowTable {
   private readonly bornAt: Uint32Array;
 
   /**
-   * A small direct-mapped cache in front of the slots: hash -> slot value of the flow last found
-   * with that hash. The slots span megabytes, so every probe of them is a cache miss; this fits
-   * in L2 and holds the flows active right now (conntrack ~306 -> ~257 ns/packet median on 1M
-   * generated packets, bench/pipeline.js).
+   * A small direct-mapped cache in front of the slots: (hash, slot value) of the flow last found
+   * with that hash's low bits. The slots span megabytes, so every probe of them is a cache miss;
+   * this fits in L2 and holds the flows active right now (conntrack ~306 -> ~257 ns/packet median
+   * on 1M generated packets, bench/pipeline.js). The hash is kept beside the value so that a miss
+   * (another flow in the cache slot: most lookups once far more flows are active than it holds)
+   * is seen without reading that flow's record, a cache miss of its own.
    */
-  private readonly recent = new Uint32Array(FC_SLOTS);
+  private readonly recent = new Uint32Array(FC_SLOTS * 2);
   /** (hash, slot value) pairs; a value of 0 is an empty slot. */
   private slots: Uint32Array;
   private mask: number;
@@ -268,7 +270,7 @@ export class FlowTable {
       slots[s << 1] = h;
       slots[(s << 1) | 1] = v;
       this.linked++;
-      this.recent[h & FC_MASK] = v;
+      this.remember(h, v);
     }
     return true;
   }
@@ -322,15 +324,11 @@ export class FlowTable {
     h |= 0;
     const fwd = (sp << 16) | dp;
     const rev = (dp << 16) | sp;
-    const c = this.recent[h & FC_MASK]!;
-    // The common case first and alone: an original tuple, found through the recent cache.
-    if ((c & 1) === 0) {
-      if (c !== 0 && (this.rec[((c >>> 1) - 1) * REC + R_HASH]! | 0) === h) {
-        const r = this.match((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
-        if (r >= 0) return r;
-      }
-    } else {
-      const r = this.matchReply((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
+    const ri = (h & FC_MASK) << 1;
+    const c = this.recent[ri + 1]!;
+    if (c !== 0 && (this.recent[ri]! | 0) === h) {
+      // The common case first: an original tuple, found through the recent cache.
+      const r = (c & 1) === 0 ? this.match((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof) : this.matchReply((c >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
       if (r >= 0) return r;
     }
     const slots = this.slots;
@@ -342,7 +340,7 @@ export class FlowTable {
       if ((slots[s << 1]! | 0) === h) {
         const r = (v & 1) === 0 ? this.match((v >>> 1) - 1, fp, fwd, rev, S, so, D, dof) : this.matchReply((v >>> 1) - 1, fp, fwd, rev, S, so, D, dof);
         if (r >= 0) {
-          this.recent[h & FC_MASK] = v;
+          this.remember(h, v);
           return r;
         }
       }
@@ -428,6 +426,13 @@ export class FlowTable {
     return e;
   }
 
+  /** The recent cache holds slot value v for hash h. */
+  private remember(h: number, v: number): void {
+    const ri = (h & FC_MASK) << 1;
+    this.recent[ri] = h;
+    this.recent[ri + 1] = v;
+  }
+
   /** Put slot value v in the first free slot of h's probe run. */
   private link(h: number, v: number): void {
     const slots = this.slots;
@@ -436,7 +441,7 @@ export class FlowTable {
     slots[s << 1] = h;
     slots[(s << 1) | 1] = v;
     this.linked++;
-    this.recent[h & FC_MASK] = v;
+    this.remember(h, v);
   }
 
   /** A new flow's columns start at 0 (out of insert's way: a loop over arrays of several types). */
@@ -489,7 +494,7 @@ export class FlowTable {
     slots[i << 1] = 0;
     slots[(i << 1) | 1] = 0;
     this.linked--;
-    if (this.recent[h & FC_MASK] === v0) this.recent[h & FC_MASK] = 0;
+    if (this.recent[((h & FC_MASK) << 1) | 1] === v0) this.recent[((h & FC_MASK) << 1) | 1] = 0;
   }
 
   /** The batch is over: numbers removed during it may name new flows from now on. */
