@@ -15,7 +15,7 @@ import { Frag, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
 import { isIcmpError, Proto } from '../packet/decode.js';
 import { CtInfo } from './info.js';
-import { Destroy, FlowTable, REC, RF_EXPIRES, RF_LAST, R_STATE, Status } from './table.js';
+import { Destroy, FlowTable, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_STATE, Status } from './table.js';
 import { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext } from './tcp.js';
 
 /** Timeouts in seconds (nf_conntrack sysctl defaults). */
@@ -133,7 +133,7 @@ export class Conntrack {
     const w = i << 2;
     const t = this.table;
     const r = t.find(b.hash[i]! | 0, b.family[i]!, b.proto[i]!, b.src, w, b.dst, w, sp, dp);
-    if (r >= 0 && t.recF[((r >> 1) << 3) + RF_EXPIRES]! < now) {
+    if (r >= 0 && t.recF[((r >> 1) << RF_SHIFT) + RF_EXPIRES]! < now) {
       this.destroy(r >> 1, Destroy.TIMEOUT);
       return -1;
     }
@@ -178,10 +178,10 @@ export class Conntrack {
   private count(b: Batch, i: number, e: number, dir: number): void {
     const now = this.clock[0]!;
     const t = this.table;
-    const c = (e << 2) + dir;
-    t.ctr[c]!++;
-    t.ctr[c + 2]! += b.wireLen[i]!;
-    t.recF[(e << 3) + RF_LAST] = now;
+    const f = e << RF_SHIFT;
+    t.recF[f + RF_CTR + dir]!++;
+    t.recF[f + RF_CTR + 2 + dir]! += b.wireLen[i]!;
+    t.recF[f + RF_LAST] = now;
   }
 
   /**
@@ -251,7 +251,7 @@ export class Conntrack {
           this.destroy(e, Destroy.RESET);
           return CT_OK;
         }
-        this.table.recF[(e << 3) + RF_EXPIRES] = now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!);
+        this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!);
         return CT_OK;
       }
     }
@@ -260,7 +260,7 @@ export class Conntrack {
     const e = this.create(b, i, sp, dp);
     if (e < 0) return R_TABLE_FULL;
     t.rec[e * REC + R_STATE] = (t.rec[e * REC + R_STATE]! & ~0xff) | start;
-    this.table.recF[(e << 3) + RF_EXPIRES] = now + this.tcpTimeouts[start]!;
+    this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + this.tcpTimeouts[start]!;
     this.account(b, i, e, 0);
     return CT_OK;
   }
@@ -284,9 +284,9 @@ export class Conntrack {
       const k = e * REC + R_STATE;
       if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.first[e]! > UDP_STREAM_AFTER) {
         t.rec[k] = t.rec[k]! | (Status.ASSURED << 8);
-        this.table.recF[(e << 3) + RF_EXPIRES] = now + to.udpStream;
-      } else this.table.recF[(e << 3) + RF_EXPIRES] = now + to.udp;
-    } else this.table.recF[(e << 3) + RF_EXPIRES] = now + to.generic;
+        this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.udpStream;
+      } else this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.udp;
+    } else this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.generic;
     return CT_OK;
   }
 
@@ -328,7 +328,7 @@ export class Conntrack {
       dir = 0;
     }
     this.account(b, i, e, dir);
-    this.table.recF[(e << 3) + RF_EXPIRES] = now + this.config.timeouts.icmp;
+    this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + this.config.timeouts.icmp;
     return CT_OK;
   }
 
@@ -354,9 +354,9 @@ export class Conntrack {
     this.fragmentsFollowed++;
     const t = this.table;
     const dir = this.fragDir[s]!;
-    const c = (e << 2) + dir;
-    t.ctr[c]!++;
-    t.ctr[c + 2]! += b.wireLen[i]!;
+    const f = (e << RF_SHIFT) + RF_CTR;
+    t.recF[f + dir]!++;
+    t.recF[f + 2 + dir]! += b.wireLen[i]!;
     b.flow[i] = e;
     b.dir[i] = dir;
     b.ctInfo[i] = dir === 1 || (t.status(e) & Status.SEEN_REPLY) !== 0 ? CtInfo.ESTABLISHED : CtInfo.NEW;

@@ -24,7 +24,7 @@
  *   socket-timeout-tcp: 2h           idle time after which a TCP socket is gone
  *   socket-timeout-udp: 30s          the same for UDP
  */
-import { Destroy, FlowTable, RF_EXPIRES, RF_LAST } from '../conntrack/table.js';
+import { Destroy, FlowTable, RF_EXPIRES, RF_LAST, RF_SHIFT } from '../conntrack/table.js';
 import { Frag, Verdict, type Batch } from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
 import { End, setEndpoint, setQuotedEndpoint } from '../packet/wire.js';
@@ -182,7 +182,7 @@ export class CtlbStage implements Stage {
   }
 
   private touch(e: number, p: number, now: number): void {
-    const f = e << 3;
+    const f = e << RF_SHIFT;
     this.sockets.recF[f + RF_LAST] = now;
     this.sockets.recF[f + RF_EXPIRES] = now + (p === 6 ? this.timeoutTcp : this.timeoutUdp);
   }
