@@ -51,7 +51,7 @@ export class Binder {
     if (svc < 0) return Bound.NOT_SERVICE;
     const s = this.services.services[svc]!;
     if (s.backends.length === 0) return Bound.NO_ENDPOINTS;
-    const k = this.choose(svc, b.src, w, b.hash[i]!, now);
+    const k = this.choose(svc, b.src, w, b.hash[i]! | 0, now);
     const be = this.services.backends[k]!;
     const proto = b.proto[i]!;
     const h = symHash(proto, be.words, 0, b.src, w, be.port, b.sport[i]!);

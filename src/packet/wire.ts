@@ -60,8 +60,12 @@ function put16(b: Uint8Array, at: number, v: number): void {
   b[at + 1] = v & 0xff;
 }
 
+/**
+ * A big-endian word as int32 (compare it with `x | 0`): a uint32 of 2^31 or more handed between
+ * functions V8 does not inline is boxed, a heap number per rewritten packet.
+ */
 function get32(b: Uint8Array, at: number): number {
-  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
+  return (b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!;
 }
 
 export function put32(b: Uint8Array, at: number, v: number): void {
@@ -163,7 +167,7 @@ export function setIpv4Address(b: Batch, i: number, end: number, addr: number): 
   const l3 = b.l3[i]!;
   const at = l3 + (end === End.SRC ? IPV4.SRC : IPV4.DST);
   const old = get32(bytes, at);
-  addr >>>= 0;
+  addr |= 0;
   if (old === addr) return;
   put32(bytes, at, addr);
   put16(bytes, l3 + IPV4.CHECKSUM, csumUpdate32(get16(bytes, l3 + IPV4.CHECKSUM), old, addr));
@@ -185,7 +189,7 @@ export function setIpv6Address(b: Batch, i: number, end: number, A: Uint32Array,
   const field = end === End.SRC ? b.src : b.dst;
   for (let k = 0; k < 4; k++) {
     const old = get32(bytes, at + 4 * k);
-    const v = A[ao + k]! >>> 0;
+    const v = A[ao + k]! | 0;
     if (old === v) continue;
     put32(bytes, at + 4 * k, v);
     if (l4 >= 0) updateL4(b, i, l4, old, v, true);
@@ -242,7 +246,7 @@ export function setEndpoint(b: Batch, i: number, end: number, A: Uint32Array, ao
   if (b.family[i] === 4) {
     const at = l3 + (end === End.SRC ? IPV4.SRC : IPV4.DST);
     const old = get32(bytes, at);
-    const addr = A[ao]! >>> 0;
+    const addr = A[ao]! | 0;
     if (old !== addr) {
       put32(bytes, at, addr);
       put16(bytes, l3 + IPV4.CHECKSUM, csumUpdate32(get16(bytes, l3 + IPV4.CHECKSUM), old, addr));
@@ -253,7 +257,7 @@ export function setEndpoint(b: Batch, i: number, end: number, A: Uint32Array, ao
     const at = l3 + (end === End.SRC ? IPV6.SRC : IPV6.DST);
     for (let k = 0; k < 4; k++) {
       const old = get32(bytes, at + 4 * k);
-      const v = A[ao + k]! >>> 0;
+      const v = A[ao + k]! | 0;
       if (old === v) continue;
       put32(bytes, at + 4 * k, v);
       if (useSum) hc = csumUpdate32(hc, old, v);
@@ -331,7 +335,7 @@ export function setQuotedEndpoint(b: Batch, i: number, end: number, A: Uint32Arr
     const ihl = (bytes[q]! & 0x0f) << 2;
     const at = q + (end === End.SRC ? IPV4.SRC : IPV4.DST);
     const old = get32(bytes, at);
-    const addr = A[ao]! >>> 0;
+    const addr = A[ao]! | 0;
     put32(bytes, at, addr);
     put16(bytes, q + IPV4.CHECKSUM, csumUpdate32(get16(bytes, q + IPV4.CHECKSUM), old, addr));
     proto = bytes[q + IPV4.PROTOCOL]!;
@@ -345,7 +349,7 @@ export function setQuotedEndpoint(b: Batch, i: number, end: number, A: Uint32Arr
     l4 = q + 40;
     for (let k = 0; k < 4; k++) {
       const old = get32(bytes, at + 4 * k);
-      const nv = A[ao + k]! >>> 0;
+      const nv = A[ao + k]! | 0;
       put32(bytes, at + 4 * k, nv);
       quotedL4Address(bytes, l4, stop, proto, old, nv);
       (end === End.SRC ? b.inSrc : b.inDst)[w + k] = nv;

@@ -17,8 +17,8 @@ export const PARALLEL_MIN_BYTES = 256 << 20;
  * second copy running (bench/README.md, "Workers"). So on 2 cores `--workers 2` took 1.02-1.57 s
  * where one worker took 0.81-0.87 s on a 3M-packet, 358 MB capture, and auto is one worker.
  * With more cores the duplicated part is paid once per worker while the rest divides: from the
- * measured phases, 4 workers would give ~1.9x (bench/README.md), so captures of 256 MiB or more use one worker per
- * core (at most 8); below that, starting workers costs more than they save.
+ * measured phases, 4 workers would give ~1.9x (bench/README.md), so captures of 256 MiB or more
+ * use one worker per core (at most 8); below that, starting workers costs more than they save.
  */
 export function defaultWorkers(fileSize: number, cores = availableParallelism()): number {
   return cores <= 2 || fileSize < PARALLEL_MIN_BYTES ? 1 : Math.min(cores, 8);

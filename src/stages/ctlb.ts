@@ -97,12 +97,11 @@ export class CtlbStage implements Stage {
       if (verdict[i] !== Verdict.PASS) continue;
       const fam = family[i]!;
       if (fam === 0) continue;
-      const t = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
       const p = proto[i]!;
       const w = i << 2;
       how[i] = How.NOT_SERVICE;
       if (p === 1 || p === 58) {
-        if (b.inProto[i] === 6 || b.inProto[i] === 17) this.icmpError(b, i, t);
+        if (b.inProto[i] === 6 || b.inProto[i] === 17) this.icmpError(b, i);
         continue;
       }
       if (p !== 6 && p !== 17) continue;
@@ -118,7 +117,7 @@ export class CtlbStage implements Stage {
         if (svc < 0) continue;
         dir = 1;
       }
-      const k = this.socket(b, i, svc, dir, t, self);
+      const k = this.socket(b, i, svc, dir, self);
       if (k < 0) continue;
       if (frag[i] === Frag.FIRST) {
         // Keyed by the addresses as they arrive, which is how its later fragments will look.
@@ -141,12 +140,15 @@ export class CtlbStage implements Stage {
    * The backend of the socket packet i belongs to (it connects if there is none, or a TCP client
    * sends a SYN), or -1 when the packet was dropped.
    */
-  private socket(b: Batch, i: number, svc: number, dir: number, now: number, self: number): number {
+  private socket(b: Batch, i: number, svc: number, dir: number, self: number): number {
+    // The packet's time read here, not handed in: a double passed to a call V8 does not inline is
+    // boxed (a heap number per packet).
+    const now = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
     const t = this.sockets;
     const w = i << 2;
     const fam = b.family[i]!;
     const p = b.proto[i]!;
-    const h = b.hash[i]!;
+    const h = b.hash[i]! | 0; // int32: a uint32 >= 2^31 is boxed when handed on
     const r = t.find(h, fam, p, b.src, w, b.dst, w, b.sport[i]!, b.dport[i]!);
     let e = r >> 1;
     const reconnect = p === 6 && dir === 0 && (b.tcpFlags[i]! & (TCP_SYN | TCP_ACK)) === TCP_SYN;
@@ -188,7 +190,8 @@ export class CtlbStage implements Stage {
   }
 
   /** An ICMP error about a socket's packet: the quote and the outer header as on the backend's side. */
-  private icmpError(b: Batch, i: number, now: number): void {
+  private icmpError(b: Batch, i: number): void {
+    const now = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
     const w = i << 2;
     const t = this.sockets;
     const r = t.find(b.hash[i]! | 0, b.family[i]!, b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
