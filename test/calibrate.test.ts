@@ -417,16 +417,20 @@ describe('ICMPv6 node information (139/140) in conntrack: Linux keys it by the i
     g.forEach((x, k) => b.writeUInt16BE(parseInt(x, 16), 2 * k));
     return b;
   };
+  /** Set an ICMPv6 message's checksum (RFC 4443: over the pseudo-header and the message). */
+  const icmp6Checksum = (src: Buffer, dst: Buffer, icmp: Buffer): void => {
+    let sum = 0;
+    const add = (b: Buffer): void => { for (let k = 0; k + 1 < b.length; k += 2) sum += b.readUInt16BE(k); if (b.length & 1) sum += b[b.length - 1]! << 8; };
+    add(src); add(dst); sum += icmp.length + 58; add(icmp);
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    icmp.writeUInt16BE(~sum & 0xffff, 2);
+  };
   /** IPv6 + (fragment header) + ICMPv6 node information message of `qtype`, checksum over what is given. */
   function ni(ts: number, from: string, to: string, type: number, qtype: number, frag?: { id: number; offset: number; more: boolean; bytes?: number }): Frame {
     const icmp = Buffer.alloc(16 + 8);
     icmp[0] = type; icmp.writeUInt16BE(qtype, 4); icmp.write('nonce123', 8); icmp.write('dplab-ni', 16);
     const src = words(from); const dst = words(to);
-    let sum = 0;
-    const add = (b: Buffer): void => { for (let k = 0; k < b.length; k += 2) sum += b.readUInt16BE(k); };
-    add(src); add(dst); sum += icmp.length; sum += 58; add(icmp);
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-    icmp.writeUInt16BE(~sum & 0xffff, 2);
+    icmp6Checksum(src, dst, icmp);
     const payload = frag ? Buffer.concat([Buffer.from([58, 0, (frag.offset >> 5) & 0xff, ((frag.offset & 31) << 3) | (frag.more ? 1 : 0), 0, 0, 0, 0]), frag.offset ? Buffer.alloc(frag.bytes ?? 16, 0x61) : icmp]) : icmp;
     if (frag) payload.writeUInt32BE(frag.id, 4);
     const ip = Buffer.alloc(40);
@@ -477,11 +481,7 @@ describe('ICMPv6 node information (139/140) in conntrack: Linux keys it by the i
     const quote = query.data.subarray(14);
     const icmp = Buffer.concat([Buffer.from([1, 4, 0, 0, 0, 0, 0, 0]), quote]); // destination unreachable, port unreachable
     const src = words(B); const dst = words(A);
-    let sum = 0;
-    const add = (b: Buffer): void => { for (let k = 0; k + 1 < b.length; k += 2) sum += b.readUInt16BE(k); if (b.length & 1) sum += b[b.length - 1]! << 8; };
-    add(src); add(dst); sum += icmp.length + 58; add(icmp);
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-    icmp.writeUInt16BE(~sum & 0xffff, 2);
+    icmp6Checksum(src, dst, icmp);
     const ip = Buffer.alloc(40);
     ip[0] = 0x60; ip.writeUInt16BE(icmp.length, 4); ip[6] = 58; ip[7] = 64; src.copy(ip, 8); dst.copy(ip, 24);
     const file = join(dir, 'node-info-error.pcap');

@@ -5,16 +5,14 @@
  * reader says they should be (tshark: the attack sources the blocklist covers); every figure in
  * the reading comes from the run.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, tsharkFields } from './helpers.js';
+import { dplab, ROOT, tsharkFields } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-compare-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
 
 interface Json {
   packets: number;

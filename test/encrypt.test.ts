@@ -7,7 +7,6 @@
  * transport data with good outer IPv4 and UDP checksums; the written bytes, verdicts and reports
  * are the same for --batch 1, 7, 256 and --workers 2; the node table's errors name file and line.
  */
-import { spawnSync } from 'node:child_process';
 import { createCipheriv } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { openMessage, pairKey, receiverIndex, Sealer, HEADER_BYTES, TAG_BYTES } from '../src/crypto/wireguard.js';
-import { CAPTURES, readAll, ROOT, tsharkFields } from './helpers.js';
+import { CAPTURES, dplab, readAll, tsharkFields } from './helpers.js';
 import { dist } from './dist.js';
 
 
@@ -26,7 +25,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
   await pool.destroy();
 });
-const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8' });
 
 beforeAll(() => {
   const g = dplab('gen', GEN, '--packets', '20000', '--seed', '13', '--clients', '30');

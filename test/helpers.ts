@@ -10,6 +10,11 @@ import { decodeBatch } from '../src/packet/decode.js';
 export const ROOT = join(import.meta.dirname, '..');
 export const CAPTURES = join(ROOT, 'captures');
 
+/** Run this folder's dplab command line (bin/dplab.js, so dist/) with these arguments. */
+export function dplab(...args: string[]) {
+  return spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
+}
+
 export interface IndexRow {
   file: string;
   format: string;

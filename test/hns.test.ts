@@ -4,16 +4,14 @@
  * packet), for every packet: the forwarded and dropped captures are byte-identical to iptables'
  * (conntrack -> dnat -> policy). tshark reads the output with every checksum good.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, tsharkFields } from './helpers.js';
+import { dplab, tsharkFields } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-hns-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8', maxBuffer: 1 << 26 });
 
 describe('hns (vfp) against iptables (conntrack -> dnat -> policy)', () => {
   it('writes the same bytes and drops the same packets, with every checksum good', () => {

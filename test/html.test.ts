@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from './helpers.js';
+import { dplab, ROOT } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-html-'));
 const ARTIFACTS = join(ROOT, 'test/artifacts');
@@ -46,7 +46,6 @@ function check(page: string, charts: number, shot: string): void {
   expect(statSync(join(ARTIFACTS, shot)).size).toBeGreaterThan(10_000);
 }
 
-const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8' });
 
 describe('the HTML report', () => {
   it('compare: renders the stage chart, with no errors, fetching nothing', () => {

@@ -7,14 +7,13 @@
  * backends, and client-IP affinity sends a client's connections to one backend.
  * The kernel as the oracle for the bytes is test/nat-kernel.test.ts.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import type { StageReport } from '../src/pipeline/stage.js';
-import { ROOT, tsharkFields } from './helpers.js';
+import { dplab, ROOT, tsharkFields } from './helpers.js';
 import { dist } from './dist.js';
 
 
@@ -27,7 +26,6 @@ afterAll(async () => {
   await pool.destroy();
 });
 
-const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8' });
 
 beforeAll(() => {
   const g = dplab('gen', GEN, '--packets', '40000', '--seed', '8', '--clients', '40', '--scan', '2%', '--services', SERVICES);

@@ -20,7 +20,7 @@ import { ipToString } from '../src/packet/format.js';
 import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { RouteTable } from '../src/route/table.js';
 import { netnsUnavailable, sh } from './netns.js';
-import { ROOT } from './helpers.js';
+import { dplab, ROOT } from './helpers.js';
 import { dist } from './dist.js';
 
 
@@ -30,7 +30,6 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
   await pool.destroy();
 });
-const dplab = (...args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/dplab.js'), ...args], { encoding: 'utf8' });
 const ROUTES = join(ROOT, 'profiles/rules/routes.txt');
 
 /** A seeded generator (xorshift32). */
