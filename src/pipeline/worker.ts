@@ -11,10 +11,9 @@ import type { PartSpec } from '../capture/part.js';
 import type { InterfaceInfo } from '../capture/source.js';
 import { Verdict } from '../packet/batch.js';
 import { loadProfile } from './profile.js';
-import { buildStages } from './registry.js';
+import { buildStages, loadStages } from './registry.js';
 import { runCapture, type RunReport } from './run.js';
 import { Sharder } from './shard.js';
-import '../stages/index.js';
 
 export interface ShardTask {
   file: string;
@@ -75,6 +74,8 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 export default async function runShard(task: ShardTask): Promise<ShardResult> {
   for (const m of task.modules ?? []) await import(pathToFileURL(m).href);
   const profile = loadProfile(task.profile);
+  // Only the stages the profile uses (each worker thread loads its own modules).
+  await loadStages(profile.types);
   const stages = buildStages(profile, task.shards);
   if (task.failAt) injectFailure(stages, task.failAt);
   const ctl = task.control ?? null;
