@@ -4,6 +4,7 @@ import { outputFile, STDOUT_NAME, type OutputError, type OutputFile } from './ou
 import { LinkType } from './linktype.js';
 import { FILE_HEADER as PCAP_FILE_HEADER, writePcapHeader } from './pcap.js';
 import { MAX_PACKET, type InterfaceInfo, type PacketSource } from './source.js';
+import { commas } from '../packet/format.js';
 
 /**
  * Writes packets out as a capture in the input's format: classic pcap at the input's timestamp
@@ -220,8 +221,8 @@ export class SplitWriter {
   /** After a failed write to one of these captures: say in the error how many packets it holds. */
   explain(e: OutputError): void {
     if (e.file === STDOUT_NAME) return; // a pipe's reader went away: what it took is its business
-    if (e.option === '--write') e.note = `it holds the first ${(this.fwd?.flushed ?? 0).toLocaleString('en-US')} forwarded packets`;
-    if (e.option === '--write-dropped') e.note = `it holds the first ${(this.drop?.flushed ?? 0).toLocaleString('en-US')} dropped packets`;
+    if (e.option === '--write') e.note = `it holds the first ${commas(this.fwd?.flushed ?? 0)} forwarded packets`;
+    if (e.option === '--write-dropped') e.note = `it holds the first ${commas(this.drop?.flushed ?? 0)} dropped packets`;
   }
 
   get active(): boolean {

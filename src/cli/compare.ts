@@ -8,6 +8,7 @@ import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { renderHtml } from './html.js';
 import { formatRate, table } from './output.js';
+import { commas } from '../packet/format.js';
 
 export const COMPARE_DEFAULT = ['iptables', 'ebpf', 'hns', 'mixed'];
 
@@ -100,7 +101,7 @@ export function medianRun(runs: CompareResult[]): CompareResult {
   };
 }
 
-const n = (x: number): string => x.toLocaleString('en-US');
+const n = commas;
 const f1 = (x: number): string => x.toFixed(1);
 /** A duration given in ns, in the unit that reads best. */
 const dur = (ns: number): string => (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e4 ? `${(ns / 1e3).toFixed(1)} us` : `${ns.toFixed(1)} ns`);

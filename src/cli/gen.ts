@@ -4,6 +4,7 @@ import { generateSynth, MAX_PAYLOAD, SYNTH_DEFAULTS, writeSynthPcap, type SynthO
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError } from './errors.js';
 import { formatBytes } from './output.js';
+import { commas } from '../packet/format.js';
 
 const D = SYNTH_DEFAULTS;
 
@@ -38,7 +39,7 @@ Shape:
   --concurrency N    flows active at once (default ${D.concurrency})
   --clients N        client hosts, 10.0.0.1 up (default ${D.clients})
   --servers N        servers, 172.16.0.1 up, 1-254 (default ${D.servers})
-  --rate PPS         mean packets per second of the timeline (default ${D.rate.toLocaleString('en-US')})
+  --rate PPS         mean packets per second of the timeline (default ${commas(D.rate)})
   --start TIME       first timestamp: seconds since 1970 or an ISO date (default ${new Date(D.startTime * 1000).toISOString()})
   --seed N           seed of the generator (default ${D.seed})
 
@@ -110,7 +111,7 @@ export function genCommand(argv: string[]): number {
   } else if (values.backends !== undefined) throw new UsageError('--backends goes with --services FILE', 'gen');
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   const s = summary;
-  const n = (x: number): string => x.toLocaleString('en-US');
+  const n = commas;
   process.stderr.write(`dplab gen: wrote ${file === '-' ? 'stdout' : file}: ${n(s.packets)} packets (${formatBytes(s.bytes)}) in ${secs.toFixed(2)} s\n`
     + `  ${n(s.tcpFlows)} TCP flows (${n(s.rstFlows)} end with RST), ${n(s.udpFlows)} UDP flows, ${n(s.attackPackets)} attack SYN${s.attackPackets === 1 ? '' : 's'}${s.scanProbes ? `, ${n(s.scanProbes)} scan probes (SYN + RST)` : ''}; `
     + `${n(s.ipv6Packets)} IPv6 and ${n(s.vlanPackets)} VLAN-tagged packets; ${((s.lastMicros - s.firstMicros) / 1e6).toFixed(3)} s of traffic\n`);

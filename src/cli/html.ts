@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { CompareResult } from '../pipeline/compare.js';
 import type { SweepPoint } from './sweep.js';
+import { commas } from '../packet/format.js';
 
 const require = createRequire(import.meta.url);
 
@@ -36,7 +37,7 @@ export function renderHtml(input: HtmlInput): string {
   const c = input.compare;
   let body = '';
   if (c) {
-    body += `<h1>dplab compare</h1><p>${esc(c.file)}: ${c.packets.toLocaleString('en-US')} packets, ${c.captureSeconds.toFixed(3)} s of traffic; batches of ${c.batchSize}.`
+    body += `<h1>dplab compare</h1><p>${esc(c.file)}: ${commas(c.packets)} packets, ${c.captureSeconds.toFixed(3)} s of traffic; batches of ${c.batchSize}.`
       + `${c.packets < 100_000 ? ' A small capture: per-packet costs are noisy at this size (the JIT is still warming); compare ratios on larger captures.' : ''}</p>`;
     body += '<table><tr><th>profile</th><th>pipeline</th><th>dataplane ns/packet</th><th>vs first</th><th>forwarded</th><th>dropped</th><th>flows</th><th>NAT translated</th><th>connects</th><th>latency p50 / p99 (us)</th></tr>';
     const base = c.results[0]?.dataplaneNsPerPacket ?? 1;
@@ -46,7 +47,7 @@ export function renderHtml(input: HtmlInput): string {
         + `<td>${p.latencyUs.p50.toFixed(1)} / ${p.latencyUs.p99.toFixed(1)}</td></tr>`;
     }
     body += '</table><h2>Per-stage cost (ns/packet)</h2><div class="chart" id="stages"></div>';
-    body += `<h2>Verdict differences</h2><p>${c.differences.flows.toLocaleString('en-US')} flows (${c.differences.packets.toLocaleString('en-US')} packets) forwarded by one profile and dropped by another.</p>`;
+    body += `<h2>Verdict differences</h2><p>${commas(c.differences.flows)} flows (${commas(c.differences.packets)} packets) forwarded by one profile and dropped by another.</p>`;
     if (c.differences.listed.length > 0) {
       body += `<table><tr><th>flow</th><th>packets</th>${c.results.map((p) => `<th>${esc(p.profile)}</th>`).join('')}</tr>`;
       for (const d of c.differences.listed.slice(0, 200)) body += `<tr><td>${esc(d.flow)}</td><td>${d.packets}</td>${d.verdicts.map((v) => `<td>${esc(v)}</td>`).join('')}</tr>`;

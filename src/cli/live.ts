@@ -15,6 +15,7 @@ import { Exit, UsageError, wholeNumber } from './errors.js';
 import { formatRate } from './output.js';
 import { renderReport } from './report.js';
 import { DEFAULT_PROFILE } from './replay.js';
+import { commas } from '../packet/format.js';
 
 export const LIVE_HELP = `dplab live IFACE [options]
 
@@ -225,9 +226,9 @@ export async function liveCommand(argv: string[]): Promise<number> {
     }
   }
   const v = report.verdicts;
-  if (values.write !== undefined && values.write !== '-') process.stderr.write(`dplab live: wrote ${values.write}: ${v.forwarded.toLocaleString('en-US')} forwarded packets\n`);
+  if (values.write !== undefined && values.write !== '-') process.stderr.write(`dplab live: wrote ${values.write}: ${commas(v.forwarded)} forwarded packets\n`);
   if (values['write-dropped'] !== undefined && values['write-dropped'] !== '-') {
-    process.stderr.write(`dplab live: wrote ${values['write-dropped']}: ${(v.dropped + v.malformed).toLocaleString('en-US')} dropped and malformed packets\n`);
+    process.stderr.write(`dplab live: wrote ${values['write-dropped']}: ${commas(v.dropped + v.malformed)} dropped and malformed packets\n`);
   }
   return Exit.OK;
 }
@@ -238,11 +239,11 @@ function renderLive(r: LiveReport): string {
   const read = r.capture.packets;
   let s = `\nLive capture on ${l.interface} (${l.capture === 'packet' ? 'AF_PACKET ring' : 'raw IPv4 sockets'}${l.workers > 1 ? `, ${l.workers} workers` : ''}): `
     + `${l.seconds.toFixed(1)} s, stopped by ${l.stoppedBy}\n`;
-  s += `  dplab read ${read.toLocaleString('en-US')} packets; the kernel dropped ${k.drops.toLocaleString('en-US')} before dplab could read them (${k.source})`;
-  if (k.packets !== undefined) s += `; it counted ${k.packets.toLocaleString('en-US')} for these sockets`;
+  s += `  dplab read ${commas(read)} packets; the kernel dropped ${commas(k.drops)} before dplab could read them (${k.source})`;
+  if (k.packets !== undefined) s += `; it counted ${commas(k.packets)} for these sockets`;
   s += '\n';
-  if (l.workerPackets) s += `  the kernel's fanout gave the workers ${l.workerPackets.map((n) => n.toLocaleString('en-US')).join(' / ')} packets; peakEntries is the sum of their peaks (an upper bound)\n`;
-  if (k.drops > 0) s += `  ${k.drops.toLocaleString('en-US')} packets were never seen by the pipeline: the traffic outran it (a bigger ${l.capture === 'packet' ? 'ring (--ring-mb) or --workers' : 'socket buffer, or --capture packet'} may help)\n`;
+  if (l.workerPackets) s += `  the kernel's fanout gave the workers ${l.workerPackets.map((n) => commas(n)).join(' / ')} packets; peakEntries is the sum of their peaks (an upper bound)\n`;
+  if (k.drops > 0) s += `  ${commas(k.drops)} packets were never seen by the pipeline: the traffic outran it (a bigger ${l.capture === 'packet' ? 'ring (--ring-mb) or --workers' : 'socket buffer, or --capture packet'} may help)\n`;
   return s;
 }
 
@@ -270,10 +271,10 @@ class StatusLine {
       const dn = x.ns - (prev?.runtime[k]?.ns ?? 0);
       return `${x.name} ${dp > 0 ? (dn / dp).toFixed(0) : '-'}`;
     }).join(' ');
-    const dropText = Object.entries(drops).map(([k, v]) => `${k} ${v.toLocaleString('en-US')}`).join(', ') || 'none';
-    const line = `${this.iface} ${((now - this.t0) / 1000).toFixed(0)}s  in ${formatRate(rate)} (${t.packets.toLocaleString('en-US')})  `
-      + `fwd ${t.counts.forwarded.toLocaleString('en-US')}  dropped: ${dropText}${t.counts.malformed ? `, malformed ${t.counts.malformed}` : ''}  `
-      + `kernel-dropped ${t.kernelDrops.toLocaleString('en-US')}  flows ${t.flows.active.toLocaleString('en-US')} (${t.flows.created.toLocaleString('en-US')} made)  ns/pkt: ${ns}`;
+    const dropText = Object.entries(drops).map(([k, v]) => `${k} ${commas(v)}`).join(', ') || 'none';
+    const line = `${this.iface} ${((now - this.t0) / 1000).toFixed(0)}s  in ${formatRate(rate)} (${commas(t.packets)})  `
+      + `fwd ${commas(t.counts.forwarded)}  dropped: ${dropText}${t.counts.malformed ? `, malformed ${t.counts.malformed}` : ''}  `
+      + `kernel-dropped ${commas(t.kernelDrops)}  flows ${commas(t.flows.active)} (${commas(t.flows.created)} made)  ns/pkt: ${ns}`;
     const width = process.stderr.columns ?? 160;
     process.stderr.write(`\r\x1b[K${line.length > width - 1 ? line.slice(0, width - 1) : line}`);
     this.drawn = true;

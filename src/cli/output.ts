@@ -1,5 +1,6 @@
 /** Buffered, synchronous writing to stdout that stops quietly when the reader goes away (| head). */
 import { writeSync } from 'node:fs';
+import { commas } from '../packet/format.js';
 
 export class LineWriter {
   private buf = '';
@@ -50,7 +51,7 @@ export class Progress {
     const rate = secs > 0 ? packets / secs : 0;
     const eta = frac > 0 ? secs / frac - secs : 0;
     process.stderr.write(`\r${this.label} [${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}% `
-      + `${packets.toLocaleString('en-US')} pkts ${formatRate(rate)} ETA ${eta.toFixed(0)}s   `);
+      + `${commas(packets)} pkts ${formatRate(rate)} ETA ${eta.toFixed(0)}s   `);
   }
 
   end(): void {
@@ -73,7 +74,7 @@ export function formatBytes(n: number): string {
 
 /** Render rows as aligned columns; numeric-looking cells are right-aligned. */
 export function table(header: string[], rows: (string | number)[][]): string {
-  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? c.toLocaleString('en-US') : c)))];
+  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === 'number' ? commas(c) : c)))];
   const widths = header.map((_, k) => Math.max(...cells.map((r) => (r[k] ?? '').length)));
   const numeric = header.map((_, k) => rows.length > 0 && rows.every((r) => typeof r[k] === 'number' || /^[-\d.,]+(\s?[%x])?$/.test(String(r[k]))));
   return cells

@@ -7,6 +7,7 @@ export type CaptureOutcome = Pick<PacketSource, 'path' | 'packets'> & {
 };
 import { isSupportedLinkType, linkTypeName } from '../capture/linktype.js';
 import { Exit } from './errors.js';
+import { commas } from '../packet/format.js';
 
 /**
  * Nothing in the file could be read as a capture (empty, another format, the file header cut
@@ -30,7 +31,7 @@ export function reportCaptureProblems(src: CaptureOutcome, complete = true): num
     code = Exit.DAMAGED;
   }
   if (complete && src.error) {
-    process.stderr.write(`dplab: ${src.error.message}${isNotACapture(src) ? '' : ` (${src.packets.toLocaleString('en-US')} packets read)`}\n`);
+    process.stderr.write(`dplab: ${src.error.message}${isNotACapture(src) ? '' : ` (${commas(src.packets)} packets read)`}\n`);
     code = Exit.DAMAGED;
   }
   return code;

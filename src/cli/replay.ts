@@ -11,6 +11,7 @@ import { Exit, UsageError, wholeNumber } from './errors.js';
 import { Progress } from './output.js';
 import { isNotACapture, reportCaptureProblems, type CaptureOutcome } from './problems.js';
 import { renderReport } from './report.js';
+import { commas } from '../packet/format.js';
 
 export const DEFAULT_PROFILE = 'ebpf';
 
@@ -202,9 +203,9 @@ export async function replayCommand(argv: string[]): Promise<number> {
   const wrote = (what: string | undefined, count: string): void => {
     if (what !== undefined && what !== '-') process.stderr.write(`dplab replay: wrote ${what}: ${count}\n`);
   };
-  wrote(values.write, `${v.forwarded.toLocaleString('en-US')} forwarded packets`);
-  wrote(values['write-dropped'], `${(v.dropped + v.malformed).toLocaleString('en-US')} dropped and malformed packets`);
-  wrote(values.flows, `${(report.flowsLogged ?? 0).toLocaleString('en-US')} flows`);
+  wrote(values.write, `${commas(v.forwarded)} forwarded packets`);
+  wrote(values['write-dropped'], `${commas(v.dropped + v.malformed)} dropped and malformed packets`);
+  wrote(values.flows, `${commas(report.flowsLogged ?? 0)} flows`);
   wrote(values.json, 'the report as JSON');
   if (report.interrupted) {
     reportCaptureProblems(outcome, false);

@@ -2,6 +2,7 @@
 import type { RunReport, StageRow } from '../pipeline/run.js';
 import type { StageReport } from '../pipeline/stage.js';
 import { formatBytes, formatRate, table } from './output.js';
+import { commas } from '../packet/format.js';
 
 function pct(n: number, of: number): string {
   return of > 0 ? `${((100 * n) / of).toFixed(1)}%` : '-';
@@ -17,10 +18,10 @@ export function renderReport(r: RunReport): string {
   const c = r.capture;
   let s = `${r.file}: ${r.format}, ${r.interfaces.length} interface${r.interfaces.length === 1 ? '' : 's'}`
     + ` (${[...new Set(r.interfaces.map((f) => f.name))].join(', ')})\n`;
-  s += `  ${c.packets.toLocaleString('en-US')} packets, ${formatBytes(c.bytes)} on the wire, `
+  s += `  ${commas(c.packets)} packets, ${formatBytes(c.bytes)} on the wire, `
     + `${c.captureSeconds.toFixed(3)} s of traffic; read in ${r.wallSeconds.toFixed(3)} s (${formatRate(r.packetsPerSecond)})\n`;
   if (!r.complete && r.error) s += `  INCOMPLETE: ${r.error.message}\n`;
-  if (r.interrupted) s += `  INTERRUPTED: ${r.interrupted} stopped the run after ${c.packets.toLocaleString('en-US')} packets; this report covers those only\n`;
+  if (r.interrupted) s += `  INTERRUPTED: ${r.interrupted} stopped the run after ${commas(c.packets)} packets; this report covers those only\n`;
   if (r.workers) s += `  on ${r.workers} worker threads (each reads and decodes the whole capture, then runs its shard of the flows)\n`;
   if (r.run) s += `  (${r.run.note})\n`;
   else if (c.packets < 100000 && c.packets > 0) s += `  (a small capture: per-packet costs below include the JIT warming up; --repeat 5 measures warm runs)\n`;
@@ -29,16 +30,16 @@ export function renderReport(r: RunReport): string {
   s += breakdown('L3', c.l3, c.packets);
   s += breakdown('L4', c.l4, c.packets);
   const notes: string[] = [];
-  if (c.vlanTagged) notes.push(`${c.vlanTagged.toLocaleString('en-US')} VLAN-tagged`);
-  if (c.fragments) notes.push(`${c.fragments.toLocaleString('en-US')} IP fragments`);
-  if (c.snaplenTruncated) notes.push(`${c.snaplenTruncated.toLocaleString('en-US')} cut by the snap length`);
+  if (c.vlanTagged) notes.push(`${commas(c.vlanTagged)} VLAN-tagged`);
+  if (c.fragments) notes.push(`${commas(c.fragments)} IP fragments`);
+  if (c.snaplenTruncated) notes.push(`${commas(c.snaplenTruncated)} cut by the snap length`);
   if (notes.length) s += `Also: ${notes.join(', ')}\n`;
   s += breakdown('Malformed', c.malformedByReason, c.packets);
   s += '\n';
 
   const v = r.verdicts;
-  s += `Verdicts: ${v.packets.toLocaleString('en-US')} in = ${v.forwarded.toLocaleString('en-US')} forwarded`
-    + ` + ${v.dropped.toLocaleString('en-US')} dropped + ${v.malformed.toLocaleString('en-US')} malformed\n`;
+  s += `Verdicts: ${commas(v.packets)} in = ${commas(v.forwarded)} forwarded`
+    + ` + ${commas(v.dropped)} dropped + ${commas(v.malformed)} malformed\n`;
   s += breakdown('Drops', v.dropsByReason, v.packets);
   s += tableFullWarning(r);
   s += '\n';
@@ -87,7 +88,7 @@ function natReading(r: RunReport, dataplaneNs: number): string {
     const flows = rep!.bindingsCreated as number;
     if (packets === 0 || flows === 0 || st.packets === 0) continue;
     const share = dataplaneNs > 0 ? (100 * st.ns) / dataplaneNs : 0;
-    const pl = (x: number, word: string): string => `${x.toLocaleString('en-US')} ${word}${x === 1 ? '' : 's'}`;
+    const pl = (x: number, word: string): string => `${commas(x)} ${word}${x === 1 ? '' : 's'}`;
     s += `NAT: ${st.name} translated ${pl(packets, 'packet')} of ${pl(flows, 'flow')} `
       + `(${(packets / flows).toFixed(1)} packets per flow), at ${(st.ns / packets).toFixed(1)} ns per translated packet: `
       + `${share.toFixed(1)}% of the dataplane time,\n  ${(st.ns / flows / 1000).toFixed(2)} us per flow. Connect-time balancing (ctlb) `
@@ -105,11 +106,11 @@ function tableFullWarning(r: RunReport): string {
   for (const [name, rep] of Object.entries(r.stageReports)) {
     const full = rep.tableFull;
     if (full === undefined || typeof full === 'number') continue;
-    const n = (k: string): string => ((full[k] as number | undefined) ?? 0).toLocaleString('en-US');
+    const n = (k: string): string => commas((full[k] as number | undefined) ?? 0);
     const capacity = r.stageConfig?.[name]?.capacity;
     s += `WARNING: the flow table filled: ${n('flowsEvicted')} flows were evicted to make room and ${n('packetsDropped')} packets `
       + `were dropped for lack of room, so flows and verdicts depend on its size. Raise "[${name}] capacity:" in the profile`
-      + `${typeof capacity === 'number' ? ` (now ${capacity.toLocaleString('en-US')})` : ''}.\n`;
+      + `${typeof capacity === 'number' ? ` (now ${commas(capacity)})` : ''}.\n`;
   }
   return s;
 }
@@ -122,17 +123,17 @@ export function renderStageReport(rep: StageReport, indent: string): string {
   let s = '';
   for (const [k, v] of Object.entries(rep)) {
     const label = words(k);
-    if (typeof v === 'number') s += `${indent}${label}: ${v.toLocaleString('en-US')}\n`;
+    if (typeof v === 'number') s += `${indent}${label}: ${commas(v)}\n`;
     else {
       const inner = Object.entries(v);
       if (inner.length === 0) continue;
       if (inner.every(([, x]) => typeof x === 'number') && inner.length > LONG_RECORD) {
         // Hundreds of backends are not a report: how many, the fewest and the most (--json has all).
         const xs = inner.map(([, x]) => x as number);
-        s += `${indent}${label}: ${inner.length.toLocaleString('en-US')} entries, fewest ${Math.min(...xs).toLocaleString('en-US')}, `
-          + `most ${Math.max(...xs).toLocaleString('en-US')}, total ${xs.reduce((a, x) => a + x, 0).toLocaleString('en-US')} (--json lists each)\n`;
+        s += `${indent}${label}: ${commas(inner.length)} entries, fewest ${commas(Math.min(...xs))}, `
+          + `most ${commas(Math.max(...xs))}, total ${commas(xs.reduce((a, x) => a + x, 0))} (--json lists each)\n`;
       } else if (inner.every(([, x]) => typeof x === 'number')) {
-        s += `${indent}${label}: ${inner.map(([a, x]) => `${words(a)} ${(x as number).toLocaleString('en-US')}`).join(', ')}\n`;
+        s += `${indent}${label}: ${inner.map(([a, x]) => `${words(a)} ${commas(x as number)}`).join(', ')}\n`;
       } else s += `${indent}${label}:\n${renderStageReport(v, indent + '  ')}`;
     }
   }

@@ -16,6 +16,7 @@ import { parseCommandLine } from './args.js';
 import { Exit, UsageError, wholeNumber } from './errors.js';
 import { renderHtml } from './html.js';
 import { table } from './output.js';
+import { commas } from '../packet/format.js';
 
 const PARAMS = {
   'packets-per-flow': { values: [5, 50, 500, 5000], what: 'packets in each flow' },
@@ -129,7 +130,7 @@ export function sweepCommand(argv: string[]): number {
 }
 
 export function renderSweep(param: string, profiles: string[], points: SweepPoint[]): string {
-  let s = `dataplane ns/packet by ${param} (${points[0]?.packets.toLocaleString('en-US') ?? 0} generated packets a point)\n`;
+  let s = `dataplane ns/packet by ${param} (${commas(points[0]?.packets) ?? 0} generated packets a point)\n`;
   s += table([param, ...profiles], points.map((p) => [String(p.value), ...p.profiles.map((x) => x.nsPerPacket.toFixed(1))]));
   s += '\n\nGrowth from the first value to the last:\n';
   const first = points[0];

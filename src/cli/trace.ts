@@ -1,7 +1,7 @@
 import { inputName, isStreamInput, openCapture } from '../capture/open.js';
 import { Batch, Verdict } from '../packet/batch.js';
 import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
-import { ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
+import { commas, ipToString, l3Name, packetTime, protoName } from '../packet/format.js';
 import { loadProfile, pipelineText } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import { runCapture } from '../pipeline/run.js';
@@ -94,7 +94,7 @@ export function traceCommand(argv: string[]): number {
   if (shown === 0) {
     out.flush();
     const code = reportCaptureProblems(source, !stopped);
-    process.stderr.write(`dplab trace: there is no packet ${from}: ${file} has ${source.packets.toLocaleString('en-US')} packet${source.packets === 1 ? '' : 's'}`
+    process.stderr.write(`dplab trace: there is no packet ${from}: ${file} has ${commas(source.packets)} packet${source.packets === 1 ? '' : 's'}`
       + `${source.error ? ' before the damage' : ''}\n`);
     return code === Exit.OK ? Exit.USAGE : code;
   }

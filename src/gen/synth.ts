@@ -22,6 +22,7 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { LinkType } from '../capture/linktype.js';
 import { FILE_HEADER as PCAP_HEADER, RECORD_HEADER, writePcapHeader } from '../capture/pcap.js';
 import { MAX_PACKET } from '../capture/source.js';
+import { commas } from '../packet/format.js';
 
 export interface SynthOptions {
   /** PRNG seed: same seed and options, same bytes. */
@@ -196,7 +197,7 @@ function checkShare(name: string, v: number): void {
 
 function checkInt(name: string, v: number, min: number, max: number): void {
   if (!Number.isInteger(v) || v < min || v > max) {
-    throw new RangeError(`${name} must be a whole number from ${min.toLocaleString('en-US')} to ${max.toLocaleString('en-US')}, got ${v}`);
+    throw new RangeError(`${name} must be a whole number from ${commas(min)} to ${commas(max)}, got ${v}`);
   }
 }
 

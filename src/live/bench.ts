@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { commas } from '../packet/format.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DPLAB = join(ROOT, 'bin', 'dplab.js');
@@ -127,7 +128,7 @@ async function main(): Promise<void> {
     const file = join(dir, 'local.pcap');
     sh(process.execPath, [DPLAB, 'gen', gen, '--packets', String(PACKETS), '--ipv6', '0', '--vlan', '0']);
     sh('tcprewrite', [`--enet-dmac=${insideMac}`, '--dstipmap=0.0.0.0/0:10.202.0.2/32', '--fixcsum', '-i', gen, '-o', file]);
-    console.log(`${PACKETS.toLocaleString('en-US')} packets of dplab gen (IPv4, ${REPS} runs per point, medians), tcpreplay from outside, dplab live --profile ebpf inside`);
+    console.log(`${commas(PACKETS)} packets of dplab gen (IPv4, ${REPS} runs per point, medians), tcpreplay from outside, dplab live --profile ebpf inside`);
     console.log('path             rate asked  sent pps   sent      read      kernel drops  other loss');
     const rates: (number | null)[] = process.argv.includes('--drain-only') ? [] : [100000, 200000, null];
     for (const [capture, extra, label] of [['packet', [], 'packet'], ['packet', ['--workers', '2'], 'packet x2'], ['raw', [], 'raw']] as const) {
@@ -144,7 +145,7 @@ async function main(): Promise<void> {
       replay.push(rep.packetsPerSecond);
     }
     const replayPps = median(replay);
-    console.log(`dplab replay --profile ebpf on the same file (warm, 3rd run): ${Math.round(replayPps).toLocaleString('en-US')} packets/s`);
+    console.log(`dplab replay --profile ebpf on the same file (warm, 3rd run): ${commas(Math.round(replayPps))} packets/s`);
     // How fast each path drains what the kernel has queued: dplab is stopped (SIGSTOP) while the
     // packets are sent, so they wait in the ring (or the sockets' buffers), then continued; the
     // time from SIGCONT to its exit (--count: all read) is the drain time plus a fixed cost
@@ -182,8 +183,8 @@ async function main(): Promise<void> {
         rates.push(rate);
         ratios.push(rate / replayNow);
       }
-      console.log(`  ${capture.padEnd(7)} ${extra.join(' ').padEnd(14)} ${small.toLocaleString('en-US')} / ${large.toLocaleString('en-US')} packets in ${median(times[0]!).toFixed(3)} / ${median(times[1]!).toFixed(3)} s: `
-        + `${Math.round(median(rates)).toLocaleString('en-US')} packets/s (range ${Math.round(Math.min(...rates)).toLocaleString('en-US')}-${Math.round(Math.max(...rates)).toLocaleString('en-US')}); `
+      console.log(`  ${capture.padEnd(7)} ${extra.join(' ').padEnd(14)} ${commas(small)} / ${commas(large)} packets in ${median(times[0]!).toFixed(3)} / ${median(times[1]!).toFixed(3)} s: `
+        + `${commas(Math.round(median(rates)))} packets/s (range ${commas(Math.round(Math.min(...rates)))}-${commas(Math.round(Math.max(...rates)))}); `
         + `${median(ratios).toFixed(2)}x replay of the same packets in the same round (range ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)})${lost ? `, ${lost} lost or dropped` : ''}`);
     }
     // Overflow: a 1 MiB ring while dplab is stopped must lose packets, and say so: read + kernel drops = sent.

@@ -14,6 +14,7 @@ import { stageMerging, type StageMerging } from './merge.js';
 import { Pipeline, StageFailure, type RunCounts } from './runner.js';
 import type { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
+import { commas } from '../packet/format.js';
 
 export interface RunSpec {
   file: string;
@@ -245,7 +246,7 @@ export class CaptureRun {
       const r = this.report();
       if (e instanceof OutputError) {
         this.split.explain(e);
-        if (e.option === '--flows' && this.log) e.note = `it holds the first ${this.log.flushed.toLocaleString('en-US')} flows`;
+        if (e.option === '--flows' && this.log) e.note = `it holds the first ${commas(this.log.flushed)} flows`;
       }
       e.partial = r;
     }
