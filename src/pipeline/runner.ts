@@ -60,6 +60,8 @@ export class Pipeline {
   /** drops[stage * 65536 + reason] */
   private readonly drops: Float64Array;
   private readonly malformedBy = new Float64Array(256);
+  /** Per stage: one past the highest drop reason it has given (counts() looks no further). */
+  private readonly reasonsUsed = new Int32Array(251);
   /** Per stage: packets of the current batch it dropped (account() fills, runStages empties). */
   private readonly dropsAt = new Float64Array(251);
   private forwarded = 0;
@@ -163,8 +165,11 @@ export class Pipeline {
       if (v === Verdict.FOREIGN) continue;
       if (v === Verdict.PASS) this.forwarded++;
       else if (malformed[i] !== 0) { this.malformedBy[malformed[i]!]!++; bad++; } else {
-        this.drops[stage[i]! * 65536 + reason[i]!]!++;
-        dropsAt[stage[i]!]!++;
+        const st = stage[i]!;
+        const r = reason[i]!;
+        this.drops[st * 65536 + r]!++;
+        dropsAt[st]!++;
+        if (r >= this.reasonsUsed[st]!) this.reasonsUsed[st] = r + 1;
       }
     }
     return bad;
@@ -184,7 +189,7 @@ export class Pipeline {
     let dropped = 0;
     for (let s = 0; s < this.stages.length; s++) {
       const names = this.stages[s]!.reasons;
-      for (let r = 0; r < 65536; r++) {
+      for (let r = 0; r < this.reasonsUsed[s]!; r++) {
         const v = this.drops[s * 65536 + r]!;
         if (v === 0) continue;
         dropsByReason[`${this.stages[s]!.name}/${names[r] ?? `reason-${r}`}`] = v;
