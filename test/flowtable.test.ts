@@ -5,7 +5,7 @@
  * new flow, end-of-flow listeners told at the batch end with the entry still readable.
  */
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { Destroy, FlowTable, Status } from '../src/conntrack/table.js';
 
 /** A tuple: addresses as 4 words each (IPv4 in word 0), ports. */
@@ -100,7 +100,8 @@ describe('numbers, columns and listeners', () => {
 
   it('a column is zero for every new flow; listeners hear of a flow\'s end at release, with its state readable', () => {
     const t = new FlowTable(4);
-    const col = t.column((n) => new Int32Array(n), 2);
+    let col = new Int32Array(0);
+    t.column((n) => new Int32Array(n), 2, (a) => { col = a; });
     const ended: string[] = [];
     t.onEnd((table, e, why) => ended.push(`${e} ${why} ${table.sport(e)} ${col[e * 2 + 1]}`));
     const e = insert(t, { s: 1, d: 2, sp: 7, dp: 9 });
@@ -113,6 +114,39 @@ describe('numbers, columns and listeners', () => {
       const f = insert(t, { s: 10 + k, d: 2, sp: 7, dp: 9 });
       expect([col[f * 2], col[f * 2 + 1]]).toEqual([0, 0]);
     }
+  });
+});
+
+describe('the per-entry arrays grow with the flows', () => {
+  it('keeps every flow, its record, its reply tuple and its columns while growing from 4,096 entries to 20,000', () => {
+    const before = hash;
+    hash = wideHash; // 20,000 flows: the weak hash's collisions would make every probe run long
+    onTestFinished(() => { hash = before; });
+    const t = new FlowTable(20000);
+    t.allowReplyTuples();
+    let col = new Float64Array(0);
+    let sets = 0;
+    t.column((n) => new Float64Array(n), 3, (a) => { col = a; sets++; });
+    const lengths = [col.length];
+    const flows: { e: number; t: Tuple; reply: Tuple }[] = [];
+    for (let k = 0; k < 20000; k++) {
+      const tuple = { s: 1 + (k % 997), d: 1000 + Math.floor(k / 997), sp: 1 + (k % 60000), dp: 80 };
+      const e = insert(t, tuple);
+      if (col.length !== lengths[lengths.length - 1]) lengths.push(col.length);
+      const reply = { s: 50000 + k, d: tuple.s, sp: 8080, dp: tuple.sp };
+      expect(setReply(t, e, reply)).toBe(true);
+      col[e * 3] = k; col[e * 3 + 2] = -k;
+      t.recF[(e << 4) + 8] = k * 2; // a counter, in the record
+      flows.push({ e, t: tuple, reply });
+    }
+    // Doubled from 4,096 entries up to the table's size (capacity + the spares for held numbers).
+    expect(lengths.map((n) => n / 3)).toEqual([4096, 8192, 16384, 32768]);
+    expect(sets).toBe(lengths.length);
+    flows.forEach(({ e, t: tuple, reply }, k) => {
+      expect(find(t, tuple), `flow ${k}`).toBe(e << 1);
+      expect(find(t, reply), `reply ${k}`).toBe((e << 1) | 1);
+      expect([col[e * 3], col[e * 3 + 1], col[e * 3 + 2], t.recF[(e << 4) + 8]]).toEqual([k, 0, -k, k * 2]);
+    });
   });
 });
 

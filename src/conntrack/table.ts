@@ -89,12 +89,28 @@ const FC_SLOTS = 8192;
 /** Slots a table starts with (it doubles as flows arrive, up to what its capacity needs). */
 const FIRST_SLOTS = 4096;
 const FC_MASK = FC_SLOTS - 1;
+/** Entries a table's arrays hold at first (they double as flows arrive). */
+const FIRST_ENTRIES = 4096;
+
+/** A copy of `a`, `length` long (the rest zeros). */
+function grown<A extends Float64Array | Uint32Array | Int32Array>(a: A, length: number): A {
+  const b = new (a.constructor as new (n: number) => A)(length);
+  b.set(a);
+  return b;
+}
 
 export class FlowTable {
   /** Live entries at most (nf_conntrack_max). */
   readonly capacity: number;
-  /** Entry numbers that exist: capacity plus the spares for held numbers. */
+  /** Entry numbers there can be: capacity plus the spares for held numbers. */
   readonly size: number;
+  /**
+   * Entries the per-entry arrays hold now: they start at FIRST_ENTRIES and double as numbers are
+   * handed out, up to `size`. Sized for `size` from the start, every table cost ~65 MB of zeroed
+   * memory (80 MB with reply tuples) whatever it held: 5-50 ms to allocate and the garbage
+   * collections that external memory brings, in every command and in each of compare's runs.
+   */
+  private allocated: number;
   /** One past the highest entry number ever handed out: walks over entries stop here. */
   hi = 0;
   /** Entries in use. */
@@ -113,7 +129,7 @@ export class FlowTable {
   private sampleClock = new Float64Array(1024);
   private liveDelta = new Int32Array(1024);
   /** Per entry: the first sample point at which it counts. */
-  private readonly bornAt: Uint32Array;
+  private bornAt: Uint32Array;
 
   /**
    * A small direct-mapped cache in front of the slots: (hash, slot value) of the flow last found
@@ -135,17 +151,17 @@ export class FlowTable {
   private rep: Uint32Array = new Uint32Array(0);
 
   /** The records (see the layout above), as u32 and as f64 over one buffer. */
-  readonly rec: Uint32Array;
-  readonly recF: Float64Array;
+  rec: Uint32Array;
+  recF: Float64Array;
 
   // --- cold, per entry ---
   /** First packet's time (seconds). */
-  readonly first: Float64Array;
+  first: Float64Array;
   /** Per direction (2 * entry + dir): TCP packets the state machine ignored (let through, not counted). */
-  readonly ignored: Float64Array;
-  readonly ignoredBytes: Float64Array;
+  ignored: Float64Array;
+  ignoredBytes: Float64Array;
   /** Bumped each time the entry is freed. */
-  readonly gen: Uint32Array;
+  gen: Uint32Array;
 
   /**
    * Numbers freed by removals, reused last in first out; when none is free, the lowest number
@@ -153,35 +169,35 @@ export class FlowTable {
    * writing that list at construction: 360k entries in cold code, ~20 ms of every command's
    * start for each table (conntrack's, ctlb's sockets).
    */
-  private readonly freeList: Int32Array;
+  private freeList: Int32Array;
   private freeTop = 0;
   private fresh = 0;
   /** Numbers removed during the current batch, and why: free again at release(). */
   private readonly held: Int32Array;
   private readonly heldWhy: Uint8Array;
   private heldTop = 0;
-  /** Per-flow columns stages asked for, zeroed when an entry is handed out. */
-  private readonly columns: { array: FlowColumn; width: number }[] = [];
+  /** Per-flow columns stages asked for, zeroed when an entry is handed out, and who holds each. */
+  private readonly columns: { array: FlowColumn; width: number; make: (length: number) => FlowColumn; set: (array: FlowColumn) => void }[] = [];
   private readonly endListeners: FlowEndListener[] = [];
   private createListeners: FlowCreateListener[] = [];
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 24) throw new RangeError(`flow table capacity must be 1..${1 << 24}`);
     this.capacity = capacity;
-    // Pages of the spare entries are never touched unless a batch holds that many numbers.
-    const size = this.size = capacity + HELD_MAX;
+    this.size = capacity + HELD_MAX;
     this.slots = new Uint32Array(0);
     this.mask = 0;
     this.sizeSlots(1);
-    const buf = new ArrayBuffer(size * REC * 4);
+    const n = this.allocated = Math.min(this.size, FIRST_ENTRIES);
+    const buf = new ArrayBuffer(n * REC * 4);
     this.rec = new Uint32Array(buf);
     this.recF = new Float64Array(buf);
-    this.first = new Float64Array(size);
-    this.ignored = new Float64Array(size * 2);
-    this.ignoredBytes = new Float64Array(size * 2);
-    this.gen = new Uint32Array(size);
-    this.bornAt = new Uint32Array(size);
-    this.freeList = new Int32Array(size);
+    this.first = new Float64Array(n);
+    this.ignored = new Float64Array(n * 2);
+    this.ignoredBytes = new Float64Array(n * 2);
+    this.gen = new Uint32Array(n);
+    this.bornAt = new Uint32Array(n);
+    this.freeList = new Int32Array(n);
     this.held = new Int32Array(HELD_MAX);
     this.heldWhy = new Uint8Array(HELD_MAX);
   }
@@ -233,7 +249,31 @@ export class FlowTable {
     if (this.rep.length > 0) return;
     if (this.count > 0) throw new RangeError('reply tuples must be allowed before the first flow');
     this.sizeSlots(2);
-    this.rep = new Uint32Array(this.size * REP);
+    this.rep = new Uint32Array(this.allocated * REP);
+  }
+
+  /** Double the per-entry arrays (and the stages' columns), keeping what they hold. */
+  private grow(): void {
+    const n = Math.min(this.size, this.allocated * 2);
+    const buf = new ArrayBuffer(n * REC * 4);
+    const rec = new Uint32Array(buf);
+    rec.set(this.rec);
+    this.rec = rec;
+    this.recF = new Float64Array(buf);
+    this.first = grown(this.first, n);
+    this.ignored = grown(this.ignored, n * 2);
+    this.ignoredBytes = grown(this.ignoredBytes, n * 2);
+    this.gen = grown(this.gen, n);
+    this.bornAt = grown(this.bornAt, n);
+    this.freeList = grown(this.freeList, n);
+    if (this.rep.length > 0) this.rep = grown(this.rep, n * REP);
+    for (const c of this.columns) {
+      const a = c.make(n * c.width);
+      a.set(c.array as ArrayLike<number>);
+      c.array = a;
+      c.set(a);
+    }
+    this.allocated = n;
   }
 
   /**
@@ -288,11 +328,16 @@ export class FlowTable {
    * `width` values per entry (entry e owns [e * width, (e + 1) * width)), all 0 when a flow gets
    * the entry. A value belongs to the flow holding the entry; it is never seen by another flow,
    * since numbers are reused only after the batch in which their flow ended.
+   *
+   * The column grows with the table: `set` gets the array now and a longer one (holding the same
+   * values) each time the table grows, which happens only while a flow is created. So a stage
+   * keeps the array in a field that `set` assigns, and reads that field after anything that can
+   * create a flow in this table (a stage may keep it in a local for a loop that creates none).
    */
-  column<A extends FlowColumn>(make: (length: number) => A, width = 1): A {
-    const array = make(this.size * width);
-    this.columns.push({ array, width });
-    return array;
+  column<A extends FlowColumn>(make: (length: number) => A, width: number, set: (array: A) => void): void {
+    const array = make(this.allocated * width);
+    this.columns.push({ array, width, make, set: set as (array: FlowColumn) => void });
+    set(array);
   }
 
   /**
@@ -407,8 +452,11 @@ export class FlowTable {
   insert(h: number, family: number, proto: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number, now: number): number {
     let e: number;
     if (this.freeTop > 0) e = this.freeList[--this.freeTop]!;
-    else if (this.fresh < this.size) e = this.fresh++;
-    else throw new RangeError(`flow table: more than ${HELD_MAX} entries removed within one batch`);
+    else {
+      if (this.fresh === this.size) throw new RangeError(`flow table: more than ${HELD_MAX} entries removed within one batch`);
+      if (this.fresh === this.allocated) this.grow();
+      e = this.fresh++;
+    }
     if (e >= this.hi) this.hi = e + 1;
     const rec = this.rec;
     const w = e * REC;

@@ -177,11 +177,11 @@ export class Conntrack {
   /** Count packet i on entry e (as nf_conntrack_acct: valid packets only). */
   private count(b: Batch, i: number, e: number, dir: number): void {
     const now = this.clock[0]!;
-    const t = this.table;
+    const recF = this.table.recF;
     const f = e << RF_SHIFT;
-    t.recF[f + RF_CTR + dir]!++;
-    t.recF[f + RF_CTR + 2 + dir]! += b.wireLen[i]!;
-    t.recF[f + RF_LAST] = now;
+    recF[f + RF_CTR + dir]!++;
+    recF[f + RF_CTR + 2 + dir]! += b.wireLen[i]!;
+    recF[f + RF_LAST] = now;
   }
 
   /**
@@ -215,7 +215,9 @@ export class Conntrack {
       const e = r >> 1;
       const dir = r & 1;
       const k = e * REC + R_STATE;
-      const old = t.rec[k]! & 0xff;
+      // The table's arrays, once (they are replaced only when the table grows, at a create).
+      const rec = t.rec;
+      const old = rec[k]! & 0xff;
       const next = tcpNext(dir, cls, old);
       if (cls === TcpClass.SYN && next === TcpState.SYN_SENT && (old === TcpState.TIME_WAIT || old === TcpState.CLOSE)) {
         // A new connection on the tuple of a closed one (RFC 1122 TIME_WAIT reuse): the old entry
@@ -228,15 +230,15 @@ export class Conntrack {
           b.dir[i] = dir;
           return R_TCP_STATE;
         }
-        const seenReply = (t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0;
+        const seenReply = (rec[k]! & (Status.SEEN_REPLY << 8)) !== 0;
         this.mark(b, i, e, dir);
         // Ignored: plausible but unverifiable (a retransmitted SYN/ACK, a SYN to an open flow).
         // The kernel lets it through without counting it or refreshing the entry.
         if (next === S_IGNORE) return this.ignore(b, i, e, dir);
         // ASSURED: a valid ACK in ESTABLISHED after SYN_RECV, or an answer to a picked-up flow.
-        let st = (t.rec[k]! & ~0xff) | next;
+        let st = (rec[k]! & ~0xff) | next;
         if (seenReply && (old === TcpState.SYN_RECV || old === TcpState.ESTABLISHED) && next === TcpState.ESTABLISHED) st |= Status.ASSURED << 8;
-        t.rec[k] = st;
+        rec[k] = st;
         if (!seenReply && cls === TcpClass.SYN && old === TcpState.SYN_SENT) {
           // A SYN before any reply: a retransmission, or the other end's SYN of a simultaneous open
           // (now SYN_SENT2). The kernel moves the state on but neither counts the packet nor renews
@@ -251,7 +253,7 @@ export class Conntrack {
           this.destroy(e, Destroy.RESET);
           return CT_OK;
         }
-        this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!);
+        t.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + (cls === TcpClass.RST ? this.tcpTimeouts[TcpState.CLOSE]! : this.tcpTimeouts[next]!);
         return CT_OK;
       }
     }

@@ -65,20 +65,20 @@ export interface RequestLogEntry { method: string; uri: string; host: string | n
 export interface HttpLimits { headerBytes: number; maxRequests: number }
 
 export class HttpEngine {
-  readonly phase: Uint8Array;
-  readonly rem: Float64Array;
-  readonly headLen: Int32Array;
-  readonly lineLen: Int32Array;
-  readonly mLen: Int32Array;
-  readonly uLen: Int32Array;
+  phase!: Uint8Array;
+  rem!: Float64Array;
+  headLen!: Int32Array;
+  lineLen!: Int32Array;
+  mLen!: Int32Array;
+  uLen!: Int32Array;
   /** Host length + 1 (0: no Host header yet). */
-  readonly hLen1: Int32Array;
+  hLen1!: Int32Array;
   /** Content-Length + 1 (0: none). */
-  readonly cl1: Float64Array;
-  readonly chunked: Uint8Array;
-  readonly reqs: Int32Array;
+  cl1!: Float64Array;
+  chunked!: Uint8Array;
+  reqs!: Int32Array;
   /** The rule that decided the flow's last request (-1 default), for trace. */
-  readonly lastRule: Int32Array;
+  lastRule!: Int32Array;
   /** Per entry: the request's method, target, Host (saved) and a line carried over (carry). */
   private readonly saved: (Uint8Array | undefined)[] = [];
   private readonly carry: (Uint8Array | undefined)[] = [];
@@ -109,17 +109,17 @@ export class HttpEngine {
   private dstPortOf = 0;
 
   constructor(ct: FlowTable, private readonly rules: L7Rules, private readonly defaultAction: number, readonly limits: HttpLimits) {
-    this.phase = ct.column((n) => new Uint8Array(n));
-    this.rem = ct.column((n) => new Float64Array(n));
-    this.headLen = ct.column((n) => new Int32Array(n));
-    this.lineLen = ct.column((n) => new Int32Array(n));
-    this.mLen = ct.column((n) => new Int32Array(n));
-    this.uLen = ct.column((n) => new Int32Array(n));
-    this.hLen1 = ct.column((n) => new Int32Array(n));
-    this.cl1 = ct.column((n) => new Float64Array(n));
-    this.chunked = ct.column((n) => new Uint8Array(n));
-    this.reqs = ct.column((n) => new Int32Array(n));
-    this.lastRule = ct.column((n) => new Int32Array(n));
+    ct.column((n) => new Uint8Array(n), 1, (a) => { this.phase = a; });
+    ct.column((n) => new Float64Array(n), 1, (a) => { this.rem = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.headLen = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.lineLen = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.mLen = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.uLen = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.hLen1 = a; });
+    ct.column((n) => new Float64Array(n), 1, (a) => { this.cl1 = a; });
+    ct.column((n) => new Uint8Array(n), 1, (a) => { this.chunked = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.reqs = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.lastRule = a; });
     this.hits = new Float64Array(rules.rules.length + 1);
     this.byMethod = new Float64Array(METHODS.length + 1);
   }

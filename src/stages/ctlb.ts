@@ -48,7 +48,7 @@ export class CtlbStage implements Stage {
   readonly steering: ServiceTable;
   private readonly sockets: FlowTable;
   /** Per socket: backend k + 1. */
-  private readonly backend: Int32Array;
+  private backend!: Int32Array;
   /** The backend choice (affinity, hash) and the backends as typed arrays, shared with dnat and vfp. */
   private readonly binder: Binder;
   private readonly timeoutTcp: number;
@@ -79,7 +79,7 @@ export class CtlbStage implements Stage {
     this.timeoutTcp = section.seconds('socket-timeout-tcp', 7200);
     this.timeoutUdp = section.seconds('socket-timeout-udp', 30);
     this.sockets = new FlowTable(Math.ceil(this.capacity / ctx.shards));
-    this.backend = this.sockets.column((n) => new Int32Array(n));
+    this.sockets.column((n) => new Int32Array(n), 1, (a) => { this.backend = a; });
     this.perBackend = new Float64Array(this.services.backends.length);
     this.binder = new Binder(this.services, null);
   }

@@ -53,8 +53,8 @@ export class DnatStage implements Stage {
   readonly steering: ServiceTable;
   private readonly ct: FlowTable;
   /** Per flow entry: its Binding, and the number of the packet that created it. */
-  readonly binding: Int32Array;
-  private readonly bornAt: Float64Array;
+  binding!: Int32Array;
+  private bornAt!: Float64Array;
   private readonly binder: Binder;
 
   private bindings = 0;
@@ -78,8 +78,8 @@ export class DnatStage implements Stage {
     this.steering = this.services;
     this.ct = ctx.conntrack;
     this.ct.allowReplyTuples();
-    this.binding = this.ct.column((n) => new Int32Array(n));
-    this.bornAt = this.ct.column((n) => new Float64Array(n));
+    this.ct.column((n) => new Int32Array(n), 1, (a) => { this.binding = a; });
+    this.ct.column((n) => new Float64Array(n), 1, (a) => { this.bornAt = a; });
     this.perBackend = new Float64Array(this.services.backends.length);
     this.binder = new Binder(this.services, this.ct);
     // The backend is chosen as conntrack creates the entry (see FlowTable.onCreate), so the reply

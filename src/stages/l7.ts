@@ -70,10 +70,10 @@ export class L7Stage implements Stage {
   private readonly proxy: boolean;
   private readonly rules: L7Rules;
   private readonly portOk: Uint8Array;
-  private readonly st: Uint8Array;
-  private readonly next: Uint32Array;
-  private readonly known: Uint8Array;
-  private readonly queued: Int32Array;
+  private st!: Uint8Array;
+  private next!: Uint32Array;
+  private known!: Uint8Array;
+  private queued!: Int32Array;
   private readonly ooo: (Segment[] | undefined)[] = [];
 
   private packetsInspected = 0;
@@ -96,10 +96,10 @@ export class L7Stage implements Stage {
     this.portOk = new Uint8Array(65536);
     for (const p of cfg.ports) for (let x = p.lo; x <= p.hi; x++) this.portOk[x] = 1;
     this.engine = new HttpEngine(ct, this.rules, cfg.defaultAction, { headerBytes: cfg.headerBytes, maxRequests: cfg.maxRequests });
-    this.st = ct.column((n) => new Uint8Array(n));
-    this.next = ct.column((n) => new Uint32Array(n));
-    this.known = ct.column((n) => new Uint8Array(n));
-    this.queued = ct.column((n) => new Int32Array(n));
+    ct.column((n) => new Uint8Array(n), 1, (a) => { this.st = a; });
+    ct.column((n) => new Uint32Array(n), 1, (a) => { this.next = a; });
+    ct.column((n) => new Uint8Array(n), 1, (a) => { this.known = a; });
+    ct.column((n) => new Int32Array(n), 1, (a) => { this.queued = a; });
     ct.onEnd((_t, e) => {
       this.engine.free(e);
       const q = this.ooo[e];

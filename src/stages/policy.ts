@@ -51,8 +51,8 @@ export class PolicyStage implements Stage {
   private readonly ev: Evaluator;
   private readonly ct: FlowTable | null;
   /** Per flow entry (policy's columns in conntrack's table): the cached Decision, and its rule (-1 default). */
-  readonly flowDecision: Uint8Array;
-  readonly flowRule: Int32Array;
+  flowDecision: Uint8Array = NO_FLOWS_U8;
+  flowRule: Int32Array = NO_FLOWS_I32;
   private readonly defaultAction: ActionCode;
   /** Per RuleTable entry: the rule's index (as written) and its decision. */
   private readonly entryRule: Int32Array;
@@ -74,8 +74,10 @@ export class PolicyStage implements Stage {
     this.table = new RuleTable(cfg.rules);
     this.ev = createEvaluator(cfg.evaluator, this.table);
     this.ct = ct;
-    this.flowDecision = ct !== null ? ct.column((n) => new Uint8Array(n)) : NO_FLOWS_U8;
-    this.flowRule = ct !== null ? ct.column((n) => new Int32Array(n)) : NO_FLOWS_I32;
+    if (ct !== null) {
+      ct.column((n) => new Uint8Array(n), 1, (a) => { this.flowDecision = a; });
+      ct.column((n) => new Int32Array(n), 1, (a) => { this.flowRule = a; });
+    }
     this.defaultAction = cfg.defaultAction;
     this.entryRule = this.table.rule;
     this.entryAction = this.table.action;

@@ -73,10 +73,10 @@ export class RouteStage implements Stage {
   readonly mode: 'full' | 'bypass';
   private readonly ct: FlowTable | null;
   /** Per flow entry and direction (2e + dir): Kept, the route, and a drop's stage and reason. */
-  private readonly kept: Uint8Array | null = null;
-  private readonly keptRoute: Int32Array | null = null;
-  private readonly keptStage: Uint8Array | null = null;
-  private readonly keptReason: Uint16Array | null = null;
+  private kept: Uint8Array | null = null;
+  private keptRoute: Int32Array | null = null;
+  private keptStage: Uint8Array | null = null;
+  private keptReason: Uint16Array | null = null;
 
   private readonly perDevice: Float64Array;
   private noRoute = 0;
@@ -104,10 +104,10 @@ export class RouteStage implements Stage {
     this.ct = ctx.conntrack;
     if (this.mode === 'bypass') {
       if (!this.ct) throw section.error(section.get('mode') ?? null, 'bypass keeps each flow\'s result in its conntrack entry: put a conntrack stage before route');
-      this.kept = this.ct.column((n) => new Uint8Array(n), 2);
-      this.keptRoute = this.ct.column((n) => new Int32Array(n), 2);
-      this.keptStage = this.ct.column((n) => new Uint8Array(n), 2);
-      this.keptReason = this.ct.column((n) => new Uint16Array(n), 2);
+      this.ct.column((n) => new Uint8Array(n), 2, (a) => { this.kept = a; });
+      this.ct.column((n) => new Int32Array(n), 2, (a) => { this.keptRoute = a; });
+      this.ct.column((n) => new Uint8Array(n), 2, (a) => { this.keptStage = a; });
+      this.ct.column((n) => new Uint16Array(n), 2, (a) => { this.keptReason = a; });
     }
     this.perDevice = new Float64Array(this.table.devices.length);
   }

@@ -48,9 +48,9 @@ export class VfpStage implements Stage {
   readonly services: ServiceTable;
   readonly steering: ServiceTable;
   private readonly ct: FlowTable;
-  private readonly acl: Uint8Array;
-  private readonly aclRule: Int32Array;
-  private readonly nat: Int32Array;
+  private acl!: Uint8Array;
+  private aclRule!: Int32Array;
+  private nat!: Int32Array;
   private readonly rules: Rule[];
   private readonly table: RuleTable;
   private readonly ev: Evaluator;
@@ -79,9 +79,9 @@ export class VfpStage implements Stage {
     this.defaultAction = cfg.defaultAction;
     this.ct = ctx.conntrack;
     this.ct.allowReplyTuples();
-    this.acl = this.ct.column((n) => new Uint8Array(n));
-    this.aclRule = this.ct.column((n) => new Int32Array(n));
-    this.nat = this.ct.column((n) => new Int32Array(n));
+    this.ct.column((n) => new Uint8Array(n), 1, (a) => { this.acl = a; });
+    this.ct.column((n) => new Int32Array(n), 1, (a) => { this.aclRule = a; });
+    this.ct.column((n) => new Int32Array(n), 1, (a) => { this.nat = a; });
     this.binder = new Binder(this.services, this.ct);
     // The load-balancer layer's choice, as the entry is created (the reply tuple must exist before
     // the next packet is looked up; see FlowTable.onCreate).
