@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { Destroy, FlowTable, Status } from '../src/conntrack/table.js';
+import { Destroy, FlowTable, HELD_MAX, Status } from '../src/conntrack/table.js';
 
 /** A tuple: addresses as 4 words each (IPv4 in word 0), ports. */
 interface Tuple { s: number; d: number; sp: number; dp: number }
@@ -101,7 +101,7 @@ describe('numbers, columns and listeners', () => {
   it('a column is zero for every new flow; listeners hear of a flow\'s end at release, with its state readable', () => {
     const t = new FlowTable(4);
     let col = new Int32Array(0);
-    t.column((n) => new Int32Array(n), 2, (a) => { col = a; });
+    t.column(Int32Array, 2, (a) => { col = a; });
     const ended: string[] = [];
     t.onEnd((table, e, why) => ended.push(`${e} ${why} ${table.sport(e)} ${col[e * 2 + 1]}`));
     const e = insert(t, { s: 1, d: 2, sp: 7, dp: 9 });
@@ -118,15 +118,23 @@ describe('numbers, columns and listeners', () => {
 });
 
 describe('the per-entry arrays grow with the flows', () => {
-  it('keeps every flow, its record, its reply tuple and its columns while growing from 4,096 entries to 20,000', () => {
+  // A table starts with 4,096 entries; past them it takes its whole size (capacity + the spares for
+  // held numbers) in one buffer whose pages the kernel gives as they are first written, or doubles
+  // when that buffer would pass 1 GiB (a 16Mi-entry table: ~3 GB); either way records, cold arrays
+  // and columns share one buffer.
+  const cases = [
+    { capacity: 20000, lengths: [4096, 20000 + HELD_MAX] },
+    { capacity: 1 << 24, lengths: [4096, 8192, 16384, 32768] },
+  ];
+  it.each(cases)('keeps every flow, its record, its reply tuple and its columns while growing past 4,096 entries (capacity $capacity)', ({ capacity, lengths: expected }) => {
     const before = hash;
     hash = wideHash; // 20,000 flows: the weak hash's collisions would make every probe run long
     onTestFinished(() => { hash = before; });
-    const t = new FlowTable(20000);
+    const t = new FlowTable(capacity);
     t.allowReplyTuples();
     let col = new Float64Array(0);
     let sets = 0;
-    t.column((n) => new Float64Array(n), 3, (a) => { col = a; sets++; });
+    t.column(Float64Array, 3, (a) => { col = a; sets++; });
     const lengths = [col.length];
     const flows: { e: number; t: Tuple; reply: Tuple }[] = [];
     for (let k = 0; k < 20000; k++) {
@@ -139,9 +147,9 @@ describe('the per-entry arrays grow with the flows', () => {
       t.recF[(e << 4) + 8] = k * 2; // a counter, in the record
       flows.push({ e, t: tuple, reply });
     }
-    // Doubled from 4,096 entries up to the table's size (capacity + the spares for held numbers).
-    expect(lengths.map((n) => n / 3)).toEqual([4096, 8192, 16384, 32768]);
+    expect(lengths.map((n) => n / 3)).toEqual(expected);
     expect(sets).toBe(lengths.length);
+    expect(col.buffer, 'each growth puts records and columns in one buffer').toBe(t.rec.buffer);
     flows.forEach(({ e, t: tuple, reply }, k) => {
       expect(find(t, tuple), `flow ${k}`).toBe(e << 1);
       expect(find(t, reply), `reply ${k}`).toBe((e << 1) | 1);

@@ -92,12 +92,14 @@ const FC_MASK = FC_SLOTS - 1;
 /** Entries a table's arrays hold at first (they double as flows arrive). */
 const FIRST_ENTRIES = 4096;
 
-/** A copy of `a`, `length` long (the rest zeros). */
-function grown<A extends Float64Array | Uint32Array | Int32Array>(a: A, length: number): A {
-  const b = new (a.constructor as new (n: number) => A)(length);
-  b.set(a);
-  return b;
-}
+/**
+ * Above this many bytes the per-entry arrays double instead of taking the table's whole size at
+ * once (see grow): a 16Mi-entry table would need ~3 GB in one buffer.
+ */
+const ARENA_MOST = 1 << 30;
+
+/** A typed array type a column can be: a view of the table's memory is made with it. */
+export type FlowColumnType<A extends FlowColumn> = { new (buffer: ArrayBuffer, offset: number, length: number): A; new (length: number): A; readonly BYTES_PER_ELEMENT: number };
 
 export class FlowTable {
   /** Live entries at most (nf_conntrack_max). */
@@ -177,7 +179,7 @@ export class FlowTable {
   private readonly heldWhy: Uint8Array;
   private heldTop = 0;
   /** Per-flow columns stages asked for, zeroed when an entry is handed out, and who holds each. */
-  private readonly columns: { array: FlowColumn; width: number; make: (length: number) => FlowColumn; set: (array: FlowColumn) => void }[] = [];
+  private readonly columns: { array: FlowColumn; width: number; type: FlowColumnType<FlowColumn>; set: (array: FlowColumn) => void }[] = [];
   private readonly endListeners: FlowEndListener[] = [];
   private createListeners: FlowCreateListener[] = [];
 
@@ -252,28 +254,58 @@ export class FlowTable {
     this.rep = new Uint32Array(this.allocated * REP);
   }
 
-  /** Double the per-entry arrays (and the stages' columns), keeping what they hold. */
+  /**
+   * Make the per-entry arrays (and the stages' columns) hold more entries, keeping what they hold:
+   * the first time the FIRST_ENTRIES run out, they take the table's whole size at once, all in one
+   * buffer (up to ARENA_MOST bytes; past that they double). A buffer that big comes straight from
+   * the kernel (mmap), whose pages are only given memory when first written: an entry costs memory
+   * when a flow first uses it, and nothing is copied again. Doubling (as before) wrote every page
+   * twice, once fresh and once when copied into the next buffer, and a first write to a page is a
+   * page fault, ~13 us each on this VM: 142,500 flows into a 512Ki table took 20.4k faults and
+   * 305-457 ms doubling, 8.9k and 159-195 ms now (DESIGN.md "Speed"). Separate full-size arrays of a
+   * few MB each would come from malloc's heap instead, which zeroes them: every page faulted in,
+   * used or not (compare ran 3x slower so).
+   */
   private grow(): void {
-    const n = Math.min(this.size, this.allocated * 2);
-    const buf = new ArrayBuffer(n * REC * 4);
-    const rec = new Uint32Array(buf);
-    rec.set(this.rec);
-    this.rec = rec;
-    this.recF = new Float64Array(buf);
-    this.first = grown(this.first, n);
-    this.ignored = grown(this.ignored, n * 2);
-    this.ignoredBytes = grown(this.ignoredBytes, n * 2);
-    this.gen = grown(this.gen, n);
-    this.bornAt = grown(this.bornAt, n);
-    this.freeList = grown(this.freeList, n);
-    if (this.rep.length > 0) this.rep = grown(this.rep, n * REP);
+    let n = this.size;
+    if (this.arenaBytes(n) > ARENA_MOST) n = Math.min(this.size, this.allocated * 2);
+    let buf: ArrayBuffer;
+    try {
+      buf = new ArrayBuffer(this.arenaBytes(n));
+    } catch {
+      // No address space for it at once (a strict overcommit setting): double as before.
+      n = Math.min(this.size, this.allocated * 2);
+      buf = new ArrayBuffer(this.arenaBytes(n));
+    }
+    let at = 0;
+    const view = <A extends FlowColumn>(type: FlowColumnType<A>, old: A, length: number): A => {
+      const a = new type(buf, at, length);
+      a.set(old as ArrayLike<number> & A);
+      at += Math.ceil((length * type.BYTES_PER_ELEMENT) / 8) * 8;
+      return a;
+    };
+    this.rec = view(Uint32Array, this.rec, n * REC);
+    this.recF = new Float64Array(buf, 0, n * (REC >> 1));
+    this.first = view(Float64Array, this.first, n);
+    this.ignored = view(Float64Array, this.ignored, n * 2);
+    this.ignoredBytes = view(Float64Array, this.ignoredBytes, n * 2);
+    this.gen = view(Uint32Array, this.gen, n);
+    this.bornAt = view(Uint32Array, this.bornAt, n);
+    this.freeList = view(Int32Array, this.freeList, n);
+    if (this.rep.length > 0) this.rep = view(Uint32Array, this.rep, n * REP);
     for (const c of this.columns) {
-      const a = c.make(n * c.width);
-      a.set(c.array as ArrayLike<number>);
-      c.array = a;
-      c.set(a);
+      c.array = view(c.type, c.array, n * c.width);
+      c.set(c.array);
     }
     this.allocated = n;
+  }
+
+  /** Bytes grow's buffer needs for n entries: the records, cold arrays, reply tuples and columns, each array 8-aligned. */
+  private arenaBytes(n: number): number {
+    const arrays = [REC * 4, 8, 16, 16, 4, 4, 4];
+    if (this.rep.length > 0) arrays.push(REP * 4);
+    for (const c of this.columns) arrays.push(c.width * c.type.BYTES_PER_ELEMENT);
+    return arrays.reduce((sum, perEntry) => sum + Math.ceil((n * perEntry) / 8) * 8, 0);
   }
 
   /**
@@ -329,14 +361,16 @@ export class FlowTable {
    * the entry. A value belongs to the flow holding the entry; it is never seen by another flow,
    * since numbers are reused only after the batch in which their flow ended.
    *
+   * `type` is the typed array (Uint8Array, Int32Array, ...): the table makes the column, at first
+   * on its own and, once the table grows, as a view of the buffer that holds the records.
    * The column grows with the table: `set` gets the array now and a longer one (holding the same
    * values) each time the table grows, which happens only while a flow is created. So a stage
    * keeps the array in a field that `set` assigns, and reads that field after anything that can
    * create a flow in this table (a stage may keep it in a local for a loop that creates none).
    */
-  column<A extends FlowColumn>(make: (length: number) => A, width: number, set: (array: A) => void): void {
-    const array = make(this.allocated * width);
-    this.columns.push({ array, width, make, set: set as (array: FlowColumn) => void });
+  column<A extends FlowColumn>(type: FlowColumnType<A>, width: number, set: (array: A) => void): void {
+    const array = new type(this.allocated * width);
+    this.columns.push({ array, width, type: type as unknown as FlowColumnType<FlowColumn>, set: set as (array: FlowColumn) => void });
     set(array);
   }
 

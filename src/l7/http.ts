@@ -109,17 +109,17 @@ export class HttpEngine {
   private dstPortOf = 0;
 
   constructor(ct: FlowTable, private readonly rules: L7Rules, private readonly defaultAction: number, readonly limits: HttpLimits) {
-    ct.column((n) => new Uint8Array(n), 1, (a) => { this.phase = a; });
-    ct.column((n) => new Float64Array(n), 1, (a) => { this.rem = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.headLen = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.lineLen = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.mLen = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.uLen = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.hLen1 = a; });
-    ct.column((n) => new Float64Array(n), 1, (a) => { this.cl1 = a; });
-    ct.column((n) => new Uint8Array(n), 1, (a) => { this.chunked = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.reqs = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.lastRule = a; });
+    ct.column(Uint8Array, 1, (a) => { this.phase = a; });
+    ct.column(Float64Array, 1, (a) => { this.rem = a; });
+    ct.column(Int32Array, 1, (a) => { this.headLen = a; });
+    ct.column(Int32Array, 1, (a) => { this.lineLen = a; });
+    ct.column(Int32Array, 1, (a) => { this.mLen = a; });
+    ct.column(Int32Array, 1, (a) => { this.uLen = a; });
+    ct.column(Int32Array, 1, (a) => { this.hLen1 = a; });
+    ct.column(Float64Array, 1, (a) => { this.cl1 = a; });
+    ct.column(Uint8Array, 1, (a) => { this.chunked = a; });
+    ct.column(Int32Array, 1, (a) => { this.reqs = a; });
+    ct.column(Int32Array, 1, (a) => { this.lastRule = a; });
     this.hits = new Float64Array(rules.rules.length + 1);
     this.byMethod = new Float64Array(METHODS.length + 1);
   }

@@ -79,7 +79,7 @@ export class CtlbStage implements Stage {
     this.timeoutTcp = section.seconds('socket-timeout-tcp', 7200);
     this.timeoutUdp = section.seconds('socket-timeout-udp', 30);
     this.sockets = new FlowTable(Math.ceil(this.capacity / ctx.shards));
-    this.sockets.column((n) => new Int32Array(n), 1, (a) => { this.backend = a; });
+    this.sockets.column(Int32Array, 1, (a) => { this.backend = a; });
     this.perBackend = new Float64Array(this.services.backends.length);
     this.binder = new Binder(this.services, null);
   }

@@ -78,8 +78,8 @@ export class DnatStage implements Stage {
     this.steering = this.services;
     this.ct = ctx.conntrack;
     this.ct.allowReplyTuples();
-    this.ct.column((n) => new Int32Array(n), 1, (a) => { this.binding = a; });
-    this.ct.column((n) => new Float64Array(n), 1, (a) => { this.bornAt = a; });
+    this.ct.column(Int32Array, 1, (a) => { this.binding = a; });
+    this.ct.column(Float64Array, 1, (a) => { this.bornAt = a; });
     this.perBackend = new Float64Array(this.services.backends.length);
     this.binder = new Binder(this.services, this.ct);
     // The backend is chosen as conntrack creates the entry (see FlowTable.onCreate), so the reply

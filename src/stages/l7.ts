@@ -96,10 +96,10 @@ export class L7Stage implements Stage {
     this.portOk = new Uint8Array(65536);
     for (const p of cfg.ports) for (let x = p.lo; x <= p.hi; x++) this.portOk[x] = 1;
     this.engine = new HttpEngine(ct, this.rules, cfg.defaultAction, { headerBytes: cfg.headerBytes, maxRequests: cfg.maxRequests });
-    ct.column((n) => new Uint8Array(n), 1, (a) => { this.st = a; });
-    ct.column((n) => new Uint32Array(n), 1, (a) => { this.next = a; });
-    ct.column((n) => new Uint8Array(n), 1, (a) => { this.known = a; });
-    ct.column((n) => new Int32Array(n), 1, (a) => { this.queued = a; });
+    ct.column(Uint8Array, 1, (a) => { this.st = a; });
+    ct.column(Uint32Array, 1, (a) => { this.next = a; });
+    ct.column(Uint8Array, 1, (a) => { this.known = a; });
+    ct.column(Int32Array, 1, (a) => { this.queued = a; });
     ct.onEnd((_t, e) => {
       this.engine.free(e);
       const q = this.ooo[e];

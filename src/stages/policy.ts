@@ -75,8 +75,8 @@ export class PolicyStage implements Stage {
     this.ev = createEvaluator(cfg.evaluator, this.table);
     this.ct = ct;
     if (ct !== null) {
-      ct.column((n) => new Uint8Array(n), 1, (a) => { this.flowDecision = a; });
-      ct.column((n) => new Int32Array(n), 1, (a) => { this.flowRule = a; });
+      ct.column(Uint8Array, 1, (a) => { this.flowDecision = a; });
+      ct.column(Int32Array, 1, (a) => { this.flowRule = a; });
     }
     this.defaultAction = cfg.defaultAction;
     this.entryRule = this.table.rule;

@@ -104,10 +104,10 @@ export class RouteStage implements Stage {
     this.ct = ctx.conntrack;
     if (this.mode === 'bypass') {
       if (!this.ct) throw section.error(section.get('mode') ?? null, 'bypass keeps each flow\'s result in its conntrack entry: put a conntrack stage before route');
-      this.ct.column((n) => new Uint8Array(n), 2, (a) => { this.kept = a; });
-      this.ct.column((n) => new Int32Array(n), 2, (a) => { this.keptRoute = a; });
-      this.ct.column((n) => new Uint8Array(n), 2, (a) => { this.keptStage = a; });
-      this.ct.column((n) => new Uint16Array(n), 2, (a) => { this.keptReason = a; });
+      this.ct.column(Uint8Array, 2, (a) => { this.kept = a; });
+      this.ct.column(Int32Array, 2, (a) => { this.keptRoute = a; });
+      this.ct.column(Uint8Array, 2, (a) => { this.keptStage = a; });
+      this.ct.column(Uint16Array, 2, (a) => { this.keptReason = a; });
     }
     this.perDevice = new Float64Array(this.table.devices.length);
   }

@@ -79,9 +79,9 @@ export class VfpStage implements Stage {
     this.defaultAction = cfg.defaultAction;
     this.ct = ctx.conntrack;
     this.ct.allowReplyTuples();
-    this.ct.column((n) => new Uint8Array(n), 1, (a) => { this.acl = a; });
-    this.ct.column((n) => new Int32Array(n), 1, (a) => { this.aclRule = a; });
-    this.ct.column((n) => new Int32Array(n), 1, (a) => { this.nat = a; });
+    this.ct.column(Uint8Array, 1, (a) => { this.acl = a; });
+    this.ct.column(Int32Array, 1, (a) => { this.aclRule = a; });
+    this.ct.column(Int32Array, 1, (a) => { this.nat = a; });
     this.binder = new Binder(this.services, this.ct);
     // The load-balancer layer's choice, as the entry is created (the reply tuple must exist before
     // the next packet is looked up; see FlowTable.onCreate).
