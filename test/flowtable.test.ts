@@ -106,14 +106,22 @@ describe('numbers, columns and listeners', () => {
     t.onEnd((table, e, why) => ended.push(`${e} ${why} ${table.sport(e)} ${col[e * 2 + 1]}`));
     const e = insert(t, { s: 1, d: 2, sp: 7, dp: 9 });
     col[e * 2] = 5; col[e * 2 + 1] = 6;
+    // Its counters (in the record) and ignored counts too: a reused number must not bring them along.
+    for (let c = 0; c < 4; c++) t.recF[(e << 4) + 8 + c] = 100 + c;
+    t.ignored[e << 1] = 3; t.ignoredBytes[(e << 1) | 1] = 300;
     t.remove(e, Destroy.EVICTED);
     expect(ended).toEqual([]);
     t.release();
     expect(ended).toEqual([`${e} ${Destroy.EVICTED} 7 6`]);
+    const numbers = new Set<number>();
     for (let k = 0; k < 3; k++) {
       const f = insert(t, { s: 10 + k, d: 2, sp: 7, dp: 9 });
+      numbers.add(f);
       expect([col[f * 2], col[f * 2 + 1]]).toEqual([0, 0]);
+      expect(Array.from(t.recF.subarray((f << 4) + 8, (f << 4) + 12))).toEqual([0, 0, 0, 0]);
+      expect([t.ignored[f << 1], t.ignored[(f << 1) | 1], t.ignoredBytes[f << 1], t.ignoredBytes[(f << 1) | 1]]).toEqual([0, 0, 0, 0]);
     }
+    expect(numbers.has(e), 'the ended flow\'s number was handed out again').toBe(true);
   });
 });
 

@@ -485,8 +485,15 @@ export class FlowTable {
   /** Add an entry for the tuple as its original direction. The caller checked `full`. */
   insert(h: number, family: number, proto: number, S: Uint32Array, so: number, D: Uint32Array, dof: number, sp: number, dp: number, now: number): number {
     let e: number;
-    if (this.freeTop > 0) e = this.freeList[--this.freeTop]!;
-    else {
+    // A number never handed out before has all its words at 0 (the arrays start zeroed and growing
+    // copies them); only a reused one needs its counters and columns cleared. Not writing the zeros
+    // keeps a new flow off pages it does not use yet (ignored counts, most columns): a first write
+    // to a page is a page fault.
+    let reused = false;
+    if (this.freeTop > 0) {
+      e = this.freeList[--this.freeTop]!;
+      reused = true;
+    } else {
       if (this.fresh === this.size) throw new RangeError(`flow table: more than ${HELD_MAX} entries removed within one batch`);
       if (this.fresh === this.allocated) this.grow();
       e = this.fresh++;
@@ -504,11 +511,8 @@ export class FlowTable {
     const recF = this.recF;
     recF[f + RF_EXPIRES] = now;
     recF[f + RF_LAST] = now;
-    recF[f + RF_CTR] = 0; recF[f + RF_CTR + 1] = 0; recF[f + RF_CTR + 2] = 0; recF[f + RF_CTR + 3] = 0;
     this.first[e] = now;
-    this.ignored[e << 1] = 0; this.ignored[(e << 1) | 1] = 0;
-    this.ignoredBytes[e << 1] = 0; this.ignoredBytes[(e << 1) | 1] = 0;
-    if (this.columns.length > 0) this.zeroColumns(e);
+    if (reused) this.clear(e);
     this.room();
     this.link(h, slotValue(e, 0));
     this.count++;
@@ -536,8 +540,13 @@ export class FlowTable {
     this.remember(h, v);
   }
 
-  /** A new flow's columns start at 0 (out of insert's way: a loop over arrays of several types). */
-  private zeroColumns(e: number): void {
+  /** A reused entry's counters and columns start at 0 (out of insert's way: a loop over arrays of several types). */
+  private clear(e: number): void {
+    const recF = this.recF;
+    const f = e << RF_SHIFT;
+    recF[f + RF_CTR] = 0; recF[f + RF_CTR + 1] = 0; recF[f + RF_CTR + 2] = 0; recF[f + RF_CTR + 3] = 0;
+    this.ignored[e << 1] = 0; this.ignored[(e << 1) | 1] = 0;
+    this.ignoredBytes[e << 1] = 0; this.ignoredBytes[(e << 1) | 1] = 0;
     const columns = this.columns;
     for (let k = 0; k < columns.length; k++) {
       const { array, width } = columns[k]!;
