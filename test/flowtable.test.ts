@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { Destroy, FlowTable, HELD_MAX, Status } from '../src/conntrack/table.js';
+import { Destroy, FIRST_ENTRIES, FlowTable, HELD_MAX, Status } from '../src/conntrack/table.js';
 
 /** A tuple: addresses as 4 words each (IPv4 in word 0), ports. */
 interface Tuple { s: number; d: number; sp: number; dp: number }
@@ -123,18 +123,35 @@ describe('numbers, columns and listeners', () => {
     }
     expect(numbers.has(e), 'the ended flow\'s number was handed out again').toBe(true);
   });
+
+  it('holds every number removed in one batch, past the room it starts with, and frees them at release', () => {
+    const before = hash;
+    hash = wideHash;
+    onTestFinished(() => { hash = before; });
+    const t = new FlowTable(5000);
+    const ended: string[] = [];
+    t.onEnd((_table, e, why) => ended.push(`${e}/${why}`));
+    const entries = Array.from({ length: 3000 }, (_, k) => insert(t, { s: 1 + k, d: 2, sp: 1000 + k, dp: 80 }));
+    const expected = entries.map((e, k) => { const why = k % 2 === 0 ? Destroy.END : Destroy.RESET; t.remove(e, why); return `${e}/${why}`; });
+    expect(ended).toEqual([]);
+    expect(t.count).toBe(0);
+    t.release();
+    expect(ended).toEqual(expected);
+    // Released numbers are reused (last freed first) before any fresh one.
+    expect(insert(t, { s: 9, d: 9, sp: 9, dp: 9 })).toBe(entries[entries.length - 1]);
+  });
 });
 
 describe('the per-entry arrays grow with the flows', () => {
-  // A table starts with 4,096 entries; past them it takes its whole size (capacity + the spares for
+  // A table starts with FIRST_ENTRIES (512) entries; past them it takes its whole size (capacity + the spares for
   // held numbers) in one buffer whose pages the kernel gives as they are first written, or doubles
   // when that buffer would pass 1 GiB (a 16Mi-entry table: ~3 GB); either way records, cold arrays
   // and columns share one buffer.
   const cases = [
-    { capacity: 20000, lengths: [4096, 20000 + HELD_MAX] },
-    { capacity: 1 << 24, lengths: [4096, 8192, 16384, 32768] },
+    { capacity: 20000, lengths: [FIRST_ENTRIES, 20000 + HELD_MAX] },
+    { capacity: 1 << 24, lengths: [512, 1024, 2048, 4096, 8192, 16384, 32768] },
   ];
-  it.each(cases)('keeps every flow, its record, its reply tuple and its columns while growing past 4,096 entries (capacity $capacity)', ({ capacity, lengths: expected }) => {
+  it.each(cases)('keeps every flow, its record, its reply tuple and its columns while growing past its first 512 entries (capacity $capacity)', ({ capacity, lengths: expected }) => {
     const before = hash;
     hash = wideHash; // 20,000 flows: the weak hash's collisions would make every probe run long
     onTestFinished(() => { hash = before; });
@@ -181,7 +198,7 @@ describe('the table behaves as a map of tuples (model-based, fast-check)', () =>
     fc.assert(fc.property(fc.array(op, { maxLength: 200 }), (ops) => { againstModel(ops, 16); }), { numRuns: 300, seed: 14 });
   });
 
-  // The slots start at 4,096 and double as flows arrive (up to what the capacity needs): lookups,
+  // The slots start at 1,024 and double as flows arrive (up to what the capacity needs): lookups,
   // removals and the slot walk must not notice, and the walk's order depends only on the operations.
   it('the same while the slots grow', () => {
     hash = wideHash;

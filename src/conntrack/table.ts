@@ -87,10 +87,16 @@ const slotValue = (e: number, which: number): number => ((e + 1) << 1) | which;
 
 const FC_SLOTS = 8192;
 /** Slots a table starts with (it doubles as flows arrive, up to what its capacity needs). */
-const FIRST_SLOTS = 4096;
+const FIRST_SLOTS = 1024;
 const FC_MASK = FC_SLOTS - 1;
-/** Entries a table's arrays hold at first (they double as flows arrive). */
-const FIRST_ENTRIES = 4096;
+/**
+ * Entries a table's arrays hold at first; past them the table takes its whole size (see grow).
+ * Small: each of compare's 28 pipelines builds its tables, and every 4 KB of them that malloc's
+ * heap zeroes is a page fault (~13 us here); 4,096 entries were ~0.8 MB a table.
+ */
+export const FIRST_ENTRIES = 512;
+/** Held numbers the table has room for at first (it doubles, up to HELD_MAX). */
+const FIRST_HELD = 256;
 
 /**
  * Above this many bytes the per-entry arrays double instead of taking the table's whole size at
@@ -175,8 +181,8 @@ export class FlowTable {
   private freeTop = 0;
   private fresh = 0;
   /** Numbers removed during the current batch, and why: free again at release(). */
-  private readonly held: Int32Array;
-  private readonly heldWhy: Uint8Array;
+  private held: Int32Array;
+  private heldWhy: Uint8Array;
   private heldTop = 0;
   /** Per-flow columns stages asked for, zeroed when an entry is handed out, and who holds each. */
   private readonly columns: { array: FlowColumn; width: number; type: FlowColumnType<FlowColumn>; set: (array: FlowColumn) => void }[] = [];
@@ -200,8 +206,8 @@ export class FlowTable {
     this.gen = new Uint32Array(n);
     this.bornAt = new Uint32Array(n);
     this.freeList = new Int32Array(n);
-    this.held = new Int32Array(HELD_MAX);
-    this.heldWhy = new Uint8Array(HELD_MAX);
+    this.held = new Int32Array(FIRST_HELD);
+    this.heldWhy = new Uint8Array(FIRST_HELD);
   }
 
   /**
@@ -567,9 +573,21 @@ export class FlowTable {
     this.rec[k] = this.rec[k]! & ~(Status.USED << 8);
     this.liveDelta[this.liveUntil(e)]!--;
     this.gen[e]!++;
+    if (this.heldTop === this.held.length) this.growHeld();
     this.heldWhy[this.heldTop] = why;
     this.held[this.heldTop++] = e;
     this.count--;
+  }
+
+  /** Room for twice the held numbers (a batch that ends many flows: up to HELD_MAX). */
+  private growHeld(): void {
+    const n = Math.min(HELD_MAX, this.held.length * 2);
+    const held = new Int32Array(n);
+    held.set(this.held);
+    const why = new Uint8Array(n);
+    why.set(this.heldWhy);
+    this.held = held;
+    this.heldWhy = why;
   }
 
   /** Take slot value v of hash h out of the slots: later members of its probe run shift back. */
