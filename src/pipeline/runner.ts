@@ -57,8 +57,12 @@ export class StageFailure extends Error {
 
 export class Pipeline {
   readonly runtime: StageRuntime[];
-  /** drops[stage * 65536 + reason] */
-  private readonly drops: Float64Array;
+  /**
+   * drops[stage][reason], each as long as the highest reason its stage gave needs (reasons are
+   * 16 bits): 65,536 counters per stage from the start were 512 KB a stage of zeroed memory, a
+   * page fault per 4 KB when malloc's heap zeroes it, in each of compare's 28 pipelines.
+   */
+  private readonly drops: Float64Array[];
   private readonly malformedBy = new Float64Array(256);
   /** Per stage: one past the highest drop reason it has given (counts() looks no further). */
   private readonly reasonsUsed = new Int32Array(251);
@@ -84,7 +88,7 @@ export class Pipeline {
     this.replicated = this.sharder ? r : 0;
     this.runtime = [{ name: 'decode', calls: 0, packets: 0, dropped: 0, ns: 0 },
       ...stages.map((s) => ({ name: s.name, calls: 0, packets: 0, dropped: 0, ns: 0 }))];
-    this.drops = new Float64Array(Math.max(1, stages.length) * 65536);
+    this.drops = stages.map(() => new Float64Array(16));
   }
 
   /** Decode and run every stage over the batch, then account for its packets. */
@@ -167,12 +171,24 @@ export class Pipeline {
       else if (malformed[i] !== 0) { this.malformedBy[malformed[i]!]!++; bad++; } else {
         const st = stage[i]!;
         const r = reason[i]!;
-        this.drops[st * 65536 + r]!++;
         dropsAt[st]!++;
-        if (r >= this.reasonsUsed[st]!) this.reasonsUsed[st] = r + 1;
+        if (r >= this.reasonsUsed[st]!) this.useReason(st, r);
+        this.drops[st]![r]!++;
       }
     }
     return bad;
+  }
+
+  /** Stage st gave drop reason r, higher than any before: its counters reach that far. */
+  private useReason(st: number, r: number): void {
+    this.reasonsUsed[st] = r + 1;
+    const old = this.drops[st]!;
+    if (r < old.length) return;
+    let n = old.length;
+    while (n <= r) n *= 2;
+    const grown = new Float64Array(Math.min(n, 65536));
+    grown.set(old);
+    this.drops[st] = grown;
   }
 
   /** With a sharder: which packets of the last batch were this pipeline's (1), else null. */
@@ -190,7 +206,7 @@ export class Pipeline {
     for (let s = 0; s < this.stages.length; s++) {
       const names = this.stages[s]!.reasons;
       for (let r = 0; r < this.reasonsUsed[s]!; r++) {
-        const v = this.drops[s * 65536 + r]!;
+        const v = this.drops[s]![r]!;
         if (v === 0) continue;
         dropsByReason[`${this.stages[s]!.name}/${names[r] ?? `reason-${r}`}`] = v;
         dropped += v;
