@@ -112,6 +112,12 @@ const ROW = 7;
 const KIND_VIP = 1;
 const KIND_BACKEND = 2;
 
+/**
+ * Service filters by what they let through ("port/fold" of every endpoint): read-only once built,
+ * so tables over the same endpoints (every pipeline of a compare) share one. A few at most.
+ */
+const FILTERS = new Map<string, { ports: Uint8Array; addrs: Uint8Array }>();
+
 export class ServiceTable {
   readonly services: Service[];
   /** Every service's backends in one array: a binding names backend k of the table. */
@@ -128,14 +134,27 @@ export class ServiceTable {
    * has that port / an address that folds to that value. Most packets are to or from no service,
    * and two byte loads turn them away where the hashed probe cost ~20 ns (it ran twice per packet
    * for every packet in every worker: 12% of a worker's time, bench/workers.js profile).
+   * Tables over the same ports and folded addresses share one filter (FILTERS): 128 KB of first
+   * writes per table, a page fault per 4 KB, was ~0.3 ms for each of the dozens compare builds.
    */
-  private readonly ports = new Uint8Array(65536);
-  private readonly addrs = new Uint8Array(65536);
+  private readonly ports: Uint8Array;
+  private readonly addrs: Uint8Array;
 
   constructor(services: Service[], seed = 0) {
     this.services = services;
     this.seed = fmix(seed ^ 0x5bd1e995);
     for (const s of services) this.backends.push(...s.backends);
+    const endpoints = [...services.map((s) => s.vip), ...this.backends];
+    const key = [...new Set(endpoints.map((p) => `${p.port}/${ServiceTable.fold(p.words, 0)}`))].sort().join(',');
+    let filter = FILTERS.get(key);
+    if (!filter) {
+      filter = { ports: new Uint8Array(65536), addrs: new Uint8Array(65536) };
+      for (const p of endpoints) { filter.ports[p.port] = 1; filter.addrs[ServiceTable.fold(p.words, 0)] = 1; }
+      if (FILTERS.size >= 16) FILTERS.clear();
+      FILTERS.set(key, filter);
+    }
+    this.ports = filter.ports;
+    this.addrs = filter.addrs;
     this.backendService = new Int32Array(this.backends.length);
     this.firstBackend = new Int32Array(services.length);
     let k = 0;
@@ -165,8 +184,6 @@ export class ServiceTable {
 
   private add(proto: number, p: Endpoint, kind: number, value: number): void {
     const fp = p.family | (proto << 8);
-    this.ports[p.port] = 1;
-    this.addrs[ServiceTable.fold(p.words, 0)] = 1;
     const mask = this.mask;
     for (let s = ServiceTable.slotHash(fp, p.words, 0, p.port) & mask; ; s = (s + 1) & mask) {
       const r = s * ROW;
