@@ -113,10 +113,9 @@ export class FlowTable {
   /** Entry numbers there can be: capacity plus the spares for held numbers. */
   readonly size: number;
   /**
-   * Entries the per-entry arrays hold now: they start at FIRST_ENTRIES and double as numbers are
-   * handed out, up to `size`. Sized for `size` from the start, every table cost ~65 MB of zeroed
-   * memory (80 MB with reply tuples) whatever it held: 5-50 ms to allocate and the garbage
-   * collections that external memory brings, in every command and in each of compare's runs.
+   * Entries the per-entry arrays hold now: FIRST_ENTRIES at first, then `size` (see grow; or
+   * doubling, for a table whose whole size would pass ARENA_MOST). As separate arrays sized for
+   * `size` from the start, every table faulted in ~65 MB of zeroed memory whatever it held.
    */
   private allocated: number;
   /** One past the highest entry number ever handed out: walks over entries stop here. */
