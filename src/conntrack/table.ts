@@ -107,6 +107,22 @@ const ARENA_MOST = 1 << 30;
 /** A typed array type a column can be: a view of the table's memory is made with it. */
 export type FlowColumnType<A extends FlowColumn> = { new (buffer: ArrayBuffer, offset: number, length: number): A; new (length: number): A; readonly BYTES_PER_ELEMENT: number };
 
+/** A per-entry array, the table's own or a stage's column: `width` values of `type` per entry; `set` is told when it moves. */
+interface EntryArray { array: FlowColumn; width: number; type: FlowColumnType<FlowColumn>; set: (array: FlowColumn) => void }
+
+function entryArray<A extends FlowColumn>(type: FlowColumnType<A>, array: A, width: number, set: (array: A) => void): EntryArray {
+  return { array, width, type: type as unknown as FlowColumnType<FlowColumn>, set: set as (array: FlowColumn) => void };
+}
+
+/** A copy of `a`, `length` long (the rest zeros). */
+function grown<A extends FlowColumn>(a: A, length: number): A {
+  const b = new (a.constructor as new (n: number) => A)(length);
+  b.set(a as ArrayLike<number> & A);
+  return b;
+}
+
+const align8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
+
 export class FlowTable {
   /** Live entries at most (nf_conntrack_max). */
   readonly capacity: number;
@@ -184,7 +200,7 @@ export class FlowTable {
   private heldWhy: Uint8Array;
   private heldTop = 0;
   /** Per-flow columns stages asked for, zeroed when an entry is handed out, and who holds each. */
-  private readonly columns: { array: FlowColumn; width: number; type: FlowColumnType<FlowColumn>; set: (array: FlowColumn) => void }[] = [];
+  private readonly columns: EntryArray[] = [];
   private readonly endListeners: FlowEndListener[] = [];
   private createListeners: FlowCreateListener[] = [];
 
@@ -272,45 +288,42 @@ export class FlowTable {
    * used or not (compare ran 3x slower so).
    */
   private grow(): void {
+    const arrays = this.entryArrays();
+    const bytes = (n: number): number => arrays.reduce((sum, c) => sum + align8(n * c.width * c.type.BYTES_PER_ELEMENT), 0);
     let n = this.size;
-    if (this.arenaBytes(n) > ARENA_MOST) n = Math.min(this.size, this.allocated * 2);
+    if (bytes(n) > ARENA_MOST) n = Math.min(this.size, this.allocated * 2);
     let buf: ArrayBuffer;
     try {
-      buf = new ArrayBuffer(this.arenaBytes(n));
+      buf = new ArrayBuffer(bytes(n));
     } catch {
       // No address space for it at once (a strict overcommit setting): double as before.
       n = Math.min(this.size, this.allocated * 2);
-      buf = new ArrayBuffer(this.arenaBytes(n));
+      buf = new ArrayBuffer(bytes(n));
     }
     let at = 0;
-    const view = <A extends FlowColumn>(type: FlowColumnType<A>, old: A, length: number): A => {
-      const a = new type(buf, at, length);
-      a.set(old as ArrayLike<number> & A);
-      at += Math.ceil((length * type.BYTES_PER_ELEMENT) / 8) * 8;
-      return a;
-    };
-    this.rec = view(Uint32Array, this.rec, n * REC);
-    this.recF = new Float64Array(buf, 0, n * (REC >> 1));
-    this.first = view(Float64Array, this.first, n);
-    this.ignored = view(Float64Array, this.ignored, n * 2);
-    this.ignoredBytes = view(Float64Array, this.ignoredBytes, n * 2);
-    this.gen = view(Uint32Array, this.gen, n);
-    this.bornAt = view(Uint32Array, this.bornAt, n);
-    this.freeList = view(Int32Array, this.freeList, n);
-    if (this.rep.length > 0) this.rep = view(Uint32Array, this.rep, n * REP);
-    for (const c of this.columns) {
-      c.array = view(c.type, c.array, n * c.width);
-      c.set(c.array);
+    for (const c of arrays) {
+      const a = new c.type(buf, at, n * c.width);
+      a.set(c.array as ArrayLike<number> & FlowColumn);
+      at += align8(a.byteLength);
+      c.array = a;
+      c.set(a);
     }
     this.allocated = n;
   }
 
-  /** Bytes grow's buffer needs for n entries: the records, cold arrays, reply tuples and columns, each array 8-aligned. */
-  private arenaBytes(n: number): number {
-    const arrays = [REC * 4, 8, 16, 16, 4, 4, 4];
-    if (this.rep.length > 0) arrays.push(REP * 4);
-    for (const c of this.columns) arrays.push(c.width * c.type.BYTES_PER_ELEMENT);
-    return arrays.reduce((sum, perEntry) => sum + Math.ceil((n * perEntry) / 8) * 8, 0);
+  /** Every per-entry array: the table's own (the records first) and the stages' columns. */
+  private entryArrays(): EntryArray[] {
+    const own = [
+      entryArray(Uint32Array, this.rec, REC, (a) => { this.rec = a; this.recF = new Float64Array(a.buffer, a.byteOffset, a.length >> 1); }),
+      entryArray(Float64Array, this.first, 1, (a) => { this.first = a; }),
+      entryArray(Float64Array, this.ignored, 2, (a) => { this.ignored = a; }),
+      entryArray(Float64Array, this.ignoredBytes, 2, (a) => { this.ignoredBytes = a; }),
+      entryArray(Uint32Array, this.gen, 1, (a) => { this.gen = a; }),
+      entryArray(Uint32Array, this.bornAt, 1, (a) => { this.bornAt = a; }),
+      entryArray(Int32Array, this.freeList, 1, (a) => { this.freeList = a; }),
+    ];
+    if (this.rep.length > 0) own.push(entryArray(Uint32Array, this.rep, REP, (a) => { this.rep = a; }));
+    return [...own, ...this.columns];
   }
 
   /**
@@ -375,7 +388,7 @@ export class FlowTable {
    */
   column<A extends FlowColumn>(type: FlowColumnType<A>, width: number, set: (array: A) => void): void {
     const array = new type(this.allocated * width);
-    this.columns.push({ array, width, type: type as unknown as FlowColumnType<FlowColumn>, set: set as (array: FlowColumn) => void });
+    this.columns.push(entryArray(type, array, width, set));
     set(array);
   }
 
@@ -581,12 +594,8 @@ export class FlowTable {
   /** Room for twice the held numbers (a batch that ends many flows: up to HELD_MAX). */
   private growHeld(): void {
     const n = Math.min(HELD_MAX, this.held.length * 2);
-    const held = new Int32Array(n);
-    held.set(this.held);
-    const why = new Uint8Array(n);
-    why.set(this.heldWhy);
-    this.held = held;
-    this.heldWhy = why;
+    this.held = grown(this.held, n);
+    this.heldWhy = grown(this.heldWhy, n);
   }
 
   /** Take slot value v of hash h out of the slots: later members of its probe run shift back. */
@@ -636,12 +645,8 @@ export class FlowTable {
   sample(clock: number): void {
     const k = ++this.samples;
     if (k + 2 > this.liveDelta.length) {
-      const clocks = new Float64Array(this.sampleClock.length * 2);
-      clocks.set(this.sampleClock);
-      this.sampleClock = clocks;
-      const delta = new Int32Array(this.liveDelta.length * 2);
-      delta.set(this.liveDelta);
-      this.liveDelta = delta;
+      this.sampleClock = grown(this.sampleClock, this.sampleClock.length * 2);
+      this.liveDelta = grown(this.liveDelta, this.liveDelta.length * 2);
     }
     this.sampleClock[k] = clock;
   }

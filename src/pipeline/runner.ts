@@ -185,8 +185,8 @@ export class Pipeline {
     const old = this.drops[st]!;
     if (r < old.length) return;
     let n = old.length;
-    while (n <= r) n *= 2;
-    const grown = new Float64Array(Math.min(n, 65536));
+    while (n <= r) n *= 2; // a power of two from 16: at most 65,536, as reasons are 16 bits
+    const grown = new Float64Array(n);
     grown.set(old);
     this.drops[st] = grown;
   }
