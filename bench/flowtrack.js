@@ -24,11 +24,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { median, OUT, synthCapture } from './lib/common.js';
+import { DPLAB, median, OUT, synthCapture } from './lib/common.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
     packets: { type: 'string' },
@@ -67,7 +65,6 @@ const { file: tiny } = synthCapture({ seed: 1, packets: 1, packetsPerFlow: 20 })
 const legit = summary.tcpFlows + summary.udpFlows;
 const attack = summary.attackPackets;
 
-const DPLAB = [process.execPath, join(HERE, 'lib', 'dplab-cli.js')];
 const NFDIR = join(OUT, 'flowtrack-nfpcapd');
 const ARGUS_OUT = join(OUT, 'flowtrack.argus');
 const DPLAB_JSON = join(OUT, 'flowtrack-dplab.json');
@@ -106,7 +103,7 @@ const CONTENDERS = [
       : 'conntrack entries: both directions one flow, each attack SYN its own',
     expected: profile === 'ebpf' ? legit : legit + attack,
     run: (f) => {
-      const r = timed(DPLAB[0], [DPLAB[1], 'replay', f, '--profile', profile, '--workers', '1', '--no-progress', '--json', DPLAB_JSON], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const r = timed(DPLAB, ['replay', f, '--profile', profile, '--workers', '1', '--no-progress', '--json', DPLAB_JSON], { stdio: ['ignore', 'ignore', 'pipe'] });
       const rep = JSON.parse(readFileSync(DPLAB_JSON, 'utf8'));
       const ct = rep.stageReports.conntrack;
       return { ...r, packets: rep.verdicts.packets, flows: ct.flowsCreated, tableFull: ct.tableFull ?? null, ownMpps: rep.packetsPerSecond / 1e6 };

@@ -15,12 +15,10 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadDist, median, synthCapture } from './lib/common.js';
+import { DPLAB, loadDist, median, synthCapture } from './lib/common.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' }, packets: { type: 'string', default: '3000000' },
@@ -62,9 +60,8 @@ const timed = (cmd, argv) => {
   if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${String(r.stderr).slice(0, 400)}`);
   return { s, out: String(r.stdout) };
 };
-const DPLAB = join(HERE, 'lib/dplab-cli.js');
 const cli = (...a) => {
-  const r = timed(process.execPath, [DPLAB, 'replay', main.file, '--no-progress', '--json', '-', ...a]);
+  const r = timed(DPLAB, ['replay', main.file, '--no-progress', '--json', '-', ...a]);
   const j = JSON.parse(r.out);
   return { s: r.s, verdicts: JSON.stringify(j.verdicts) };
 };

@@ -37,9 +37,11 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('npm run bench (smoke)', () => {
   it('runs micro and flowtrack with --quick, records their figures, and skips a missing peer', () => {
-    // A PATH with the other peers but no nfpcapd.
+    // A PATH with the other peers but no nfpcapd, and node (dplab's command line runs `node`, as
+    // any npm command does).
     const bin = join(dir, 'bin');
     mkdirSync(bin);
+    symlinkSync(process.execPath, join(bin, 'node'));
     const present: string[] = [];
     for (const tool of ['argus', 'ra', 'tshark']) {
       const p = which(tool);

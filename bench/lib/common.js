@@ -8,6 +8,13 @@ import { parseArgs } from 'node:util';
 const HERE = dirname(fileURLToPath(import.meta.url));
 /** The build under test: dist/, or another one named by DPLAB_DIST (to compare two builds). */
 export const DIST = resolve(process.env.DPLAB_DIST ?? join(HERE, '../../dist'));
+/**
+ * dplab's command line as a user runs it (`dplab`, `npx dplab`): bin/dplab.js run as a program, so
+ * its launcher line sets what it sets (huge pages for malloc) before node starts, on the build
+ * under test: children inherit DPLAB_DIST, which bin/dplab.js follows.
+ */
+export const DPLAB = join(HERE, '../../bin/dplab.js');
+process.env.DPLAB_DIST = DIST;
 /** Generated inputs and JSON results (git-ignored). */
 export const OUT = join(HERE, '../out');
 
