@@ -6,7 +6,7 @@
 // node, which takes that line for a string and a comment. A flow table's memory is written page by
 // page as flows arrive, and a first write to a 4 KB page is a page fault: on a VM ~12 us each (the
 // hypervisor backs the page too), so 142,500 new flows cost ~6k of them. With 2 MB pages the
-// `ebpf` replay of a 3M-packet capture took 18.3k -> 12.1k faults and 1.68 -> 1.40 s (DESIGN.md
+// `ebpf` replay of a 3M-packet capture took 18.3k -> 11.8k faults and 1.30 -> 1.25 s (DESIGN.md
 // "Speed"). A user's own GLIBC_TUNABLES come after ours and win (glibc.malloc.hugetlb=0 turns it
 // off); on other C libraries the variable means nothing. `node bin/dplab.js` skips the line: the
 // same run, with 4 KB pages.
