@@ -6,7 +6,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { Destroy, FIRST_ENTRIES, FlowTable, HELD_MAX, Status } from '../src/conntrack/table.js';
+import { Destroy, FIRST_ENTRIES, FlowTable, HELD_MAX, RF_EXPIRES, RF_SHIFT, Status, SWEEP_SLOTS } from '../src/conntrack/table.js';
+import { Conntrack, defaultTimeouts } from '../src/conntrack/tracker.js';
 
 /** A tuple: addresses as 4 words each (IPv4 in word 0), ports. */
 interface Tuple { s: number; d: number; sp: number; dp: number }
@@ -217,6 +218,71 @@ describe('the table behaves as a map of tuples (model-based, fast-check)', () =>
       const order = (x: FlowTable) => Array.from({ length: x.slotCount }, (_, s) => x.slotEntry(s)).join(',');
       expect(order(againstModel(ops, 4096))).toBe(order(t));
     }), { numRuns: 4, seed: 15, endOnFailure: true });
+  });
+});
+
+// The expiry sweep looks at `budget` slots a call, from where the last call stopped: an entry past
+// its timeout goes (and its slot is looked at again, as a later entry shifts back into it), any
+// other slot is passed. The tracker's sweep looks ahead before removing anything (for speed); here
+// it is held to that definition, walked slot by slot over a second table built the same way.
+describe('the expiry sweep', () => {
+  function tables(flows: { t: Tuple; expires: number }[]): { ct: Conntrack; ref: FlowTable } {
+    hash = wideHash;
+    const ct = new Conntrack({ capacity: 4096, whenFull: 'evict', loose: true, timeouts: defaultTimeouts() });
+    const ref = new FlowTable(4096);
+    const seen = new Set<string>();
+    for (const f of flows) {
+      if (seen.has(key(f.t)) || seen.has(key(mirror(f.t)))) continue;
+      seen.add(key(f.t));
+      for (const t of [ct.table, ref]) {
+        const e = insert(t, f.t); // first: an insert can grow the table, and recF with it
+        t.recF[(e << RF_SHIFT) + RF_EXPIRES] = f.expires;
+      }
+    }
+    return { ct, ref };
+  }
+  const layout = (t: FlowTable) => Array.from({ length: t.slotCount }, (_, s) => t.slotEntry(s)).join(',');
+
+  it('removes what a slot-by-slot walk removes, call after call', () => {
+    const wide = fc.integer({ min: 1, max: 3000 });
+    const flow = fc.record({ t: fc.record({ s: wide, d: wide, sp: fc.integer({ min: 1, max: 9 }), dp: fc.integer({ min: 1, max: 9 }) }), expires: fc.integer({ min: 0, max: 20 }) });
+    const call = fc.record({ budget: fc.constantFrom(SWEEP_SLOTS, SWEEP_SLOTS, 1, 5, SWEEP_SLOTS * 3), dt: fc.integer({ min: 0, max: 3 }) });
+    let total = 0;
+    fc.assert(fc.property(fc.array(flow, { minLength: 1, maxLength: 2500, size: 'max' }), fc.array(call, { minLength: 1, maxLength: 60, size: 'max' }), (flows, calls) => {
+      const { ct, ref } = tables(flows);
+      expect(layout(ct.table)).toBe(layout(ref));
+      let at = 0;
+      let now = 8;
+      let removed = 0;
+      for (const c of calls) {
+        now += c.dt;
+        ct.sweep(now, c.budget);
+        const n = ref.slotCount;
+        for (let k = 0; k < c.budget; k++) {
+          const e = ref.slotEntry(at);
+          if (e >= 0 && ref.expires(e) < now) { ref.remove(e, Destroy.TIMEOUT); removed++; continue; }
+          if (++at === n) at = 0;
+        }
+        ct.table.release();
+        ref.release();
+        expect(layout(ct.table), `after a sweep of ${c.budget} at ${now}`).toBe(layout(ref));
+        expect(ct.destroyed[Destroy.TIMEOUT]).toBe(removed);
+      }
+      total += removed;
+    }), { numRuns: 60, seed: 21 });
+    // The runs did remove things (thousands of entries, over slots the walk passed through).
+    expect(total).toBeGreaterThan(5000);
+  });
+
+  it('a full pass over the slots leaves no entry past its timeout and every other one', () => {
+    const flows = Array.from({ length: 1500 }, (_, k) => ({ t: { s: k + 1, d: 7, sp: 1 + (k % 5), dp: 80 }, expires: k % 3 === 0 ? 5 : 50 }));
+    const { ct } = tables(flows);
+    const t = ct.table;
+    // Each removal uses a slot's look without moving on: twice the slots, and the removals, is past a full pass.
+    for (let k = 0; k * SWEEP_SLOTS < 2 * t.slotCount + 1500; k++) { ct.sweep(10, SWEEP_SLOTS); t.release(); }
+    expect(ct.destroyed[Destroy.TIMEOUT]).toBe(500);
+    expect(t.count).toBe(1000);
+    t.forEach((e) => expect(t.expires(e)).toBe(50));
   });
 });
 
