@@ -85,10 +85,10 @@ const REP = 10;
  */
 const slotValue = (e: number, which: number): number => ((e + 1) << 1) | which;
 
-const FC_SLOTS = 8192;
 /** Slots a table starts with (it doubles as flows arrive, up to what its capacity needs). */
 const FIRST_SLOTS = 1024;
-const FC_MASK = FC_SLOTS - 1;
+/** The recent cache has as many slots as the table, up to this many (256 KB). */
+const RECENT_MAX = 32768;
 /**
  * Entries a table's arrays hold at first; past them the table takes its whole size (see grow).
  * Small: each of compare's 28 pipelines builds its tables, and every 4 KB of them that malloc's
@@ -157,12 +157,19 @@ export class FlowTable {
   /**
    * A small direct-mapped cache in front of the slots: (hash, slot value) of the flow last found
    * with that hash's low bits. The slots span megabytes, so every probe of them is a cache miss;
-   * this fits in L2 and holds the flows active right now (conntrack ~306 -> ~257 ns/packet median
-   * on 1M generated packets, bench/pipeline.js). The hash is kept beside the value so that a miss
+   * this holds the flows active right now (conntrack ~306 -> ~257 ns/packet median on 1M
+   * generated packets, bench/pipeline.js). The hash is kept beside the value so that a miss
    * (another flow in the cache slot: most lookups once far more flows are active than it holds)
-   * is seen without reading that flow's record, a cache miss of its own.
+   * is seen without reading that flow's record, a cache miss of its own. What it holds changes
+   * only the speed: a lookup it cannot answer probes the slots.
+   *
+   * It grows with the slots up to RECENT_MAX: at a fixed 8,192, lookups of 1,000 flows active at
+   * once collided in it on 6% of packets and of 100,000 on 80%, each a probe of the slots (181k
+   * and 2.41M of the 3M lookups on the issue's capture; 47k and 1.75M at 32,768). A small table
+   * keeps a small one: 8 KB at first, not 64 (DESIGN.md "Speed").
    */
-  private readonly recent = new Uint32Array(FC_SLOTS * 2);
+  private recent: Uint32Array;
+  private recentMask: number;
   /** (hash, slot value) pairs; a value of 0 is an empty slot. */
   private slots: Uint32Array;
   private mask: number;
@@ -211,6 +218,8 @@ export class FlowTable {
     this.slots = new Uint32Array(0);
     this.mask = 0;
     this.sizeSlots(1);
+    this.recentMask = Math.min(RECENT_MAX, this.mask + 1) - 1;
+    this.recent = new Uint32Array((this.recentMask + 1) * 2);
     const n = this.allocated = Math.min(this.size, FIRST_ENTRIES);
     const buf = new ArrayBuffer(n * REC * 4);
     this.rec = new Uint32Array(buf);
@@ -262,6 +271,22 @@ export class FlowTable {
       this.slots[(t << 1) | 1] = v;
     }
     this.grows++;
+    if (this.recentMask < RECENT_MAX - 1) this.growRecent();
+  }
+
+  /** The recent cache doubles with the slots (up to RECENT_MAX), keeping what it holds. */
+  private growRecent(): void {
+    const old = this.recent;
+    const mask = this.recentMask * 2 + 1;
+    const recent = new Uint32Array((mask + 1) * 2);
+    for (let k = 0; k < old.length; k += 2) {
+      if (old[k + 1] === 0) continue;
+      const ri = (old[k]! & mask) << 1;
+      recent[ri] = old[k]!;
+      recent[ri + 1] = old[k + 1]!;
+    }
+    this.recent = recent;
+    this.recentMask = mask;
   }
 
   /**
@@ -429,7 +454,7 @@ export class FlowTable {
     h |= 0;
     const fwd = (sp << 16) | dp;
     const rev = (dp << 16) | sp;
-    const ri = (h & FC_MASK) << 1;
+    const ri = (h & this.recentMask) << 1;
     const c = this.recent[ri + 1]!;
     if (c !== 0 && (this.recent[ri]! | 0) === h) {
       // The common case first: an original tuple, found through the recent cache.
@@ -542,7 +567,7 @@ export class FlowTable {
 
   /** The recent cache holds slot value v for hash h. */
   private remember(h: number, v: number): void {
-    const ri = (h & FC_MASK) << 1;
+    const ri = (h & this.recentMask) << 1;
     this.recent[ri] = h;
     this.recent[ri + 1] = v;
   }
@@ -621,7 +646,8 @@ export class FlowTable {
     slots[i << 1] = 0;
     slots[(i << 1) | 1] = 0;
     this.linked--;
-    if (this.recent[((h & FC_MASK) << 1) | 1] === v0) this.recent[((h & FC_MASK) << 1) | 1] = 0;
+    const ri = ((h & this.recentMask) << 1) | 1;
+    if (this.recent[ri] === v0) this.recent[ri] = 0;
   }
 
   /** The batch is over: numbers removed during it may name new flows from now on. */
