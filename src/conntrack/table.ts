@@ -36,7 +36,11 @@
  */
 
 import { ipToString } from '../packet/format.js';
-import { MAX_BATCH_SIZE, Verdict, type Batch } from '../packet/batch.js';
+import { MAX_BATCH_SIZE, type Batch } from '../packet/batch.js';
+import * as batchModule from '../packet/batch.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { Verdict } = batchModule;
 
 export type FlowColumn = Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array;
 export type FlowEndListener = (table: FlowTable, entry: number, why: number) => void;

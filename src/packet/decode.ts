@@ -3,9 +3,15 @@
  * header. Nothing here allocates or throws: a packet that does not parse gets a `Malformed` reason
  * and keeps whatever fields were read before the damage (so its addresses can still be reported).
  */
-import { LinkType } from '../capture/linktype.js';
-import { Frag, L3, Verdict, type Batch } from './batch.js';
-import { flowHash, symHash } from './hash.js';
+import * as linkTypeModule from '../capture/linktype.js';
+import type { Batch } from './batch.js';
+import * as batchModule from './batch.js';
+import * as hashModule from './hash.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { LinkType } = linkTypeModule;
+const { Frag, L3, Verdict } = batchModule;
+const { flowHash, symHash } = hashModule;
 
 /** Why a packet could not be decoded. 0 = decoded. */
 export const Malformed = {

@@ -3,9 +3,13 @@
  * reason. Counting is per packet into typed arrays indexed by the code, so it allocates nothing.
  */
 import { linkTypeName } from '../capture/linktype.js';
-import { Frag, type Batch } from './batch.js';
+import type { Batch } from './batch.js';
+import * as batchModule from './batch.js';
 import { MALFORMED_NAMES } from './decode.js';
 import { l3Name, protoName } from './format.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { Frag } = batchModule;
 
 export interface SummaryJson {
   packets: number;

@@ -5,10 +5,16 @@
  */
 import type { RunReport } from './run.js';
 import { performance } from 'node:perf_hooks';
-import { Verdict, type Batch } from '../packet/batch.js';
-import { decodeBatch, MALFORMED_NAMES } from '../packet/decode.js';
+import type { Batch } from '../packet/batch.js';
+import * as batchModule from '../packet/batch.js';
+import { MALFORMED_NAMES } from '../packet/decode.js';
+import * as decodeModule from '../packet/decode.js';
 import { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { Verdict } = batchModule;
+const { decodeBatch } = decodeModule;
 
 export interface StageRuntime {
   name: string;

@@ -12,10 +12,15 @@
  * VIP -> client): stages that translate steer the packets of their services (Stage.steering; they
  * shard by the client's address alone, which both directions share).
  */
-import { Frag, type Batch } from '../packet/batch.js';
+import type { Batch } from '../packet/batch.js';
+import * as batchModule from '../packet/batch.js';
 import { FragmentKeys } from '../packet/fragments.js';
-import { symHash } from '../packet/hash.js';
+import * as hashModule from '../packet/hash.js';
 import type { Stage, Steering } from './stage.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { Frag } = batchModule;
+const { symHash } = hashModule;
 
 const FRAG_SLOTS = 1 << 16;
 

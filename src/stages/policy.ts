@@ -16,15 +16,20 @@
  *   rules: web.rules            a file of rules, one per line, # comments (path relative to the
  *                               profile; repeatable; numbered in order with the rule: lines)
  */
-import { CtInfo } from '../conntrack/info.js';
+import * as infoModule from '../conntrack/info.js';
 import type { FlowTable } from '../conntrack/table.js';
-import { Verdict, type Batch } from '../packet/batch.js';
+import type { Batch } from '../packet/batch.js';
+import * as batchModule from '../packet/batch.js';
 import { createEvaluator, EVALUATORS, type Evaluator, type EvaluatorKind } from '../policy/evaluator.js';
 import { Action, ACTION_NAMES, describeRule, parseRule, RuleTable, type ActionCode, type Rule } from '../policy/rules.js';
 import { readListFile } from '../pipeline/listfile.js';
 import { ProfileError, type Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { CtInfo } = infoModule;
+const { Verdict } = batchModule;
 
 /** Drop reasons (batch.reason). */
 const Reason = { RULE: 0, DEFAULT: 1 } as const;

@@ -17,7 +17,8 @@
  *                                                to one second's worth
  *   rate-table: 64k                              source addresses the rate limiter tracks
  */
-import { Verdict, type Batch } from '../packet/batch.js';
+import type { Batch } from '../packet/batch.js';
+import * as batchModule from '../packet/batch.js';
 import { parseExactPrefix, prefixToString, type Prefix } from '../packet/cidr.js';
 import { ipToString } from '../packet/format.js';
 import { Lpm } from '../policy/lpm.js';
@@ -26,6 +27,9 @@ import { readListFile } from '../pipeline/listfile.js';
 import { parseCount, ProfileError, type Entry, type Section } from '../pipeline/profile.js';
 import { registerStage } from '../pipeline/registry.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
+const { Verdict } = batchModule;
 
 /** Drop reasons (batch.reason). */
 const Reason = { BLOCKED_SRC: 0, BLOCKED_DST: 1, RATE_LIMITED: 2 } as const;
