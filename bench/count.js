@@ -1,0 +1,61 @@
+// Instructions a packet, counted by valgrind's callgrind: for changes too small to time on a VM
+// whose speed drifts 20% between two runs (DESIGN.md "Fourth pass"). Counts, not seconds: the same
+// build, capture and flags give the same count to ~0.3%, whatever else the machine is doing. They
+// say nothing of cache misses (a change that trades instructions for misses needs timing, with
+// bench/ab.js or alternating processes), and rep-prefixed memset counts one per byte here.
+//
+// Each build runs the capture 3 and then 6 times in a fresh `node --single-threaded` (no
+// background compiler or marker, whose timing would otherwise decide when optimised code arrives
+// and so the count); the difference is rounds 4-6, all warm, divided by their packets.
+//
+//   node bench/count.js [--profile ebpf] [--packets 300000] [--file CAPTURE] [DIST ...]   (default: dist)
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DIST, synthCapture } from './lib/common.js';
+
+const { values, positionals } = parseArgs({
+  options: { profile: { type: 'string', default: 'ebpf' }, packets: { type: 'string', default: '300000' }, file: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  allowPositionals: true,
+});
+if (values.help) {
+  process.stdout.write('node bench/count.js [--profile ebpf] [--packets 300000] [--file CAPTURE] [DIST ...]\n');
+  process.exit(0);
+}
+if (spawnSync('valgrind', ['--version']).error) {
+  process.stdout.write('count.js: valgrind is not installed (apt-get install valgrind): skipped\n');
+  process.exit(0);
+}
+// The issue's traffic shape (1,000 flows active at once), 200 packets a flow: the established path.
+const { file, summary } = values.file
+  ? { file: resolve(values.file), summary: null }
+  : synthCapture({ seed: 1, packets: Number(values.packets), packetsPerFlow: 200, payloadSize: 64, concurrency: 1000 });
+const builds = positionals.length ? positionals.map((p) => resolve(p)) : [DIST];
+const RUNNER = `
+  const [dist, file, profile, rounds] = process.argv.slice(1);
+  const load = (m) => import(require('node:url').pathToFileURL(require('node:path').join(dist, m)).href);
+  (async () => {
+    const { runCapture } = await load('pipeline/run.js');
+    const { loadProfile } = await load('pipeline/profile.js');
+    const { buildStages } = await load('pipeline/registry.js');
+    await load('stages/index.js');
+    let packets = 0;
+    for (let r = 0; r < Number(rounds); r++) packets = runCapture({ file, profile, stages: buildStages(loadProfile(profile)), timing: false }).report.capture.packets;
+    process.stdout.write(String(packets));
+  })();`;
+
+function instructions(dist, rounds) {
+  const r = spawnSync('valgrind', ['--tool=callgrind', '--smc-check=all', '--callgrind-out-file=/dev/null',
+    process.execPath, '--single-threaded', '-e', RUNNER, dist, file, values.profile, String(rounds)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const m = /Collected : (\d+)/.exec(r.stderr);
+  if (r.status !== 0 || !m) throw new Error(`callgrind on ${dist} failed (${r.status}): ${r.stderr.slice(-600)}`);
+  return { ir: Number(m[1]), packets: Number(r.stdout) };
+}
+
+process.stdout.write(`count.js: ${values.profile} on ${file}${summary ? ` (${summary.packets.toLocaleString('en-US')} packets)` : ''}, instructions a packet in rounds 4-6\n`);
+for (const d of builds) {
+  const three = instructions(d, 3);
+  const six = instructions(d, 6);
+  const perPacket = (six.ir - three.ir) / (3 * six.packets);
+  process.stdout.write(`  ${d.padEnd(40)} ${perPacket.toFixed(0).padStart(7)}\n`);
+}
