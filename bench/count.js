@@ -4,22 +4,27 @@
 // say nothing of cache misses (a change that trades instructions for misses needs timing, with
 // bench/ab.js or alternating processes), and rep-prefixed memset counts one per byte here.
 //
-// Each build runs the capture 3 and then 6 times in a fresh `node --single-threaded` (no
-// background compiler or marker, whose timing would otherwise decide when optimised code arrives
-// and so the count); the difference is rounds 4-6, all warm, divided by their packets.
+// Each build runs the capture 3 and then 3 + N times (--rounds N, 3) in a fresh
+// `node --single-threaded` (no background compiler or marker, whose timing would otherwise decide
+// when optimised code arrives and so the count); the difference is the last N rounds, all warm,
+// divided by their packets.
 //
-//   node bench/count.js [--profile ebpf] [--packets 300000] [--file CAPTURE] [DIST ...]   (default: dist)
+//   node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--json FILE] [DIST ...]   (default: dist)
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DIST, synthCapture } from './lib/common.js';
 
 const { values, positionals } = parseArgs({
-  options: { profile: { type: 'string', default: 'ebpf' }, packets: { type: 'string', default: '300000' }, file: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  options: {
+    profile: { type: 'string', default: 'ebpf' }, packets: { type: 'string', default: '300000' }, file: { type: 'string' },
+    rounds: { type: 'string', default: '3' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  },
   allowPositionals: true,
 });
 if (values.help) {
-  process.stdout.write('node bench/count.js [--profile ebpf] [--packets 300000] [--file CAPTURE] [DIST ...]\n');
+  process.stdout.write('node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--json FILE] [DIST ...]\n');
   process.exit(0);
 }
 if (spawnSync('valgrind', ['--version']).error) {
@@ -52,10 +57,14 @@ function instructions(dist, rounds) {
   return { ir: Number(m[1]), packets: Number(r.stdout) };
 }
 
-process.stdout.write(`count.js: ${values.profile} on ${file}${summary ? ` (${summary.packets.toLocaleString('en-US')} packets)` : ''}, instructions a packet in rounds 4-6\n`);
+const rounds = Number(values.rounds);
+process.stdout.write(`count.js: ${values.profile} on ${file}${summary ? ` (${summary.packets.toLocaleString('en-US')} packets)` : ''}, instructions a packet in rounds 4-${3 + rounds}\n`);
+const counts = [];
 for (const d of builds) {
-  const three = instructions(d, 3);
-  const six = instructions(d, 6);
-  const perPacket = (six.ir - three.ir) / (3 * six.packets);
+  const before = instructions(d, 3);
+  const after = instructions(d, 3 + rounds);
+  const perPacket = (after.ir - before.ir) / (rounds * after.packets);
+  counts.push({ build: d, instructionsPerPacket: Math.round(perPacket) });
   process.stdout.write(`  ${d.padEnd(40)} ${perPacket.toFixed(0).padStart(7)}\n`);
 }
+if (values.json) writeFileSync(values.json, JSON.stringify({ profile: values.profile, file, rounds, counts }, null, 2) + '\n');

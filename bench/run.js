@@ -47,6 +47,7 @@ const WRITES_JSON = new Set(['encrypt', 'flowtable', 'flowtrack', 'l7', 'micro',
 // benchmark not named here runs as it is).
 const QUICK = {
   calibrate: ['--rounds', '1', '--packets', '50000'],
+  count: ['--rounds', '1', '--packets', '30000'],
   encrypt: ['--rounds', '1', '--packets', '30000'],
   fanout: ['--rounds', '1'],
   flowtable: ['--rounds', '1'],
