@@ -403,8 +403,8 @@ export class Conntrack {
     // Look before removing anything: gather the entries of the next slots, then read their timeouts
     // in a loop whose loads do not wait for one another. The entries are spread over the whole
     // table, so each read is a cache miss: walked slot by slot, a branch on whether each slot was
-    // empty (a coin toss at a load of 1/2) kept the CPU from overlapping them, ~67 ns an entry and
-    // ~17 ns of conntrack's ~150 ns a packet on the capture (DESIGN.md "Speed").
+    // empty (a coin toss at a load of 1/2) kept the CPU from overlapping them (a call of 128 slots
+    // timed 3.9 us, now 3.0; conntrack 135.7 -> 127.5 ns a packet, DESIGN.md "Speed").
     const entries = this.sweepEntries;
     const ahead = this.sweepAhead;
     const look = Math.min(budget, entries.length);

@@ -24,10 +24,8 @@ import type { Section } from '../pipeline/profile.js';
 import { registerStage, type StageContext } from '../pipeline/registry.js';
 import { peakOf, type MergeRules, type ReportSeries } from '../pipeline/merge.js';
 import type { Stage, StageReport } from '../pipeline/stage.js';
-// The constants and helpers the per-packet code uses, as this module's own consts: V8 folds a
-// module's own const bindings into optimised code, but reads an imported binding through its
-// module cell, checking that it is initialised, at every use (through conntrack: 3,075 -> 2,888
-// instructions a packet under callgrind; DESIGN.md "Speed").
+// What the per-packet code uses of other modules, as this module's own consts (see
+// src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Verdict } = batchModule;
 const { SWEEP_EVERY, SWEEP_SLOTS } = tableModule;
 const { CT_OK, R_TABLE_FULL } = trackerModule;

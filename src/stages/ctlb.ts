@@ -24,7 +24,7 @@
  *   socket-timeout-tcp: 2h           idle time after which a TCP socket is gone
  *   socket-timeout-udp: 30s          the same for UDP
  */
-import { FlowTable, RF_EXPIRES } from '../conntrack/table.js';
+import { FlowTable } from '../conntrack/table.js';
 import * as tableModule from '../conntrack/table.js';
 import type { Batch } from '../packet/batch.js';
 import * as batchModule from '../packet/batch.js';
@@ -37,7 +37,7 @@ import type { Stage, StageReport } from '../pipeline/stage.js';
 import { Binder, setAddress } from '../nat/bind.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
-const { Destroy, RF_LAST, RF_SHIFT } = tableModule;
+const { Destroy, RF_EXPIRES, RF_LAST, RF_SHIFT } = tableModule;
 const { Frag, Verdict } = batchModule;
 
 const How = { NOT_SEEN: 0, NOT_SERVICE: 1, CONNECT: 2, SOCKET: 3, ICMP: 4, FRAGMENT: 5 } as const;
