@@ -1,8 +1,9 @@
 // Instructions a packet, counted by valgrind's callgrind: for changes too small to time on a VM
 // whose speed drifts 20% between two runs (DESIGN.md "Fourth pass"). Counts, not seconds: the same
 // build, capture and flags give the same count to ~1% (3,289 and 3,326 in two runs), whatever
-// else the machine is doing. They say nothing of cache misses (a change that trades instructions for misses needs timing, with
-// bench/ab.js or alternating processes), and rep-prefixed memset counts one per byte here.
+// else the machine is doing. They say nothing of cache misses (a change that trades instructions
+// for misses needs timing, with bench/ab.js or alternating processes), and rep-prefixed memset
+// counts one per byte here.
 //
 // Each build runs the capture 3 and then 3 + N times (--rounds N, 3) in a fresh
 // `node --single-threaded` (no background compiler or marker, whose timing would otherwise decide
