@@ -1,6 +1,10 @@
 import type { Batch } from '../packet/batch.js';
 import { linkTypeName } from './linktype.js';
-import { ChunkedFileSource, MAX_PACKET, Refill, type InterfaceInfo, type SourceOptions } from './source.js';
+import { ChunkedFileSource, Refill, type InterfaceInfo, type SourceOptions } from './source.js';
+import * as sourceModule from './source.js';
+// The per-packet code reads only module consts: V8 reads an imported or exported binding through
+// its module cell at every use, even in the module that declares it (src/conntrack/layout.ts).
+const { MAX_PACKET } = sourceModule;
 
 /**
  * Classic libpcap files: microsecond (0xa1b2c3d4) and nanosecond (0xa1b23c4d) magic, either byte
@@ -10,7 +14,9 @@ export const PCAP_MAGIC_US = 0xa1b2c3d4;
 export const PCAP_MAGIC_NS = 0xa1b23c4d;
 
 export const FILE_HEADER = 24;
-export const RECORD_HEADER = 16;
+/** Bytes before each record's data (fill() reads the private copy: see the imports). */
+const RECORD_BYTES = 16;
+export const RECORD_HEADER = RECORD_BYTES;
 
 /** Write a classic pcap file header (little-endian, version 2.4) at `at`: micro- or nanosecond timestamps. */
 export function writePcapHeader(dv: DataView, at: number, nano: boolean, snapLen: number, linkType: number): void {
@@ -97,7 +103,7 @@ export class PcapReader extends ChunkedFileSource {
       const dv = c.dv;
       const len = c.len;
       let pos = this.pos;
-      while (n < cap && pos + RECORD_HEADER <= len) {
+      while (n < cap && pos + RECORD_BYTES <= len) {
         let incl = dv.getUint32(pos + inclAt, le);
         let orig = dv.getUint32(pos + origAt, le);
         if (maybeSwapped && incl > orig) { const t = incl; incl = orig; orig = t; }
@@ -107,11 +113,11 @@ export class PcapReader extends ChunkedFileSource {
             'The file is corrupt from here on; the packets before this record were read');
           return this.handOut(b, n);
         }
-        const end = pos + RECORD_HEADER + incl;
+        const end = pos + RECORD_BYTES + incl;
         if (end > len) break;
         tsSec[n] = dv.getUint32(pos, le);
         tsNsec[n] = dv.getUint32(pos + 4, le) * mul;
-        off[n] = pos + RECORD_HEADER;
+        off[n] = pos + RECORD_BYTES;
         capLen[n] = incl;
         wireLen[n] = orig;
         linkType[n] = lt;
@@ -133,7 +139,7 @@ export class PcapReader extends ChunkedFileSource {
         const left = this.avail();
         if (left > 0) {
           const at = this.position;
-          const need = left >= RECORD_HEADER ? RECORD_HEADER + this.recordLength(this.c.dv, this.pos) : RECORD_HEADER;
+          const need = left >= RECORD_BYTES ? RECORD_BYTES + this.recordLength(this.c.dv, this.pos) : RECORD_BYTES;
           this.fail(at, `record ${this.packets + 1} is cut short: it needs ${need} bytes, the file has ${left} left`,
             'The capture was probably cut off while being written; the packets before it were read');
         }

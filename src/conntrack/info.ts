@@ -15,3 +15,16 @@ export const CtInfo = {
 } as const;
 
 export const CT_INFO_NAMES = ['untracked', 'new', 'established', 'related', 'invalid'] as const;
+
+/**
+ * Drop reasons conntrack reports, indexed by the code track() returns. They live here, not in
+ * tracker.ts, so that the tracker's per-packet code reads them as module consts (see layout.ts).
+ */
+export const CT_REASONS = [
+  'table-full', 'invalid-tcp-flags', 'invalid-tcp-state', 'invalid-tcp-start',
+  'icmp-error-without-flow', 'icmp-reply-without-request', 'invalid-icmp-type',
+] as const;
+/** track()'s code for a flow that found no room: dropped whatever `invalid:` says. */
+export const R_TABLE_FULL = 0;
+/** track() returns this for a packet that is fine (tracked or untracked). */
+export const CT_OK = -1;

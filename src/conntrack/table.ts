@@ -36,49 +36,21 @@
  */
 
 import { ipToString } from '../packet/format.js';
-import { MAX_BATCH_SIZE, type Batch } from '../packet/batch.js';
+import type { Batch } from '../packet/batch.js';
 import * as batchModule from '../packet/batch.js';
+import * as layoutModule from './layout.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Verdict } = batchModule;
+const { HELD_MAX, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE, Status } = layoutModule;
+export {
+  Destroy, DESTROY_NAMES, HELD_MAX, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE,
+  Status, SWEEP_EVERY, SWEEP_SLOTS,
+} from './layout.js';
 
 export type FlowColumn = Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array;
 export type FlowEndListener = (table: FlowTable, entry: number, why: number) => void;
 export type FlowCreateListener = (b: Batch, i: number, entry: number, now: number) => void;
-
-/**
- * Entry status bits (as the kernel's IPS_* bits that matter here). REPLY_TUPLE: the flow's reply
- * is not the mirror of its original tuple (a NAT stage said so), and the entry has a second slot.
- */
-export const Status = { SEEN_REPLY: 1, ASSURED: 2, USED: 4, REPLY_TUPLE: 8 } as const;
-
-/** Why an entry went away, for flow records and counters. */
-export const Destroy = { TIMEOUT: 0, EVICTED: 1, REOPENED: 2, END: 3, RESET: 4 } as const;
-export const DESTROY_NAMES = ['timeout', 'evicted', 'reopened', 'end-of-input', 'reset-before-reply'] as const;
-
-/** Words of a record (rec) and f64 slots of it (recF = f64 view of the same buffer). */
-export const REC = 32;
-export const R_HASH = 0;
-export const R_FAMPROTO = 1;
-export const R_PORTS = 2;
-export const R_SRC = 3;
-export const R_DST = 7;
-export const R_STATE = 11;
-/** Record e starts at f64 index e << RF_SHIFT; f64 indexes within a record: */
-export const RF_SHIFT = 4;
-export const RF_EXPIRES = 6;
-export const RF_LAST = 7;
-/** The counters: RF_CTR + dir packets, RF_CTR + 2 + dir bytes. */
-export const RF_CTR = 8;
-
-/**
- * Spare entries for numbers held until the end of a batch: at most one removal per packet (a
- * flow that ends or times out, or an eviction) plus what the expiry sweeps of the batch remove
- * (SWEEP_SLOTS every SWEEP_EVERY packets), for the largest batch (MAX_BATCH_SIZE).
- */
-export const SWEEP_EVERY = 256;
-export const SWEEP_SLOTS = 128;
-export const HELD_MAX = MAX_BATCH_SIZE + (MAX_BATCH_SIZE / SWEEP_EVERY + 1) * SWEEP_SLOTS;
 
 /** A reply tuple (rep, u32 x10): 0 hash | 1 sport << 16 | dport | 2..5 src | 6..9 dst, as the reply is on the wire. */
 const REP = 10;

@@ -24,18 +24,23 @@ export const TCP_STATE_NAMES = ['NONE', 'SYN_SENT', 'SYN_RECV', 'ESTABLISHED', '
 export const S_INVALID = 10;
 export const S_IGNORE = 11;
 
-/** The flag classes of get_conntrack_index(): RST wins over SYN, SYN over FIN, FIN over ACK. */
-export const TcpClass = { SYN: 0, SYNACK: 1, FIN: 2, ACK: 3, RST: 4, NONE: 5 } as const;
+/**
+ * The flag classes of get_conntrack_index(): RST wins over SYN, SYN over FIN, FIN over ACK.
+ * tcpClass() reads the private copy: V8 reads an exported binding through its module cell at every
+ * use, even in its own module (layout.ts).
+ */
+const Class = { SYN: 0, SYNACK: 1, FIN: 2, ACK: 3, RST: 4, NONE: 5 } as const;
+export const TcpClass = Class;
 
 const FIN = 0x01; const SYN = 0x02; const RST = 0x04; const PSH = 0x08; const ACK = 0x10; const URG = 0x20;
 const ECE = 0x40; const CWR = 0x80;
 
 export function tcpClass(flags: number): number {
-  if (flags & RST) return TcpClass.RST;
-  if (flags & SYN) return flags & ACK ? TcpClass.SYNACK : TcpClass.SYN;
-  if (flags & FIN) return TcpClass.FIN;
-  if (flags & ACK) return TcpClass.ACK;
-  return TcpClass.NONE;
+  if (flags & RST) return Class.RST;
+  if (flags & SYN) return flags & ACK ? Class.SYNACK : Class.SYN;
+  if (flags & FIN) return Class.FIN;
+  if (flags & ACK) return Class.ACK;
+  return Class.NONE;
 }
 
 /** tcp_valid_flags[]: the flag combinations conntrack accepts at all (ECE, CWR, PSH ignored). */
@@ -53,7 +58,7 @@ const sSS = 1, sSR = 2, sES = 3, sFW = 4, sCW = 5, sLA = 6, sTW = 7, sCL = 8, sS
  * Rows follow the kernel's table; columns are the states NONE SYN_SENT SYN_RECV ESTABLISHED FIN_WAIT
  * CLOSE_WAIT LAST_ACK TIME_WAIT CLOSE SYN_SENT2.
  */
-export const TCP_TRANSITIONS = new Uint8Array([
+const TRANSITIONS = new Uint8Array([
   // ORIGINAL
   /* syn    */ sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2,
   /* synack */ sIV, sIV, sIG, sIG, sIG, sIG, sIG, sIG, sIG, sSR,
@@ -71,5 +76,5 @@ export const TCP_TRANSITIONS = new Uint8Array([
 ]);
 
 export function tcpNext(dir: number, cls: number, state: number): number {
-  return TCP_TRANSITIONS[(dir * 6 + cls) * 10 + state]!;
+  return TRANSITIONS[(dir * 6 + cls) * 10 + state]!;
 }

@@ -20,14 +20,16 @@ import { FlowTable } from './table.js';
 import * as tableModule from './table.js';
 import * as tcpModule from './tcp.js';
 // The constants and helpers the per-packet code uses, as this module's own consts: V8 folds a
-// module's own const bindings into optimised code, but reads an imported binding through its
-// module cell, checking that it is initialised, at every use (through conntrack: 3,075 -> 2,888
-// instructions a packet under callgrind; DESIGN.md "Speed").
+// module's own unexported const bindings into optimised code, but reads an imported binding, or
+// any exported one (even in its own module: see layout.ts), through its module cell, checking
+// that it is initialised, at every use (through conntrack: 3,075 -> 2,888 instructions a packet
+// under callgrind; DESIGN.md "Speed").
 const { Frag } = batchModule;
 const { isIcmpError, Proto } = decodeModule;
-const { CtInfo } = infoModule;
+const { CtInfo, CT_OK, CT_REASONS, R_TABLE_FULL } = infoModule;
 const { Destroy, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_STATE, Status, SWEEP_SLOTS } = tableModule;
 const { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext } = tcpModule;
+export { CT_OK, CT_REASONS, R_TABLE_FULL } from './info.js';
 
 /** Timeouts in seconds (nf_conntrack sysctl defaults). */
 export interface Timeouts {
@@ -62,21 +64,13 @@ export interface ConntrackConfig {
   timeouts: Timeouts;
 }
 
-/** Drop reasons this module reports, indexed by the code track() returns. */
-export const CT_REASONS = [
-  'table-full', 'invalid-tcp-flags', 'invalid-tcp-state', 'invalid-tcp-start',
-  'icmp-error-without-flow', 'icmp-reply-without-request', 'invalid-icmp-type',
-] as const;
-/** track()'s code for a flow that found no room: dropped whatever `invalid:` says. */
-export const R_TABLE_FULL = 0;
+// Drop reasons: CT_REASONS (in info.ts, with CT_OK and R_TABLE_FULL) names them by these codes.
 const R_TCP_FLAGS = 1;
 const R_TCP_STATE = 2;
 const R_TCP_START = 3;
 const R_ICMP_ORPHAN = 4;
 const R_ICMP_REPLY = 5;
 const R_ICMP_TYPE = 6;
-/** track() returns this for a packet that is fine (tracked or untracked). */
-export const CT_OK = -1;
 
 /** UDP flows become "streams" (longer timeout, assured) when still active this long after starting. */
 const UDP_STREAM_AFTER = 2;

@@ -6,61 +6,15 @@
 import * as linkTypeModule from '../capture/linktype.js';
 import type { Batch } from './batch.js';
 import * as batchModule from './batch.js';
+import * as codesModule from './codes.js';
 import * as hashModule from './hash.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { LinkType } = linkTypeModule;
 const { Frag, L3, Verdict } = batchModule;
 const { flowHash, symHash } = hashModule;
-
-/** Why a packet could not be decoded. 0 = decoded. */
-export const Malformed = {
-  OK: 0,
-  /** Frame shorter than its link-layer header. */
-  LINK_TRUNCATED: 1,
-  /** Link type dplab does not decode. */
-  UNSUPPORTED_LINK: 2,
-  /** IP version nibble is not 4/6 (or not what the link layer announced). */
-  IP_VERSION: 3,
-  /** IPv4 header length below 20 bytes. */
-  IPV4_IHL: 4,
-  /** IPv4 total length smaller than its header. */
-  IPV4_TOTAL_LENGTH: 5,
-  /** IP header not wholly in the frame. */
-  IP_TRUNCATED: 6,
-  /** IP length claims more bytes than the frame carries. */
-  IP_LENGTH: 7,
-  /** IPv6 extension-header chain runs past the datagram. */
-  IPV6_EXT: 8,
-  /** L4 header not wholly in the datagram. */
-  L4_TRUNCATED: 9,
-  /** TCP data offset below 5 words or beyond the datagram. */
-  TCP_DATA_OFFSET: 10,
-  /** UDP length field below 8 or beyond the datagram. */
-  UDP_LENGTH: 11,
-  /** Headers cut off by the capture's snap length (the packet was whole on the wire). */
-  SNAPLEN: 12,
-  /** Record with no bytes. */
-  EMPTY: 13,
-} as const;
-
-export const MALFORMED_NAMES: readonly string[] = [
-  'ok', 'link-header-truncated', 'unsupported-link-type', 'bad-ip-version', 'bad-ipv4-header-length',
-  'bad-ipv4-total-length', 'ip-header-truncated', 'ip-length-exceeds-frame', 'bad-ipv6-extension-header',
-  'l4-header-truncated', 'bad-tcp-data-offset', 'bad-udp-length', 'headers-cut-by-snaplen', 'empty-record',
-];
-
-export const Proto = { ICMP: 1, TCP: 6, UDP: 17, GRE: 47, ESP: 50, AH: 51, ICMPV6: 58, SCTP: 132, UDPLITE: 136 } as const;
-
-/** Protocols whose header starts with a source and a destination port (the decoder reads them). */
-export function hasPorts(proto: number): boolean {
-  return proto === Proto.TCP || proto === Proto.UDP || proto === Proto.SCTP || proto === Proto.UDPLITE;
-}
-
-/** ICMP errors (they quote the packet they are about): RFC 792 / RFC 4443 types. */
-export function isIcmpError(v6: boolean, type: number): boolean {
-  return v6 ? type >= 1 && type <= 4 : type === 3 || type === 4 || type === 5 || type === 11 || type === 12;
-}
+const { hasPorts, isIcmpError, Malformed, Proto } = codesModule;
+export { hasPorts, isIcmpError, Malformed, MALFORMED_NAMES, Proto } from './codes.js';
 
 const ET_VLAN = 0x8100;
 const ET_QINQ = 0x88a8;

@@ -16,20 +16,25 @@ const K2 = 0x85ebca77 | 0;
 const F1 = 0x85ebca6b | 0;
 const F2 = 0xc2b2ae35 | 0;
 
-/** MurmurHash3's 32-bit finaliser: the one mixing step every hash in dplab ends with. */
-export function fmix(h: number): number {
+/**
+ * MurmurHash3's 32-bit finaliser: the one mixing step every hash in dplab ends with. This module's
+ * own code calls the private names (mix, sym): V8 reads an exported binding through its module
+ * cell at every use, even in its own module (src/conntrack/layout.ts).
+ */
+function mix(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, F1);
   h ^= h >>> 13;
   h = Math.imul(h, F2);
   return h ^ (h >>> 16);
 }
+export const fmix = mix;
 
 /** One endpoint: the address words folded (rotated apart), the port mixed in, then finalised. */
 function endpoint(A: Uint32Array, o: number, port: number): number {
   const a1 = A[o + 1]! | 0; const a2 = A[o + 2]! | 0; const a3 = A[o + 3]! | 0;
   const x = (A[o]! | 0) ^ ((a1 << 8) | (a1 >>> 24)) ^ ((a2 << 16) | (a2 >>> 16)) ^ ((a3 << 24) | (a3 >>> 8));
-  return fmix(x ^ Math.imul(port + 1, K1));
+  return mix(x ^ Math.imul(port + 1, K1));
 }
 
 /**
@@ -37,9 +42,10 @@ function endpoint(A: Uint32Array, o: number, port: number): number {
  * (IPv4 uses word 0 and zeros). The result is an int32 (stored in a Uint32Array it reads back
  * unsigned); returning it unsigned would box it as a heap double half the time.
  */
-export function symHash(proto: number, A: Uint32Array, ao: number, B: Uint32Array, bo: number, pa: number, pb: number): number {
-  return fmix((endpoint(A, ao, pa) + endpoint(B, bo, pb) + Math.imul(proto + 1, K2)) | 0);
+function sym(proto: number, A: Uint32Array, ao: number, B: Uint32Array, bo: number, pa: number, pb: number): number {
+  return mix((endpoint(A, ao, pa) + endpoint(B, bo, pb) + Math.imul(proto + 1, K2)) | 0);
 }
+export const symHash = sym;
 
 /**
  * The flow hash of decoded packet i. ICMP queries use their identifier as both ports; an ICMP
@@ -48,12 +54,12 @@ export function symHash(proto: number, A: Uint32Array, ao: number, B: Uint32Arra
 export function flowHash(b: Batch, i: number, sport: number, dport: number): number {
   const w = i << 2;
   if (b.inProto[i] !== 0 || b.inSrc[w] !== 0 || b.inSrc[w + 3] !== 0) {
-    return symHash(b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
+    return sym(b.inProto[i]!, b.inSrc, w, b.inDst, w, b.inSport[i]!, b.inDport[i]!);
   }
   const proto = b.proto[i]!;
   if ((proto === 1 || proto === 58) && b.icmpId[i] !== 0) {
     const id = b.icmpId[i]!;
-    return symHash(proto, b.src, w, b.dst, w, id, id);
+    return sym(proto, b.src, w, b.dst, w, id, id);
   }
-  return symHash(proto, b.src, w, b.dst, w, sport, dport);
+  return sym(proto, b.src, w, b.dst, w, sport, dport);
 }

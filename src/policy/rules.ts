@@ -26,9 +26,15 @@
  * typed arrays. Each evaluator finds the entries whose destination holds the packet its own way,
  * then checks the rest with the one predicate they share, `restMatches`.
  */
-import { Frag, type Batch } from '../packet/batch.js';
+import type { Batch } from '../packet/batch.js';
+import * as batchModule from '../packet/batch.js';
 import { parseExactPrefix, prefixToString, wordMask, ANY, type Prefix } from '../packet/cidr.js';
-import { hasPorts, Proto } from '../packet/decode.js';
+import { Proto } from '../packet/decode.js';
+import * as decodeModule from '../packet/decode.js';
+// The per-packet code reads imports as this module's own consts: V8 reads an imported binding
+// through its module cell at every use (src/conntrack/layout.ts).
+const { Frag } = batchModule;
+const { hasPorts } = decodeModule;
 
 /** What a rule does (never 0: the policy stage's per-flow Decision uses 0 for "none yet"). */
 export const Action = { ACCEPT: 1, DROP: 2 } as const;

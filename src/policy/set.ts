@@ -10,9 +10,14 @@
  */
 import type { Batch } from '../packet/batch.js';
 import { wordMask } from '../packet/cidr.js';
-import { fmix } from '../packet/hash.js';
+import * as hashModule from '../packet/hash.js';
 import type { Evaluator } from './evaluator.js';
-import { restMatches, type RuleTable } from './rules.js';
+import type { RuleTable } from './rules.js';
+import * as rulesModule from './rules.js';
+// The per-packet code reads imports as this module's own consts: V8 reads an imported binding
+// through its module cell at every use (src/conntrack/layout.ts).
+const { restMatches } = rulesModule;
+const { fmix } = hashModule;
 
 const NO_MATCH = 0x7fffffff;
 const K1 = 0x9e3779b1 | 0;

@@ -11,7 +11,11 @@
 import type { Batch } from '../packet/batch.js';
 import type { Evaluator } from './evaluator.js';
 import { Lpm } from './lpm.js';
-import { restMatches, type RuleTable } from './rules.js';
+import type { RuleTable } from './rules.js';
+import * as rulesModule from './rules.js';
+// The per-packet code reads imports as this module's own consts: V8 reads an imported binding
+// through its module cell at every use (src/conntrack/layout.ts).
+const { restMatches } = rulesModule;
 
 const NO_MATCH = 0x7fffffff;
 

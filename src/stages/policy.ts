@@ -37,8 +37,13 @@ const Reason = { RULE: 0, DEFAULT: 1 } as const;
 const NO_FLOWS_U8 = new Uint8Array(0);
 const NO_FLOWS_I32 = new Int32Array(0);
 
-/** A decision cached in the flow (policy's own per-flow column): none yet, or the rule's action. */
-export const Decision = { NONE: 0, ACCEPT: Action.ACCEPT, DROP: Action.DROP } as const;
+/**
+ * A decision cached in the flow (policy's own per-flow column): none yet, or the rule's action.
+ * process() reads the private copy: V8 reads an exported binding through its module cell at every
+ * use, even in its own module (src/conntrack/layout.ts).
+ */
+const DECISION = { NONE: 0, ACCEPT: Action.ACCEPT, DROP: Action.DROP } as const;
+export const Decision = DECISION;
 
 /** What the stage did with a packet of the last batch, for explain(). */
 const How = { NOT_SEEN: 0, EVALUATED: 1, EVALUATED_STORED: 2, CACHED: 3, NOT_IP: 4 } as const;
@@ -126,7 +131,7 @@ export class PolicyStage implements Stage {
       const info = ctInfo[i];
       const f = flow[i]!;
       if (ct !== null && (info === CtInfo.NEW || info === CtInfo.ESTABLISHED || info === CtInfo.RELATED)
-        && ctDecision[f] !== Decision.NONE) {
+        && ctDecision[f] !== DECISION.NONE) {
         decision = ctDecision[f]!;
         rule = ctRule[f]!;
         how[i] = How.CACHED;
