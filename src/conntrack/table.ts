@@ -511,6 +511,14 @@ export class FlowTable {
     const rep = this.rep;
     const w = e * REP;
     const ports = rep[w + 1]! | 0;
+    if ((fp & 0xff) === 4) {
+      // IPv4: the three words after each address are zero on both sides (see match).
+      const s = S[so]!;
+      const d = D[dof]!;
+      if (ports === fwd && rep[w + 2] === s && rep[w + 6] === d) return (e << 1) | 1;
+      if (ports === rev && rep[w + 2] === d && rep[w + 6] === s) return e << 1;
+      return -1;
+    }
     if (ports === fwd
       && rep[w + 2] === S[so] && rep[w + 3] === S[so + 1] && rep[w + 4] === S[so + 2] && rep[w + 5] === S[so + 3]
       && rep[w + 6] === D[dof] && rep[w + 7] === D[dof + 1] && rep[w + 8] === D[dof + 2] && rep[w + 9] === D[dof + 3]) {
@@ -524,12 +532,28 @@ export class FlowTable {
     return -1;
   }
 
-  /** Entry e against a tuple: e * 2 + direction, or -1. */
+  /**
+   * Entry e against a tuple: e * 2 + direction, or -1.
+   *
+   * An IPv4 address is word 0 of its four, the other three zero: the decoder zeroes every field of
+   * a batch before it decodes, and a stage that writes an IPv4 address writes word 0 (encrypt's
+   * outer header writes the zeros too). The entry's words are copies of a packet's. So with the
+   * family equal (it is in fp) and IPv4, word 0 of each address decides: two loads and compares
+   * where the full compare took eight, each with its own bounds and overflow checks (~240
+   * instructions a call, most of a lookup; tests: decode-paths "IPv4 addresses leave words 1-3 zero").
+   */
   private match(e: number, fp: number, fwd: number, rev: number, S: Uint32Array, so: number, D: Uint32Array, dof: number): number {
     const rec = this.rec;
     const w = e * REC;
     if (rec[w + R_FAMPROTO] !== fp) return -1;
     const ports = rec[w + R_PORTS]! | 0;
+    if ((fp & 0xff) === 4) {
+      const s = S[so]!;
+      const d = D[dof]!;
+      if (ports === fwd && rec[w + R_SRC] === s && rec[w + R_DST] === d) return e << 1;
+      if (ports === rev && rec[w + R_SRC] === d && rec[w + R_DST] === s) return (e << 1) | 1;
+      return -1;
+    }
     if (ports === fwd
       && rec[w + 3] === S[so] && rec[w + 4] === S[so + 1] && rec[w + 5] === S[so + 2] && rec[w + 6] === S[so + 3]
       && rec[w + 7] === D[dof] && rec[w + 8] === D[dof + 1] && rec[w + 9] === D[dof + 2] && rec[w + 10] === D[dof + 3]) {
