@@ -1,7 +1,8 @@
 // Instructions a packet, counted by valgrind's callgrind: for changes too small to time on a VM
 // whose speed drifts 20% between two runs (DESIGN.md "Fourth pass"). Counts, not seconds: the same
-// build, capture and flags give the same count to ~1% (3,289 and 3,326 in two runs), whatever
-// else the machine is doing. They say nothing of cache misses (a change that trades instructions
+// build, capture and flags give the same count to ~1% for ebpf (3,140 and 3,141 with --rounds 6),
+// whatever else the machine is doing; read + decode alone has varied 4%, so run each build twice
+// (DESIGN.md "Fifth pass"). They say nothing of cache misses (a change that trades instructions
 // for misses needs timing, with bench/ab.js or alternating processes), and rep-prefixed memset
 // counts one per byte here.
 //
