@@ -100,4 +100,3 @@ describe('IPv4 addresses leave words 1-3 zero', () => {
     expect(quoted).toBeGreaterThan(10);
   });
 });
-

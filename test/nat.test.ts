@@ -15,6 +15,7 @@ import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import type { StageReport } from '../src/pipeline/stage.js';
 import { dplab, ROOT, tsharkFields } from './helpers.js';
 import { dist } from './dist.js';
+import { REC, REP, R_FAMPROTO, R_DST, R_SRC, R_STATE, Status } from '../src/conntrack/layout.js';
 
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-nat-'));
@@ -121,16 +122,18 @@ describe('IPv4 entries keep address words 1-3 zero through NAT', () => {
       const table = ct.ct.table;
       let v4 = 0;
       let replies = 0;
+      const upper = (a: Uint32Array, at: number) => [a[at + 1], a[at + 2], a[at + 3]];
       table.onEnd((t, e) => {
-        const w = e * 32;
-        if ((t.rec[w + 1]! & 0xff) !== 4) return;
+        const w = e * REC;
+        if ((t.rec[w + R_FAMPROTO]! & 0xff) !== 4) return;
         v4++;
-        expect([t.rec[w + 4], t.rec[w + 5], t.rec[w + 6], t.rec[w + 8], t.rec[w + 9], t.rec[w + 10]], `entry ${e}`).toEqual([0, 0, 0, 0, 0, 0]);
-        if ((t.rec[w + 11]! & (8 << 8)) !== 0) {
+        expect([...upper(t.rec, w + R_SRC), ...upper(t.rec, w + R_DST)], `entry ${e}`).toEqual([0, 0, 0, 0, 0, 0]);
+        if ((t.rec[w + R_STATE]! & (Status.REPLY_TUPLE << 8)) !== 0) {
           replies++;
+          // The reply tuple: rep words 2..5 src, 6..9 dst (layout.ts), a private array of the table.
           const rep = (t as unknown as { rep: Uint32Array }).rep;
-          const r = e * 10;
-          expect([rep[r + 3], rep[r + 4], rep[r + 5], rep[r + 7], rep[r + 8], rep[r + 9]], `entry ${e} reply`).toEqual([0, 0, 0, 0, 0, 0]);
+          const r = e * REP;
+          expect([...upper(rep, r + 2), ...upper(rep, r + 6)], `entry ${e} reply`).toEqual([0, 0, 0, 0, 0, 0]);
         }
       });
       dist.run.runCapture({ file: GEN, profile, stages, timing: false });

@@ -35,6 +35,8 @@ export const RF_EXPIRES = 6;
 export const RF_LAST = 7;
 /** The counters: RF_CTR + dir packets, RF_CTR + 2 + dir bytes. */
 export const RF_CTR = 8;
+/** Words of a reply tuple (rep, u32 x10): 0 hash | 1 sport << 16 | dport | 2..5 src | 6..9 dst, as the reply is on the wire. */
+export const REP = 10;
 
 /**
  * Spare entries for numbers held until the end of a batch: at most one removal per packet (a

@@ -42,18 +42,15 @@ import * as layoutModule from './layout.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Verdict } = batchModule;
-const { HELD_MAX, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE, Status } = layoutModule;
+const { HELD_MAX, REC, REP, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE, Status } = layoutModule;
 export {
-  Destroy, DESTROY_NAMES, HELD_MAX, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE,
+  Destroy, DESTROY_NAMES, HELD_MAX, REC, REP, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE,
   Status, SWEEP_EVERY, SWEEP_SLOTS,
 } from './layout.js';
 
 export type FlowColumn = Uint8Array | Uint16Array | Int32Array | Uint32Array | Float64Array;
 export type FlowEndListener = (table: FlowTable, entry: number, why: number) => void;
 export type FlowCreateListener = (b: Batch, i: number, entry: number, now: number) => void;
-
-/** A reply tuple (rep, u32 x10): 0 hash | 1 sport << 16 | dport | 2..5 src | 6..9 dst, as the reply is on the wire. */
-const REP = 10;
 
 /**
  * A slot's value names an entry and which of its tuples the slot hashes: ((e + 1) << 1) | which,

@@ -10,7 +10,6 @@ import { l3Name, protoName } from './format.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Frag } = batchModule;
-const FRAG_NONE = Frag.NONE;
 
 export interface SummaryJson {
   packets: number;
@@ -114,7 +113,7 @@ export class TrafficSummary {
       const f = family[i]!;
       if (f !== 0) byL4[(f === 6 ? 256 : 0) + proto[i]!]!++;
       if (vlan[i] !== 0) tagged++;
-      if (frag[i] !== FRAG_NONE) fragments++;
+      if (frag[i] !== Frag.NONE) fragments++;
       if (cap < wire) cut++;
     }
     this.bytes += bytes;
