@@ -170,6 +170,34 @@ describe('the LPM table against a brute-force longest match', () => {
       for (const s of stored) expect(lpm.get(s.p)).toBe(s.v);
     }), { numRuns: 500 });
   });
+
+  // lookup() answers from a direct table on the first 16 bits where no longer prefix lies, made at
+  // the first walk after a change: prefixes of 12-20 bits inside a few /8s put many of them on
+  // either side of that line, and a lookup after every set() checks tables made and out of date.
+  it('gives the same answers from its direct tables, looked up between changes', () => {
+    const near = (hi: number, lenMax: number) => fc.tuple(fc.constantFrom(hi, hi + 1), fc.integer({ min: 0, max: 0xffffff }), fc.integer({ min: 0, max: lenMax }));
+    const v4prefix = near(0x0a, 32).map(([a, b, len]) => parsePrefix(`${prefixToString({ family: 4, words: [((a << 24) | b) >>> 0, 0, 0, 0], len: 32, normalised: false })}/${Math.min(32, 8 + (len % 17))}`));
+    const v6prefix = near(0xfd, 128).map(([a, b, len]) => parsePrefix(`${prefixToString({ family: 6, words: [((a << 24) | b) >>> 0, 0, 0, 1], len: 128, normalised: false })}/${[0, 15, 16, 17, 24, 48, 128][len % 7]}`));
+    fc.assert(fc.property(fc.array(fc.oneof(v4prefix, v6prefix), { minLength: 1, maxLength: 40 }), fc.array(fc.oneof(v4prefix, v6prefix), { minLength: 1, maxLength: 30 }), (prefixes, probes) => {
+      const lpm = new Lpm(2);
+      const stored = new Map<string, { p: ReturnType<typeof parsePrefix>; v: number }>();
+      const b = batchOf(probes.map((p) => ({ dst: prefixToString({ ...p, len: p.family === 4 ? 32 : 128 }) })));
+      const check = (i: number): void => {
+        const fam = b.family[i]!;
+        let best = -1;
+        let bestLen = -1;
+        for (const s of stored.values()) if (s.p.len > bestLen && prefixContains(s.p, fam, b.dst, 4 * i)) { best = s.v; bestLen = s.p.len; }
+        expect(lpm.lookup(fam, b.dst, 4 * i)).toBe(best);
+        expect(lpm.walk(fam, b.dst, 4 * i)).toBe(best);
+      };
+      prefixes.forEach((p, v) => {
+        lpm.set(p, v);
+        stored.set(prefixToString(p), { p, v });
+        check(v % b.count);
+      });
+      for (let i = 0; i < b.count; i++) check(i);
+    }), { numRuns: 500 });
+  });
 });
 
 describe('parsing rules', () => {

@@ -15,12 +15,29 @@
  *   intermediate node), child for bit 0, child for bit 1] (0 = no child; node 0 is never used).
  * Addresses are read in the batch's form: four u32 words in network order, IPv4 in word 0.
  *
+ * In front of the trie sits a direct table on an address's first 16 bits, as routers put one in
+ * front of theirs (DPDK's rte_lpm, DIR-24-8; Gupta, Lin and McKeown 1998), one per family:
+ * entry a16 is the answer for every address that starts with a16 when no prefix longer than 16
+ * bits lies there (the value of the longest prefix of at most 16 bits holding it, or -1), and
+ * WALK when one does, so only those addresses walk the trie. On a block list or a routing table
+ * most addresses fall where no long prefix lies: a lookup is then one read. The tables are made
+ * on the first walk after a change (set() marks them out of date; until then every lookup
+ * walks), 256 KB a family with prefixes; a family without any shares one table of -1.
+ *
  * Besides the longest match, `matches` lists every prefix holding an address (shortest first):
  * the policy trie needs all of them to keep iptables' first-match order.
  */
 import type { Prefix } from '../packet/cidr.js';
 
 const NONE = -1;
+/** A direct-table entry that sends the lookup to the trie: a prefix longer than 16 bits lies there. */
+const WALK = -2;
+/** Direct-table entries: one per value of an address's first 16 bits. */
+const DIR = 1 << 16;
+
+/** Shared direct tables (made at the first Lpm): every entry WALK (out of date), every entry -1 (no prefix). */
+let allWalk: Int32Array | null = null;
+let allNone: Int32Array | null = null;
 /** Words per node, and where each field sits in a node. */
 const NODE = 8;
 const LEN = 4;
@@ -46,9 +63,20 @@ export class Lpm {
   private root4 = 0;
   private root6 = 0;
   private count = 0;
+  /** The direct tables lookup() reads: allWalk until the first walk after a change makes them. */
+  private dir4: Int32Array;
+  private dir6: Int32Array;
+  /** This table's own direct tables once made (reused when a change makes them again). */
+  private own4: Int32Array | null = null;
+  private own6: Int32Array | null = null;
+  private stale = true;
 
   constructor(initialNodes = 64) {
     this.t = new Int32Array(NODE * Math.max(2, initialNodes));
+    allWalk ??= new Int32Array(DIR).fill(WALK);
+    allNone ??= new Int32Array(DIR).fill(NONE);
+    this.dir4 = allWalk;
+    this.dir6 = allWalk;
   }
 
   /** Prefixes stored. */
@@ -73,6 +101,9 @@ export class Lpm {
   set(p: Prefix, value: number): number {
     if (p.family === 0) throw new RangeError('an "any" prefix must be set once per family');
     if (!Number.isInteger(value) || value < 0) throw new RangeError(`LPM values are integers >= 0, got ${value}`);
+    this.stale = true;
+    this.dir4 = allWalk!;
+    this.dir6 = allWalk!;
     const w = maskedWords(p);
     const max = p.family === 4 ? 32 : 128;
     let parent = 0;
@@ -128,9 +159,20 @@ export class Lpm {
 
   /**
    * The value of the longest prefix holding the address at addr[off..off+3] of `family` (4 or 6),
-   * or -1 when no prefix holds it (or the family is neither). (lpm_trie.c's lookup.)
+   * or -1 when no prefix holds it (or the family is neither). One read of the direct table; the
+   * trie only where a prefix longer than 16 bits lies. Small, so V8 inlines it into a stage's loop.
    */
   lookup(family: number, addr: Uint32Array, off: number): number {
+    let d: number;
+    if (family === 4) d = this.dir4[addr[off]! >>> 16]!;
+    else if (family === 6) d = this.dir6[addr[off]! >>> 16]!;
+    else return NONE;
+    return d !== WALK ? d : this.walk(family, addr, off);
+  }
+
+  /** lookup() through the trie alone (lpm_trie.c's lookup); first makes the direct tables if a change left them out of date. */
+  walk(family: number, addr: Uint32Array, off: number): number {
+    if (this.stale) this.direct();
     const t = this.t;
     let best = NONE;
     if (family === 4) {
@@ -192,6 +234,37 @@ export class Lpm {
       }
     }
     return found;
+  }
+
+  /**
+   * Make the direct tables from the trie: in preorder, a node of at most 16 bits with a value
+   * writes it over its range of entries (its descendants, visited after it, write over their
+   * parts), and a node longer than 16 bits marks its entry WALK. A prefix holding another is its
+   * ancestor in the trie, so nothing visited later covers a WALK entry.
+   */
+  private direct(): void {
+    this.stale = false;
+    if (this.root4 === 0) this.dir4 = allNone!;
+    else this.dir4 = this.fill(this.own4 ??= new Int32Array(DIR), this.root4);
+    if (this.root6 === 0) this.dir6 = allNone!;
+    else this.dir6 = this.fill(this.own6 ??= new Int32Array(DIR), this.root6);
+  }
+
+  private fill(dir: Int32Array, root: number): Int32Array {
+    dir.fill(NONE);
+    const stack = [root];
+    while (stack.length > 0) {
+      const q = stack.pop()! * NODE;
+      const l = this.t[q + LEN]!;
+      const a16 = this.t[q]! >>> 16;
+      if (l > 16) { dir[a16] = WALK; continue; }
+      const v = this.t[q + VALUE]!;
+      if (v !== NONE) dir.fill(v, a16, a16 + (1 << (16 - l)));
+      // Children pushed so that both come off the stack after this node (either order will do:
+      // their ranges are disjoint).
+      for (let c = 0; c < 2; c++) if (this.t[q + CHILD + c] !== 0) stack.push(this.t[q + CHILD + c]!);
+    }
+    return dir;
   }
 
   /** How many leading bits node n's prefix and the words `w` share, at most min(its length, wlen). */
