@@ -27,7 +27,7 @@ const FRAG_SLOTS = 1 << 16;
 export class Sharder {
   private readonly fragments = new FragmentKeys(FRAG_SLOTS);
   private readonly ports = new Int32Array(FRAG_SLOTS);
-  /** The ports of the packet being sharded (a later fragment's are its first fragment's). */
+  /** The ports fragment() found for a later fragment (its first fragment's). */
   private sp = 0;
   private dp = 0;
 
@@ -49,18 +49,25 @@ export class Sharder {
     const n = b.count;
     const shards = this.shards;
     const me = this.me;
-    const { frag, hash } = b;
+    const { frag, hash, sport, dport } = b;
     let owned = 0;
     const steering = this.steering;
+    const steers = steering.length;
     for (let i = 0; i < n; i++) {
       // As int32: a uint32 of 2^31 or more handed to shardHash would be boxed (a heap number).
       let h = hash[i]! | 0;
       const f = frag[i]!;
-      this.sp = b.sport[i]!;
-      this.dp = b.dport[i]!;
-      if (f !== Frag.NONE) h = this.fragment(b, i, f, h);
-      for (let k = 0; k < steering.length; k++) {
-        const s = steering[k]!.shardHash(b, i, this.sp, this.dp, h);
+      let sp = sport[i]!;
+      let dp = dport[i]!;
+      if (f !== Frag.NONE) {
+        this.sp = sp;
+        this.dp = dp;
+        h = this.fragment(b, i, f, h);
+        sp = this.sp;
+        dp = this.dp;
+      }
+      for (let k = 0; k < steers; k++) {
+        const s = steering[k]!.shardHash(b, i, sp, dp, h);
         if (s !== h) { h = s; break; }
       }
       const m = Sharder.shardOf(h, shards) === me ? 1 : 0;
