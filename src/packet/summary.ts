@@ -10,6 +10,8 @@ import { l3Name, protoName } from './format.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Frag } = batchModule;
+const ET_IPV4 = 0x0800;
+const ET_IPV6 = 0x86dd;
 
 export interface SummaryJson {
   packets: number;
@@ -40,21 +42,21 @@ class CodeCounts {
   private readonly count = new Float64Array(256);
   private readonly more = new Map<number, number>();
 
-  /** Count one packet of `code`. Its home slot is its two bytes folded, so 0x0800 and 0 (IPv4, non-IP) do not meet. */
-  add(code: number): void {
+  /** Count `n` packets of `code`. Its home slot is its two bytes folded, so 0x0800 and 0 (IPv4, non-IP) do not meet. */
+  add(code: number, n = 1): void {
     const home = (code ^ (code >>> 8)) & 255;
-    if (this.key[home] === code) this.count[home]!++;
-    else this.probe(code, home);
+    if (this.key[home] === code) this.count[home]! += n;
+    else this.probe(code, home, n);
   }
 
   /** A code not counted in its home slot: that slot if free, the next few, then the Map. */
-  private probe(code: number, home: number): void {
+  private probe(code: number, home: number, n: number): void {
     for (let j = 0; j < 8; j++) {
       const k = (home + j) & 255;
-      if (this.key[k] === code) { this.count[k]!++; return; }
-      if (this.key[k] === -1) { this.key[k] = code; this.count[k] = 1; return; }
+      if (this.key[k] === code) { this.count[k]! += n; return; }
+      if (this.key[k] === -1) { this.key[k] = code; this.count[k] = n; return; }
     }
-    this.more.set(code, (this.more.get(code) ?? 0) + 1);
+    this.more.set(code, (this.more.get(code) ?? 0) + n);
   }
 
   /** (code, count) pairs, by code. */
@@ -100,22 +102,40 @@ export class TrafficSummary {
     let tagged = 0;
     let fragments = 0;
     let cut = 0;
+    // A batch's link type rarely changes and most of its packets are IPv4 or IPv6: those are
+    // counted in locals too (a run of one link type; the two ethertypes), the rest as they come.
+    let link = -1;
+    let linkRun = 0;
+    let v4 = 0;
+    let v6 = 0;
     for (let i = 0; i < n; i++) {
       if (mine !== null && mine[i] === 0) { counted--; continue; }
       const wire = wireLen[i]!;
       const cap = capLen[i]!;
       bytes += wire;
       captured += cap;
-      byLink.add(linkType[i]!);
+      const lt = linkType[i]!;
+      if (lt === link) linkRun++;
+      else {
+        if (linkRun > 0) byLink.add(link, linkRun);
+        link = lt;
+        linkRun = 1;
+      }
       const m = malformed[i]!;
       if (m !== 0) { bad++; byReason[m]!++; continue; }
-      byL3.add(l3Type[i]!);
+      const et = l3Type[i]!;
+      if (et === ET_IPV4) v4++;
+      else if (et === ET_IPV6) v6++;
+      else byL3.add(et);
       const f = family[i]!;
       if (f !== 0) byL4[(f === 6 ? 256 : 0) + proto[i]!]!++;
       if (vlan[i] !== 0) tagged++;
       if (frag[i] !== Frag.NONE) fragments++;
       if (cap < wire) cut++;
     }
+    if (linkRun > 0) byLink.add(link, linkRun);
+    if (v4 > 0) byL3.add(ET_IPV4, v4);
+    if (v6 > 0) byL3.add(ET_IPV6, v6);
     this.bytes += bytes;
     this.capturedBytes += captured;
     this.malformed += bad;
