@@ -37,17 +37,18 @@ export function decodeBatch(b: Batch): void {
   const n = b.count;
   const x = b.bytes;
   const v = viewOf(x);
-  const { off, capLen, linkType, malformed, verdict, l3Type, vlan, l3, l4: l4s, pay, l3End, family, proto, ipId, ttl,
-    src, dst, sport, dport, tcpFlags, seq, ack, win, hash } = b;
   for (let i = 0; i < n; i++) {
-    // The common case inline, every field array in a local and multi-byte fields read through one
-    // DataView: Ethernet with at most one 802.1Q tag, IPv4 without options or IPv6 without
-    // extension headers, not a fragment, a whole TCP or UDP header. It writes exactly what
-    // decodePacket would; anything else, or anything short, goes to decodePacket.
+    // The common case inline, multi-byte fields read through one DataView: Ethernet with at most
+    // one 802.1Q tag, IPv4 without options or IPv6 without extension headers, not a fragment, a
+    // whole TCP or UDP header. It writes exactly what decodePacket would; anything else, or
+    // anything short, goes to decodePacket. The field arrays are read from the batch at each use
+    // (b.off[i]), not from locals: a batch's fields are const with a known map (tsconfig's
+    // useDefineForClassFields), so V8 checks nothing about such a load, while a local array is
+    // map-checked at every use (ebpf 2,846/2,842 -> 2,781/2,786 instructions a packet).
     fast: {
-      const p = off[i]!;
-      const end = p + capLen[i]!;
-      if (linkType[i] !== LinkType.ETHERNET || end - p < 14 + 20) break fast;
+      const p = b.off[i]!;
+      const end = p + b.capLen[i]!;
+      if (b.linkType[i] !== LinkType.ETHERNET || end - p < 14 + 20) break fast;
       let q = p + 14;
       let et = v.getUint16(p + 12);
       let tag = 0;
@@ -87,45 +88,45 @@ export function decodeBatch(b: Batch): void {
       } else break fast;
 
       const w = i << 2;
-      l3[i] = q;
-      l3Type[i] = et;
-      vlan[i] = tag;
-      proto[i] = pr;
-      l4s[i] = l4;
-      l3End[i] = ipEnd;
+      b.l3[i] = q;
+      b.l3Type[i] = et;
+      b.vlan[i] = tag;
+      b.proto[i] = pr;
+      b.l4[i] = l4;
+      b.l3End[i] = ipEnd;
       const sp = v.getUint16(l4);
       const dp = v.getUint16(l4 + 2);
-      sport[i] = sp;
-      dport[i] = dp;
+      b.sport[i] = sp;
+      b.dport[i] = dp;
       if (pr === Proto.TCP) {
-        seq[i] = v.getUint32(l4 + 4);
-        ack[i] = v.getUint32(l4 + 8);
-        tcpFlags[i] = x[l4 + 13]!;
-        win[i] = v.getUint16(l4 + 14);
-        pay[i] = l4 + doff;
+        b.seq[i] = v.getUint32(l4 + 4);
+        b.ack[i] = v.getUint32(l4 + 8);
+        b.tcpFlags[i] = x[l4 + 13]!;
+        b.win[i] = v.getUint16(l4 + 14);
+        b.pay[i] = l4 + doff;
       } else {
-        pay[i] = l4 + 8;
-        if (ulen < avail) l3End[i] = l4 + ulen; // trailing bytes are not UDP payload
+        b.pay[i] = l4 + 8;
+        if (ulen < avail) b.l3End[i] = l4 + ulen; // trailing bytes are not UDP payload
       }
       if (et === L3.IPV4) {
-        family[i] = 4;
-        src[w] = v.getUint32(q + 12);
-        dst[w] = v.getUint32(q + 16);
-        ttl[i] = x[q + 8]!;
-        ipId[i] = v.getUint16(q + 4);
+        b.family[i] = 4;
+        b.src[w] = v.getUint32(q + 12);
+        b.dst[w] = v.getUint32(q + 16);
+        b.ttl[i] = x[q + 8]!;
+        b.ipId[i] = v.getUint16(q + 4);
       } else {
-        family[i] = 6;
+        b.family[i] = 6;
         for (let k = 0; k < 16; k += 4) {
-          src[w + (k >> 2)] = v.getUint32(q + 8 + k);
-          dst[w + (k >> 2)] = v.getUint32(q + 24 + k);
+          b.src[w + (k >> 2)] = v.getUint32(q + 8 + k);
+          b.dst[w + (k >> 2)] = v.getUint32(q + 24 + k);
         }
-        ttl[i] = x[q + 7]!;
+        b.ttl[i] = x[q + 7]!;
       }
-      hash[i] = symHash(pr, src, w, dst, w, sp, dp);
+      b.hash[i] = symHash(pr, b.src, w, b.dst, w, sp, dp);
       continue;
     }
     decodePacket(b, i);
-    if (malformed[i] !== 0) verdict[i] = Verdict.DROP;
+    if (b.malformed[i] !== 0) b.verdict[i] = Verdict.DROP;
   }
 }
 
