@@ -95,7 +95,6 @@ export class PcapReader extends ChunkedFileSource {
     const inclAt = this.lengths === Lengths.SWAPPED ? 12 : 8;
     const origAt = 20 - inclAt;
     const maybeSwapped = this.lengths === Lengths.MAYBE_SWAPPED;
-    const { off, capLen, wireLen, tsSec, tsNsec, linkType, iface, noTime, num } = b;
     let n = 0;
     let seen = this.packets;
     for (;;) {
@@ -115,15 +114,15 @@ export class PcapReader extends ChunkedFileSource {
         }
         const end = pos + RECORD_BYTES + incl;
         if (end > len) break;
-        tsSec[n] = dv.getUint32(pos, le);
-        tsNsec[n] = dv.getUint32(pos + 4, le) * mul;
-        off[n] = pos + RECORD_BYTES;
-        capLen[n] = incl;
-        wireLen[n] = orig;
-        linkType[n] = lt;
-        iface[n] = 0;
-        noTime[n] = 0;
-        num[n] = seen + n + 1;
+        b.tsSec[n] = dv.getUint32(pos, le);
+        b.tsNsec[n] = dv.getUint32(pos + 4, le) * mul;
+        b.off[n] = pos + RECORD_BYTES;
+        b.capLen[n] = incl;
+        b.wireLen[n] = orig;
+        b.linkType[n] = lt;
+        b.iface[n] = 0;
+        b.noTime[n] = 0;
+        b.num[n] = seen + n + 1;
         n++;
         pos = end;
       }

@@ -91,7 +91,6 @@ export class TrafficSummary {
    */
   add(b: Batch, mine: Uint8Array | null = null): void {
     const n = b.count;
-    const { linkType, l3Type, proto, family, malformed, capLen, wireLen, vlan, frag, tsSec, tsNsec, noTime } = b;
     let counted = n;
     const { byLink, byL3, byL4, byReason } = this;
     // Sums in locals, added to the fields once a batch: a field of `this` is read and written
@@ -110,27 +109,27 @@ export class TrafficSummary {
     let v6 = 0;
     for (let i = 0; i < n; i++) {
       if (mine !== null && mine[i] === 0) { counted--; continue; }
-      const wire = wireLen[i]!;
-      const cap = capLen[i]!;
+      const wire = b.wireLen[i]!;
+      const cap = b.capLen[i]!;
       bytes += wire;
       captured += cap;
-      const lt = linkType[i]!;
+      const lt = b.linkType[i]!;
       if (lt === link) linkRun++;
       else {
         if (linkRun > 0) byLink.add(link, linkRun);
         link = lt;
         linkRun = 1;
       }
-      const m = malformed[i]!;
+      const m = b.malformed[i]!;
       if (m !== 0) { bad++; byReason[m]!++; continue; }
-      const et = l3Type[i]!;
+      const et = b.l3Type[i]!;
       if (et === ET_IPV4) v4++;
       else if (et === ET_IPV6) v6++;
       else byL3.add(et);
-      const f = family[i]!;
-      if (f !== 0) byL4[(f === 6 ? 256 : 0) + proto[i]!]!++;
-      if (vlan[i] !== 0) tagged++;
-      if (frag[i] !== Frag.NONE) fragments++;
+      const f = b.family[i]!;
+      if (f !== 0) byL4[(f === 6 ? 256 : 0) + b.proto[i]!]!++;
+      if (b.vlan[i] !== 0) tagged++;
+      if (b.frag[i] !== Frag.NONE) fragments++;
       if (cap < wire) cut++;
     }
     if (linkRun > 0) byLink.add(link, linkRun);
@@ -144,12 +143,12 @@ export class TrafficSummary {
     this.snaplenTruncated += cut;
     this.packets += counted;
     let first = 0;
-    while (first < n && noTime[first] === 1) first++;
+    while (first < n && b.noTime[first] === 1) first++;
     if (first < n) {
       let last = n - 1;
-      while (noTime[last] === 1) last--;
-      if (this.firstSec < 0) { this.firstSec = tsSec[first]!; this.firstNsec = tsNsec[first]!; }
-      this.lastSec = tsSec[last]!; this.lastNsec = tsNsec[last]!;
+      while (b.noTime[last] === 1) last--;
+      if (this.firstSec < 0) { this.firstSec = b.tsSec[first]!; this.firstNsec = b.tsNsec[first]!; }
+      this.lastSec = b.tsSec[last]!; this.lastNsec = b.tsNsec[last]!;
     }
   }
 

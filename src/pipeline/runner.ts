@@ -167,16 +167,15 @@ export class Pipeline {
    * the run's totals and dropsAt (per stage, for this batch); returns the malformed packets.
    */
   private account(b: Batch): number {
-    const { verdict, malformed, stage, reason } = b;
     const dropsAt = this.dropsAt;
     let bad = 0;
     for (let i = 0; i < b.count; i++) {
-      const v = verdict[i];
+      const v = b.verdict[i];
       if (v === Verdict.FOREIGN) continue;
       if (v === Verdict.PASS) this.forwarded++;
-      else if (malformed[i] !== 0) { this.malformedBy[malformed[i]!]!++; bad++; } else {
-        const st = stage[i]!;
-        const r = reason[i]!;
+      else if (b.malformed[i] !== 0) { this.malformedBy[b.malformed[i]!]!++; bad++; } else {
+        const st = b.stage[i]!;
+        const r = b.reason[i]!;
         dropsAt[st]!++;
         if (r >= this.reasonsUsed[st]!) this.useReason(st, r);
         this.drops[st]![r]!++;

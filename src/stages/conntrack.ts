@@ -84,7 +84,6 @@ export class ConntrackStage implements Stage {
 
   process(b: Batch, self: number): void {
     const n = b.count;
-    const { verdict, tsSec, tsNsec, num, stage, reason } = b;
     const ct = this.ct;
     const table = ct.table;
     const dropInvalid = this.dropInvalid;
@@ -93,26 +92,26 @@ export class ConntrackStage implements Stage {
     let clock = this.now;
     let nextSweep = this.nextSweep;
     // The flows' memory first, all at once, then packet by packet (FlowTable.readAhead).
-    this.readAheadSum = table.readAhead(b.hash, verdict, n);
+    this.readAheadSum = table.readAhead(b.hash, b.verdict, n);
     for (let i = 0; i < n; i++) {
-      const t = tsSec[i]! + tsNsec[i]! * 1e-9;
+      const t = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
       if (t > clock) clock = t;
       // The sweep runs at fixed packet numbers (every SWEEP_EVERY-th), never at batch ends: no
       // batch size changes what it removes and when. (A compare, not num % 256: that is a
       // floating-point remainder on a Float64Array element.)
-      if (num[i]! >= nextSweep) {
+      if (b.num[i]! >= nextSweep) {
         // Also a sample point of the live-flow count (the report's peak): at the same packet
         // numbers in every worker, so the workers' counts add up to one pipeline's.
         table.sample(clock);
         ct.sweep(clock, SWEEP_SLOTS);
-        nextSweep = (Math.floor(num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
+        nextSweep = (Math.floor(b.num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
       }
-      if (verdict[i] !== Verdict.PASS) continue;
+      if (b.verdict[i] !== Verdict.PASS) continue;
       const r = ct.track(b, i);
       if (r !== CT_OK && (dropInvalid || r === R_TABLE_FULL)) {
-        verdict[i] = Verdict.DROP;
-        stage[i] = self;
-        reason[i] = r;
+        b.verdict[i] = Verdict.DROP;
+        b.stage[i] = self;
+        b.reason[i] = r;
       }
     }
     this.now = clock;

@@ -95,15 +95,14 @@ export class CtlbStage implements Stage {
     const how = this.how;
     const which = this.which;
     const n = b.count;
-    const { verdict, proto, family, frag } = b;
     const svcs = this.services;
     const { beWords, bePort } = this.binder;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
-      if (verdict[i] !== Verdict.PASS) continue;
-      const fam = family[i]!;
+      if (b.verdict[i] !== Verdict.PASS) continue;
+      const fam = b.family[i]!;
       if (fam === 0) continue;
-      const p = proto[i]!;
+      const p = b.proto[i]!;
       const w = i << 2;
       how[i] = How.NOT_SERVICE;
       if (p === 1 || p === 58) {
@@ -111,7 +110,7 @@ export class CtlbStage implements Stage {
         continue;
       }
       if (p !== 6 && p !== 17) continue;
-      if (frag[i] === Frag.LATER) { this.laterFragment(b, i); continue; }
+      if (b.frag[i] === Frag.LATER) { this.laterFragment(b, i); continue; }
       const sp = b.sport[i]!;
       const dp = b.dport[i]!;
       // The socket's own packet (client -> VIP) or the service's answer (VIP -> client).
@@ -125,7 +124,7 @@ export class CtlbStage implements Stage {
       }
       const k = this.socket(b, i, svc, dir, self);
       if (k < 0) continue;
-      if (frag[i] === Frag.FIRST) {
+      if (b.frag[i] === Frag.FIRST) {
         // Keyed by the addresses as they arrive, which is how its later fragments will look.
         const f = this.frags.remember(b, i);
         this.fragBackend[f] = k + 1;

@@ -100,7 +100,6 @@ export class PolicyStage implements Stage {
       this.which = new Int32Array(b.capacity);
     }
     const n = b.count;
-    const { verdict, family, ctInfo, flow, dir, stage, reason } = b;
     const how = this.how;
     const which = this.which;
     const ct = this.ct;
@@ -118,8 +117,8 @@ export class PolicyStage implements Stage {
     let notIp = 0;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
-      if (verdict[i] !== Verdict.PASS) continue;
-      const fam = family[i];
+      if (b.verdict[i] !== Verdict.PASS) continue;
+      const fam = b.family[i];
       if (fam !== 4 && fam !== 6) {
         how[i] = How.NOT_IP;
         notIp++;
@@ -128,8 +127,8 @@ export class PolicyStage implements Stage {
       }
       let decision: number;
       let rule: number;
-      const info = ctInfo[i];
-      const f = flow[i]!;
+      const info = b.ctInfo[i];
+      const f = b.flow[i]!;
       if (ct !== null && (info === CtInfo.NEW || info === CtInfo.ESTABLISHED || info === CtInfo.RELATED)
         && ctDecision[f] !== DECISION.NONE) {
         decision = ctDecision[f]!;
@@ -142,7 +141,7 @@ export class PolicyStage implements Stage {
         if (k < 0) { rule = -1; decision = defaultAction; } else { rule = entryRule[k]!; decision = entryAction[k]!; }
         hits[rule + 1]++;
         // Only the flow's own packets in its original direction speak for the flow.
-        if (ct !== null && (info === CtInfo.NEW || info === CtInfo.ESTABLISHED) && dir[i] === 0) {
+        if (ct !== null && (info === CtInfo.NEW || info === CtInfo.ESTABLISHED) && b.dir[i] === 0) {
           ctDecision[f] = decision;
           ctRule[f] = rule;
           how[i] = How.EVALUATED_STORED;
@@ -152,9 +151,9 @@ export class PolicyStage implements Stage {
       }
       which[i] = rule;
       if (decision === Action.DROP) {
-        verdict[i] = Verdict.DROP;
-        stage[i] = self;
-        reason[i] = rule < 0 ? Reason.DEFAULT : Reason.RULE;
+        b.verdict[i] = Verdict.DROP;
+        b.stage[i] = self;
+        b.reason[i] = rule < 0 ? Reason.DEFAULT : Reason.RULE;
         dropped++;
       } else {
         accepted++;

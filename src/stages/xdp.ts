@@ -87,7 +87,6 @@ export class XdpStage implements Stage {
   process(b: Batch, self: number): void {
     if (this.how.length < b.capacity) this.how = new Uint8Array(b.capacity);
     const n = b.count;
-    const { verdict, family, src, dst, stage, reason, tsSec, tsNsec } = b;
     const how = this.how;
     const lpm = this.lpm;
     const kind = this.kind;
@@ -96,26 +95,26 @@ export class XdpStage implements Stage {
     const counts = this.counts;
     for (let i = 0; i < n; i++) {
       how[i] = How.NOT_SEEN;
-      if (verdict[i] !== Verdict.PASS) continue;
-      const fam = family[i]!;
+      if (b.verdict[i] !== Verdict.PASS) continue;
+      const fam = b.family[i]!;
       if (fam !== 4 && fam !== 6) { how[i] = How.NOT_IP; counts[How.NOT_IP]++; continue; }
       let h: number = How.PASSED;
       if (lists) {
         const w = i << 2;
-        const s = lpm.lookup(fam, src, w);
+        const s = lpm.lookup(fam, b.src, w);
         if (s >= 0 && kind[s] === BLOCK) h = How.BLOCKED_SRC;
         else {
-          const d = lpm.lookup(fam, dst, w);
+          const d = lpm.lookup(fam, b.dst, w);
           if (d >= 0 && kind[d] === BLOCK) h = How.BLOCKED_DST;
         }
       }
-      if (h === How.PASSED && limiter !== null && !limiter.take(fam, src, i << 2, tsSec[i]!, tsNsec[i]!)) h = How.RATE_LIMITED;
+      if (h === How.PASSED && limiter !== null && !limiter.take(fam, b.src, i << 2, b.tsSec[i]!, b.tsNsec[i]!)) h = How.RATE_LIMITED;
       how[i] = h;
       counts[h]++;
       if (h !== How.PASSED) {
-        verdict[i] = Verdict.DROP;
-        stage[i] = self;
-        reason[i] = h === How.BLOCKED_SRC ? Reason.BLOCKED_SRC : h === How.BLOCKED_DST ? Reason.BLOCKED_DST : Reason.RATE_LIMITED;
+        b.verdict[i] = Verdict.DROP;
+        b.stage[i] = self;
+        b.reason[i] = h === How.BLOCKED_SRC ? Reason.BLOCKED_SRC : h === How.BLOCKED_DST ? Reason.BLOCKED_DST : Reason.RATE_LIMITED;
       }
     }
   }
