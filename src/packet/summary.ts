@@ -9,9 +9,9 @@ import { MALFORMED_NAMES } from './decode.js';
 import { l3Name, protoName } from './format.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
-const { Frag } = batchModule;
-const ET_IPV4 = 0x0800;
-const ET_IPV6 = 0x86dd;
+const { Frag, L3 } = batchModule;
+const ET_IPV4 = L3.IPV4;
+const ET_IPV6 = L3.IPV6;
 
 export interface SummaryJson {
   packets: number;

@@ -27,7 +27,7 @@ const FRAG_SLOTS = 1 << 16;
 export class Sharder {
   private readonly fragments = new FragmentKeys(FRAG_SLOTS);
   private readonly ports = new Int32Array(FRAG_SLOTS);
-  /** The ports fragment() found for a later fragment (its first fragment's). */
+  /** fragment()'s ports for the packet: its own, or a later fragment's first fragment's. */
   private sp = 0;
   private dp = 0;
 
@@ -60,8 +60,6 @@ export class Sharder {
       let sp = sport[i]!;
       let dp = dport[i]!;
       if (f !== Frag.NONE) {
-        this.sp = sp;
-        this.dp = dp;
         h = this.fragment(b, i, f, h);
         sp = this.sp;
         dp = this.dp;
@@ -77,7 +75,10 @@ export class Sharder {
     return owned;
   }
 
+  /** A fragment's shard hash; its ports (its own, or a later fragment's first fragment's) go to this.sp/dp. */
   private fragment(b: Batch, i: number, f: number, h: number): number {
+    this.sp = b.sport[i]!;
+    this.dp = b.dport[i]!;
     if (f === Frag.FIRST) {
       this.ports[this.fragments.remember(b, i)] = (b.sport[i]! << 16) | b.dport[i]!;
       return h;
