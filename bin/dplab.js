@@ -1,9 +1,12 @@
 #!/bin/sh
-":" //; GLIBC_TUNABLES="glibc.malloc.hugetlb=1${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" exec node "$0" "$@"
+":" //; unset NODE_EXTRA_CA_CERTS; GLIBC_TUNABLES="glibc.malloc.hugetlb=1${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" exec node "$0" "$@"
 // dplab's entry point, read twice. Run as a program (`dplab`, `npx dplab`, `./bin/dplab.js`), the
 // shell reads the line above: it asks glibc's malloc to back big buffers with transparent huge
 // pages (madvise, which the kernel's default "madvise" mode honours), then runs this file with
-// node, which takes that line for a string and a comment. A flow table's memory is written page by
+// node, which takes that line for a string and a comment. It also drops NODE_EXTRA_CA_CERTS:
+// Node 20 reads and parses that certificate bundle as it starts, before any of dplab runs (40 ms
+// of a 66 ms `node -e 0` here, with Debian's 140-certificate bundle), and dplab makes no TLS
+// connection, nor do its workers (DESIGN.md "Seventh pass"). A flow table's memory is written page by
 // page as flows arrive, and a first write to a 4 KB page is a page fault: on a VM ~12 us each (the
 // hypervisor backs the page too), so 142,500 new flows cost ~6k of them. With 2 MB pages the
 // `ebpf` replay of a 3M-packet capture took 18.3k -> 11.8k faults and 1.30 -> 1.25 s (DESIGN.md

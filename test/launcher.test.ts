@@ -16,8 +16,8 @@ let dir: string;
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'dplab-launcher-'));
-  // Prints its environment's GLIBC_TUNABLES and each argument on a line of its own.
-  writeFileSync(join(dir, 'node'), '#!/bin/sh\nprintf "tunables=%s\\n" "${GLIBC_TUNABLES-<unset>}"\nfor a in "$@"; do printf "arg=%s\\n" "$a"; done\n');
+  // Prints its environment's GLIBC_TUNABLES and NODE_EXTRA_CA_CERTS, and each argument on a line of its own.
+  writeFileSync(join(dir, 'node'), '#!/bin/sh\nprintf "tunables=%s\\n" "${GLIBC_TUNABLES-<unset>}"\nprintf "ca=%s\\n" "${NODE_EXTRA_CA_CERTS-<unset>}"\nfor a in "$@"; do printf "arg=%s\\n" "$a"; done\n');
   chmodSync(join(dir, 'node'), 0o755);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -35,13 +35,17 @@ function launch(args: string[], env: Record<string, string | undefined>) {
 describe('bin/dplab.js as a program', () => {
   it('asks for huge pages and hands node the file and every argument unchanged', () => {
     expect(launch(['replay', 'a file.pcap', '--profile', '', '*'], { GLIBC_TUNABLES: undefined })).toEqual([
-      'tunables=glibc.malloc.hugetlb=1', `arg=${BIN}`, 'arg=replay', 'arg=a file.pcap', 'arg=--profile', 'arg=', 'arg=*',
+      'tunables=glibc.malloc.hugetlb=1', 'ca=<unset>', `arg=${BIN}`, 'arg=replay', 'arg=a file.pcap', 'arg=--profile', 'arg=', 'arg=*',
     ]);
   });
 
   it("keeps the user's own tunables after its own, so theirs win (hugetlb=0 turns it off)", () => {
     expect(launch(['-V'], { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2' })[0])
       .toBe('tunables=glibc.malloc.hugetlb=1:glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2');
+  });
+
+  it('does not hand node NODE_EXTRA_CA_CERTS (node would parse the bundle at start; dplab makes no TLS connection)', () => {
+    expect(launch(['-V'], { NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt' })[1]).toBe('ca=<unset>');
   });
 
   it('runs dplab for real, as node bin/dplab.js does', () => {
