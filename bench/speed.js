@@ -3,7 +3,10 @@
 //
 //   - conntrack ns/packet on the issue's capture (`dplab gen --packets 3000000 --packets-per-flow 20`:
 //     ~150k flows, 1,000 active at once), and on the same traffic with 100k and 1M flows active
-//     (a 2Mi-entry table, so none is evicted), in process (runCapture, the stage's own row);
+//     (a 2Mi-entry table, so none is evicted), in process (runCapture, the stage's own row), twice:
+//     in a plain node process, as a library user's, and with the malloc setting bin/dplab.js's
+//     launcher line gives the command line (glibc.malloc.hugetlb=1: the flow table's fresh pages
+//     come as 2 MB ones), which is what a user of `dplab replay` gets;
 //   - from the command line, as a user runs it, against `tcpdump -r FILE -w /dev/null tcp` on the
 //     same file: read + decode (a profile with one empty xdp stage), the ebpf profile on one
 //     worker, on two, and with `--workers auto`.
@@ -12,10 +15,11 @@
 // between rounds cancels. Every dplab run's verdicts are checked equal across contenders.
 //
 //   node bench/speed.js [--rounds 3] [--packets 3000000] [--no-big] [--json FILE]
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DPLAB, loadDist, median, synthCapture } from './lib/common.js';
 
@@ -23,20 +27,34 @@ const { values: args } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' }, packets: { type: 'string', default: '3000000' },
     'no-big': { type: 'boolean', default: false }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    // Internal: one warm-up round and one timed round of conntrack on FILE with PROFILE, in this
+    // process; prints the stage's ns/packet (section 1 runs it in a child per round and setting).
+    'ct-round': { type: 'string' }, 'ct-profile': { type: 'string' },
   },
 });
 if (args.help) {
   process.stdout.write('node bench/speed.js [--rounds 3] [--packets 3000000] [--no-big] [--json FILE]\n');
   process.exit(0);
 }
+const SELF = fileURLToPath(import.meta.url);
 const rounds = Number(args.rounds);
 const packets = Number(args.packets);
 if (!(rounds >= 1 && packets >= 1000)) throw new Error('--rounds >= 1 and --packets >= 1000');
 
-const { runCapture } = await loadDist('pipeline/run.js');
-const { loadProfile } = await loadDist('pipeline/profile.js');
-const { buildStages } = await loadDist('pipeline/registry.js');
-await loadDist('stages/index.js');
+if (args['ct-round']) {
+  const { runCapture } = await loadDist('pipeline/run.js');
+  const { loadProfile } = await loadDist('pipeline/profile.js');
+  const { buildStages } = await loadDist('pipeline/registry.js');
+  await loadDist('stages/index.js');
+  const profile = args['ct-profile'] ?? 'ebpf';
+  let ns = 0;
+  for (let k = 0; k < 2; k++) { // round 0 warms the JIT
+    const r = runCapture({ file: args['ct-round'], profile, stages: buildStages(loadProfile(profile)) }).report;
+    ns = r.stages.find((s) => s.name === 'conntrack').nsPerPacket;
+  }
+  process.stdout.write(`${ns}\n`);
+  process.exit(0);
+}
 
 const tmp = mkdtempSync(join(tmpdir(), 'dplab-speed-'));
 const EMPTY = join(tmp, 'read-decode.profile');
@@ -68,18 +86,27 @@ const cli = (...a) => {
 
 // --- 1. conntrack per packet, in process ---
 process.stdout.write(`bench/speed: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+// Each round is a fresh process, the two settings taking turns: glibc reads GLIBC_TUNABLES only
+// when a process starts. The launcher's value comes first and the caller's own after it, as in
+// bin/dplab.js.
+const PLAIN = { ...process.env };
+const LAUNCHED = { ...process.env, GLIBC_TUNABLES: `glibc.malloc.hugetlb=1${process.env.GLIBC_TUNABLES ? `:${process.env.GLIBC_TUNABLES}` : ''}` };
+const ctRound = (file, profile, env) => Number(execFileSync(process.execPath, [SELF, '--ct-round', file, '--ct-profile', profile], { env, encoding: 'utf8' }));
 const ctRows = [];
 for (const c of captures) {
-  const ns = [];
+  const plain = [];
+  const launched = [];
   const profile = c === main ? 'ebpf' : BIG_TABLE;
-  for (let k = 0; k <= rounds; k++) {
-    const r = runCapture({ file: c.file, profile, stages: buildStages(loadProfile(profile)) }).report;
-    if (k > 0) ns.push(r.stages.find((s) => s.name === 'conntrack').nsPerPacket); // round 0 warms the JIT
+  for (let k = 0; k < rounds; k++) {
+    if (k % 2 === 0) { plain.push(ctRound(c.file, profile, PLAIN)); launched.push(ctRound(c.file, profile, LAUNCHED)); }
+    else { launched.push(ctRound(c.file, profile, LAUNCHED)); plain.push(ctRound(c.file, profile, PLAIN)); }
   }
-  ctRows.push({ id: c.id, packets: c.summary.packets, profile: c === main ? 'ebpf' : '2Mi-entry conntrack', nsPerPacket: median(ns) });
+  ctRows.push({ id: c.id, packets: c.summary.packets, profile: c === main ? 'ebpf' : '2Mi-entry conntrack', nsPerPacket: median(plain), nsPerPacketLaunched: median(launched) });
 }
-process.stdout.write('\nconntrack, in process (the stage\'s own row, median of rounds):\n');
-for (const r of ctRows) process.stdout.write(`  ${r.id.padEnd(12)} ${r.packets.toLocaleString('en-US').padStart(10)} packets  ${r.profile.padEnd(20)} ${r.nsPerPacket.toFixed(1)} ns/packet\n`);
+process.stdout.write('\nconntrack, in process (the stage\'s own row, median of rounds; a plain node process, and with bin/dplab.js\'s malloc setting):\n');
+for (const r of ctRows) {
+  process.stdout.write(`  ${r.id.padEnd(12)} ${r.packets.toLocaleString('en-US').padStart(10)} packets  ${r.profile.padEnd(20)} ${r.nsPerPacket.toFixed(1).padStart(6)} ns/packet plain  ${r.nsPerPacketLaunched.toFixed(1).padStart(6)} as launched\n`);
+}
 
 // --- 2. the command line against tcpdump ---
 const contenders = [
@@ -109,6 +136,7 @@ process.stdout.write(`\nFrom the command line, ${main.summary.packets.toLocaleSt
 for (const c of contenders) process.stdout.write(`  ${c.label.padEnd(44)} ${median(times.get(c.id)).toFixed(3)} s  ${mppsOf(c.id).toFixed(2)} Mpps\n`);
 
 const targets = [
+  // The stricter of the two settings: the target is not met by the launcher's huge pages alone.
   { target: 'conntrack <= 100 ns/packet (1,000 active flows)', value: ctRows[0].nsPerPacket, met: ctRows[0].nsPerPacket <= 100, shown: `${ctRows[0].nsPerPacket.toFixed(1)} ns` },
   ...(times.has('tcpdump') ? [
     { target: 'ebpf, 1 worker, >= 0.6x tcpdump', value: perRound('ebpf-w1', 'tcpdump'), min: 0.6 },
