@@ -4,9 +4,9 @@
 //   - conntrack ns/packet on the issue's capture (`dplab gen --packets 3000000 --packets-per-flow 20`:
 //     ~150k flows, 1,000 active at once), and on the same traffic with 100k and 1M flows active
 //     (a 2Mi-entry table, so none is evicted), in process (runCapture, the stage's own row), twice:
-//     in a plain node process, as a library user's, and with the malloc setting bin/dplab.js's
-//     launcher line gives the command line (glibc.malloc.hugetlb=1: the flow table's fresh pages
-//     come as 2 MB ones), which is what a user of `dplab replay` gets;
+//     in a plain node process, as a library user's, and with the malloc settings bin/dplab.js's
+//     launcher line gives the command line (huge pages, heaps grown 32 MB at a time), which is
+//     what a user of `dplab replay` gets;
 //   - from the command line, as a user runs it, against `tcpdump -r FILE -w /dev/null tcp` on the
 //     same file: read + decode (a profile with one empty xdp stage), the ebpf profile on one
 //     worker, on two, and with `--workers auto`.
@@ -16,7 +16,7 @@
 //
 //   node bench/speed.js [--rounds 3] [--packets 3000000] [--no-big] [--json FILE]
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -87,10 +87,12 @@ const cli = (...a) => {
 // --- 1. conntrack per packet, in process ---
 process.stdout.write(`bench/speed: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
 // Each round is a fresh process, the two settings taking turns: glibc reads GLIBC_TUNABLES only
-// when a process starts. The launcher's value comes first and the caller's own after it, as in
-// bin/dplab.js.
+// when a process starts. The launcher's value (read from its line in bin/dplab.js) comes first and
+// the caller's own after it, as there.
+const TUNABLES = /GLIBC_TUNABLES="([^"$]+)/.exec(readFileSync(DPLAB, 'utf8'))?.[1];
+if (!TUNABLES) throw new Error(`${DPLAB}: no GLIBC_TUNABLES="..." in its launcher line`);
 const PLAIN = { ...process.env };
-const LAUNCHED = { ...process.env, GLIBC_TUNABLES: `glibc.malloc.hugetlb=1${process.env.GLIBC_TUNABLES ? `:${process.env.GLIBC_TUNABLES}` : ''}` };
+const LAUNCHED = { ...process.env, GLIBC_TUNABLES: `${TUNABLES}${process.env.GLIBC_TUNABLES ? `:${process.env.GLIBC_TUNABLES}` : ''}` };
 const ctRound = (file, profile, env) => Number(execFileSync(process.execPath, [SELF, '--ct-round', file, '--ct-profile', profile], { env, encoding: 'utf8' }));
 const ctRows = [];
 for (const c of captures) {

@@ -1,5 +1,5 @@
 #!/bin/sh
-":" //; unset NODE_EXTRA_CA_CERTS; GLIBC_TUNABLES="glibc.malloc.hugetlb=1${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" exec node "$0" "$@"
+":" //; unset NODE_EXTRA_CA_CERTS; GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" exec node "$0" "$@"
 // dplab's entry point, read twice. Run as a program (`dplab`, `npx dplab`, `./bin/dplab.js`), the
 // shell reads the line above: it asks glibc's malloc to back big buffers with transparent huge
 // pages (madvise, which the kernel's default "madvise" mode honours), then runs this file with
@@ -10,8 +10,12 @@
 // page as flows arrive, and a first write to a 4 KB page is a page fault: on a VM ~12 us each (the
 // hypervisor backs the page too), so 142,500 new flows cost ~6k of them. With 2 MB pages the
 // `ebpf` replay of a 3M-packet capture took 18.3k -> 11.8k faults and 1.30 -> 1.25 s (DESIGN.md
-// "Speed"). A user's own GLIBC_TUNABLES come after ours and win (glibc.malloc.hugetlb=0 turns it
-// off); on other C libraries the variable means nothing. `node bin/dplab.js` skips the line: the
+// "Speed"). top_pad has malloc grow its heaps 32 MB at a time instead of 128 KB: the rest of
+// those faults were V8's (the optimising compiler's zones, backing stores of small typed arrays)
+// in heap memory that malloc kept handing back to the kernel and asking for again; 11.4k -> 4.2k
+// faults, 7% off that replay, 7-20% off `compare` on the demo capture, for 12 MB more resident
+// (DESIGN.md "Seventh pass"). A user's own GLIBC_TUNABLES come after ours and win
+// (glibc.malloc.hugetlb=0 turns huge pages off); on other C libraries the variable means nothing. `node bin/dplab.js` skips the line: the
 // same run, with 4 KB pages.
 //
 // The compiled CLI lives in dist/ (built by `npm install` / `npm run build`); DPLAB_DIST names

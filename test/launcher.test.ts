@@ -1,6 +1,6 @@
 /**
  * bin/dplab.js run as a program (as `dplab` and `npx dplab` run it): its first lines are a shell
- * launcher that asks glibc's malloc for transparent huge pages and then runs the same file with
+ * launcher that asks glibc's malloc for transparent huge pages and big heap steps, and then runs the same file with
  * node. Checked against a stand-in `node` first on PATH that prints what it was given, then for
  * real: the same output as `node bin/dplab.js`, which skips the launcher.
  */
@@ -35,13 +35,13 @@ function launch(args: string[], env: Record<string, string | undefined>) {
 describe('bin/dplab.js as a program', () => {
   it('asks for huge pages and hands node the file and every argument unchanged', () => {
     expect(launch(['replay', 'a file.pcap', '--profile', '', '*'], { GLIBC_TUNABLES: undefined })).toEqual([
-      'tunables=glibc.malloc.hugetlb=1', 'ca=<unset>', `arg=${BIN}`, 'arg=replay', 'arg=a file.pcap', 'arg=--profile', 'arg=', 'arg=*',
+      'tunables=glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432', 'ca=<unset>', `arg=${BIN}`, 'arg=replay', 'arg=a file.pcap', 'arg=--profile', 'arg=', 'arg=*',
     ]);
   });
 
   it("keeps the user's own tunables after its own, so theirs win (hugetlb=0 turns it off)", () => {
     expect(launch(['-V'], { GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2' })[0])
-      .toBe('tunables=glibc.malloc.hugetlb=1:glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2');
+      .toBe('tunables=glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432:glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2');
   });
 
   it('does not hand node NODE_EXTRA_CA_CERTS (node would parse the bundle at start; dplab makes no TLS connection)', () => {
