@@ -98,10 +98,10 @@ export class CtlbStage implements Stage {
     const svcs = this.services;
     const { beWords, bePort } = this.binder;
     for (let i = 0; i < n; i++) {
-      how[i] = How.NOT_SEEN;
-      if (b.verdict[i] !== Verdict.PASS) continue;
+      // NOT_SEEN only where it stays: every path below gives a packet it sees its own answer.
+      if (b.verdict[i] !== Verdict.PASS) { how[i] = How.NOT_SEEN; continue; }
       const fam = b.family[i]!;
-      if (fam === 0) continue;
+      if (fam === 0) { how[i] = How.NOT_SEEN; continue; }
       const p = b.proto[i]!;
       const w = i << 2;
       how[i] = How.NOT_SERVICE;

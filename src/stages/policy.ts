@@ -116,8 +116,8 @@ export class PolicyStage implements Stage {
     let accepted = 0;
     let notIp = 0;
     for (let i = 0; i < n; i++) {
-      how[i] = How.NOT_SEEN;
-      if (b.verdict[i] !== Verdict.PASS) continue;
+      // NOT_SEEN only where it stays: every path below gives a packet it sees its own answer.
+      if (b.verdict[i] !== Verdict.PASS) { how[i] = How.NOT_SEEN; continue; }
       const fam = b.family[i];
       if (fam !== 4 && fam !== 6) {
         how[i] = How.NOT_IP;

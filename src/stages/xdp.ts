@@ -94,8 +94,8 @@ export class XdpStage implements Stage {
     const limiter = this.limiter;
     const counts = this.counts;
     for (let i = 0; i < n; i++) {
-      how[i] = How.NOT_SEEN;
-      if (b.verdict[i] !== Verdict.PASS) continue;
+      // NOT_SEEN only where it stays: every path below gives a packet it sees its own answer.
+      if (b.verdict[i] !== Verdict.PASS) { how[i] = How.NOT_SEEN; continue; }
       const fam = b.family[i]!;
       if (fam !== 4 && fam !== 6) { how[i] = How.NOT_IP; counts[How.NOT_IP]++; continue; }
       let h: number = How.PASSED;
