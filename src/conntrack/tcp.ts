@@ -51,6 +51,14 @@ export function tcpFlagsValid(flags: number): boolean {
   return VALID[flags & ~(ECE | CWR | PSH) & 0x3f] === 1;
 }
 
+/**
+ * tcpFlagsValid(flags) && tcpClass(flags) === ACK in one test: ACK set, SYN, FIN and RST clear (URG,
+ * PSH, ECE and CWR may be set). The segments of an established flow; the tracker's fast path.
+ */
+export function tcpPlainAck(flags: number): boolean {
+  return (flags & (SYN | FIN | RST | ACK)) === ACK;
+}
+
 const sSS = 1, sSR = 2, sES = 3, sFW = 4, sCW = 5, sLA = 6, sTW = 7, sCL = 8, sS2 = 9, sIV = S_INVALID, sIG = S_IGNORE;
 
 /**
