@@ -1,22 +1,24 @@
 #!/bin/sh
 ":" //; unset NODE_EXTRA_CA_CERTS; GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" exec node "$0" "$@"
 // dplab's entry point, read twice. Run as a program (`dplab`, `npx dplab`, `./bin/dplab.js`), the
-// shell reads the line above: it asks glibc's malloc to back big buffers with transparent huge
-// pages (madvise, which the kernel's default "madvise" mode honours), then runs this file with
-// node, which takes that line for a string and a comment. It also drops NODE_EXTRA_CA_CERTS:
-// Node 20 reads and parses that certificate bundle as it starts, before any of dplab runs (40 ms
-// of a 66 ms `node -e 0` here, with Debian's 140-certificate bundle), and dplab makes no TLS
-// connection, nor do its workers (DESIGN.md "Seventh pass"). A flow table's memory is written page by
-// page as flows arrive, and a first write to a 4 KB page is a page fault: on a VM ~12 us each (the
-// hypervisor backs the page too), so 142,500 new flows cost ~6k of them. With 2 MB pages the
-// `ebpf` replay of a 3M-packet capture took 18.3k -> 11.8k faults and 1.30 -> 1.25 s (DESIGN.md
-// "Speed"). top_pad has malloc grow its heaps 32 MB at a time instead of 128 KB: the rest of
-// those faults were V8's (the optimising compiler's zones, backing stores of small typed arrays)
-// in heap memory that malloc kept handing back to the kernel and asking for again; 11.4k -> 4.2k
-// faults, 7% off that replay, 7-20% off `compare` on the demo capture, for 12 MB more resident
-// (DESIGN.md "Seventh pass"). A user's own GLIBC_TUNABLES come after ours and win
-// (glibc.malloc.hugetlb=0 turns huge pages off); on other C libraries the variable means nothing. `node bin/dplab.js` skips the line: the
-// same run, with 4 KB pages.
+// shell reads the line above, then runs this file with node, which takes that line for a string
+// and a comment. The line sets three things for the node it starts:
+// - glibc.malloc.hugetlb=1: big buffers get transparent huge pages (madvise, which the kernel's
+//   default "madvise" mode honours). A flow table's memory is written page by page as flows
+//   arrive, and a first write to a 4 KB page is a page fault, ~12 us each on a VM (the hypervisor
+//   backs the page too): the `ebpf` replay of a 3M-packet capture took 18.3k -> 11.8k faults and
+//   1.30 -> 1.25 s (DESIGN.md "Speed").
+// - glibc.malloc.top_pad=32 MB: malloc grows its heaps 32 MB at a time instead of 128 KB. Most of
+//   the faults left were V8's (the optimising compiler's zones, small typed arrays' backing
+//   stores), in heap memory malloc kept handing back to the kernel and asking for again: 11.4k ->
+//   4.2k faults, 1.07x on that replay, 1.00-1.21x on `compare` over the demo capture, 12 MB more
+//   resident (DESIGN.md "Seventh pass").
+// - no NODE_EXTRA_CA_CERTS: Node 20 parses that certificate bundle as it starts, before any of
+//   dplab runs (40 ms of a 66 ms `node -e 0` here, with Debian's bundle), and dplab makes no TLS
+//   connection, nor do its workers.
+// A user's own GLIBC_TUNABLES come after ours and win (glibc.malloc.hugetlb=0 turns huge pages
+// off); on other C libraries the variable means nothing. `node bin/dplab.js` skips the line: the
+// same run with glibc's defaults and the caller's environment as it is.
 //
 // The compiled CLI lives in dist/ (built by `npm install` / `npm run build`); DPLAB_DIST names
 // another build, for benchmarks that run two builds' command lines side by side.

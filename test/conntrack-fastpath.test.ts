@@ -1,11 +1,11 @@
 /**
- * The tracker's fast path (Conntrack.track: a plain ACK of an ESTABLISHED IPv4 TCP flow found at
- * the recent cache's first look) must leave every packet and every flow exactly as the full path
- * does. The full path is the one checked against Linux's conntrack (conntrack-linux.test.ts); here
- * two trackers, one with `fastPath: false`, take the same packets side by side, and each packet's
+ * The tracker's fast path (Conntrack.track: a plain ACK of an ESTABLISHED TCP flow that has seen
+ * its reply, IPv4 or IPv6) must leave every packet and every flow exactly as the full path does.
+ * The full path is the one checked against Linux's conntrack (conntrack-linux.test.ts); here two
+ * trackers, one with `fastPath: false`, take the same packets side by side, and each packet's
  * answer (result, flow, direction, ctinfo), then every entry and every counter at the end, must
- * agree. Inputs: every clean shipped capture with TCP in it, and generated traffic with timeouts
- * short enough that flows expire, entries are reused and the table fills.
+ * agree. Inputs: every clean shipped capture, and generated traffic with timeouts short enough
+ * that flows expire, entries are reused and the table fills.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
