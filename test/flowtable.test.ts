@@ -171,6 +171,8 @@ describe('the per-entry arrays grow with the flows', () => {
       expect(setReply(t, e, reply)).toBe(true);
       col[e * 3] = k; col[e * 3 + 2] = -k;
       t.recF[(e << 4) + 8] = k * 2; // a counter, in the record
+      // Ignored counts on a few flows before the first growth: growing copies only arrays that hold something.
+      if (k % 101 === 0 && k < FIRST_ENTRIES) t.ignoredBytes[(e << 1) | 1] = k + 1;
       flows.push({ e, t: tuple, reply });
     }
     expect(lengths.map((n) => n / 3)).toEqual(expected);
@@ -180,7 +182,32 @@ describe('the per-entry arrays grow with the flows', () => {
       expect(find(t, tuple), `flow ${k}`).toBe(e << 1);
       expect(find(t, reply), `reply ${k}`).toBe((e << 1) | 1);
       expect([col[e * 3], col[e * 3 + 1], col[e * 3 + 2], t.recF[(e << 4) + 8]]).toEqual([k, 0, -k, k * 2]);
+      expect([t.ignored[e << 1], t.ignoredBytes[e << 1], t.ignoredBytes[(e << 1) | 1]], `ignored counts of flow ${k}`)
+        .toEqual([0, 0, k % 101 === 0 && k < FIRST_ENTRIES ? k + 1 : 0]);
     });
+  });
+
+  it('a flow\'s first time and its number\'s generation live in its record, and survive growth and reuse', () => {
+    const before = hash;
+    hash = wideHash;
+    onTestFinished(() => { hash = before; });
+    const t = new FlowTable(4000);
+    const at = (k: number): Tuple => ({ s: 1 + k, d: 2, sp: 1000 + k, dp: 80 });
+    const add = (k: number, now: number): number => { A[0] = at(k).s; B[0] = at(k).d; return t.insert(hash(at(k)), 4, 6, A, 0, B, 0, at(k).sp, at(k).dp, now); };
+    // Ten flows, the first removed and its number reused twice, all before the first growth.
+    const e0 = add(0, 1.5);
+    expect([t.first(e0), t.gen(e0)]).toEqual([1.5, 0]);
+    for (let round = 1; round <= 2; round++) {
+      t.remove(e0, Destroy.TIMEOUT);
+      t.release();
+      expect(add(100 + round, 10 + round), 'a freed number is reused first').toBe(e0);
+      expect([t.first(e0), t.gen(e0)]).toEqual([10 + round, round]);
+    }
+    for (let k = 1; k < 3000; k++) add(k, 20 + k / 1000);
+    expect(t.rec.length / 32, 'the table grew past its first entries').toBeGreaterThan(FIRST_ENTRIES);
+    expect([t.first(e0), t.gen(e0)]).toEqual([12, 2]);
+    const e5 = find(t, at(5)) >> 1;
+    expect([t.first(e5), t.gen(e5)]).toEqual([20.005, 0]);
   });
 });
 

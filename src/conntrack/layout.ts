@@ -29,12 +29,17 @@ export const R_PORTS = 2;
 export const R_SRC = 3;
 export const R_DST = 7;
 export const R_STATE = 11;
+/** How often the entry was freed (word), and the live-flow series' first sample point it counts at (word). */
+export const R_GEN = 26;
+export const R_BORN = 27;
 /** Record e starts at f64 index e << RF_SHIFT; f64 indexes within a record: */
 export const RF_SHIFT = 4;
 export const RF_EXPIRES = 6;
 export const RF_LAST = 7;
 /** The counters: RF_CTR + dir packets, RF_CTR + 2 + dir bytes. */
 export const RF_CTR = 8;
+/** The flow's first packet's time. */
+export const RF_FIRST = 12;
 /** Words of a reply tuple (rep, u32 x10): 0 hash | 1 sport << 16 | dport | 2..5 src | 6..9 dst, as the reply is on the wire. */
 export const REP = 10;
 

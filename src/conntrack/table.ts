@@ -33,6 +33,13 @@
  *   rec (u32 x32): 0 hash | 1 family | proto << 8 | 2 sport << 16 | dport | 3..6 src | 7..10 dst
  *                  | 11 state | status << 8 | 12..13 expires (f64) | 14..15 last (f64)
  *                  | 16..23 counters (f64 x4: packets orig, packets reply, bytes orig, bytes reply)
+ *                  | 24..25 first (f64) | 26 gen | 27 born (sample point) | 28..31 unused
+ *
+ * What every flow writes (its first packet's time, its sample point, its generation at removal)
+ * sits in the record too, not in arrays of its own: the memory a table first writes is its cost
+ * on a VM (a page first written is a page fault, and with huge pages each array's first write
+ * clears 2 MB of its own), and a flow now writes one record where it wrote a record and three
+ * arrays (DESIGN.md "Eighth pass").
  */
 
 import { ipToString } from '../packet/format.js';
@@ -42,9 +49,9 @@ import * as layoutModule from './layout.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Verdict } = batchModule;
-const { HELD_MAX, REC, REP, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE, Status } = layoutModule;
+const { HELD_MAX, REC, REP, RF_CTR, RF_EXPIRES, RF_FIRST, RF_LAST, RF_SHIFT, R_BORN, R_DST, R_FAMPROTO, R_GEN, R_HASH, R_PORTS, R_SRC, R_STATE, Status } = layoutModule;
 export {
-  Destroy, DESTROY_NAMES, HELD_MAX, REC, REP, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_DST, R_FAMPROTO, R_HASH, R_PORTS, R_SRC, R_STATE,
+  Destroy, DESTROY_NAMES, HELD_MAX, REC, REP, RF_CTR, RF_EXPIRES, RF_FIRST, RF_LAST, RF_SHIFT, R_BORN, R_DST, R_FAMPROTO, R_GEN, R_HASH, R_PORTS, R_SRC, R_STATE,
   Status, SWEEP_EVERY, SWEEP_SLOTS,
 } from './layout.js';
 
@@ -96,6 +103,11 @@ function grown<A extends FlowColumn>(a: A, length: number): A {
 
 const align8 = (bytes: number): number => Math.ceil(bytes / 8) * 8;
 
+function allZero(a: FlowColumn): boolean {
+  for (let k = 0; k < a.length; k++) if (a[k] !== 0) return false;
+  return true;
+}
+
 export class FlowTable {
   /** Live entries at most (nf_conntrack_max). */
   readonly capacity: number;
@@ -124,8 +136,6 @@ export class FlowTable {
   samples = 0;
   private sampleClock = new Float64Array(1024);
   private liveDelta = new Int32Array(1024);
-  /** Per entry: the first sample point at which it counts. */
-  private bornAt: Uint32Array;
 
   /**
    * A small direct-mapped cache in front of the slots: (hash, slot value) of the flow last found
@@ -158,13 +168,13 @@ export class FlowTable {
   recF: Float64Array;
 
   // --- cold, per entry ---
-  /** First packet's time (seconds). */
-  first: Float64Array;
-  /** Per direction (2 * entry + dir): TCP packets the state machine ignored (let through, not counted). */
+  /**
+   * Per direction (2 * entry + dir): TCP packets the state machine ignored (let through, not
+   * counted). Most flows never have one, so these arrays are written only when one comes (and
+   * cleared only where not 0): their pages stay unwritten.
+   */
   ignored: Float64Array;
   ignoredBytes: Float64Array;
-  /** Bumped each time the entry is freed. */
-  gen: Uint32Array;
 
   /**
    * Numbers freed by removals, reused last in first out; when none is free, the lowest number
@@ -197,11 +207,8 @@ export class FlowTable {
     const buf = new ArrayBuffer(n * REC * 4);
     this.rec = new Uint32Array(buf);
     this.recF = new Float64Array(buf);
-    this.first = new Float64Array(n);
     this.ignored = new Float64Array(n * 2);
     this.ignoredBytes = new Float64Array(n * 2);
-    this.gen = new Uint32Array(n);
-    this.bornAt = new Uint32Array(n);
     this.freeList = new Int32Array(n);
     this.held = new Int32Array(FIRST_HELD);
     this.heldWhy = new Uint8Array(FIRST_HELD);
@@ -301,7 +308,9 @@ export class FlowTable {
     let at = 0;
     for (const c of arrays) {
       const a = new c.type(buf, at, n * c.width);
-      a.set(c.array as ArrayLike<number> & FlowColumn);
+      // An array still all 0 (the ignored counts, a stage's column no flow has set yet) is not
+      // copied: the copy would be its first write, a fault for nothing (see the layout above).
+      if (!allZero(c.array)) a.set(c.array as ArrayLike<number> & FlowColumn);
       at += align8(a.byteLength);
       c.array = a;
       c.set(a);
@@ -313,11 +322,8 @@ export class FlowTable {
   private entryArrays(): EntryArray[] {
     const own = [
       entryArray(Uint32Array, this.rec, REC, (a) => { this.rec = a; this.recF = new Float64Array(a.buffer, a.byteOffset, a.length >> 1); }),
-      entryArray(Float64Array, this.first, 1, (a) => { this.first = a; }),
       entryArray(Float64Array, this.ignored, 2, (a) => { this.ignored = a; }),
       entryArray(Float64Array, this.ignoredBytes, 2, (a) => { this.ignoredBytes = a; }),
-      entryArray(Uint32Array, this.gen, 1, (a) => { this.gen = a; }),
-      entryArray(Uint32Array, this.bornAt, 1, (a) => { this.bornAt = a; }),
       entryArray(Int32Array, this.freeList, 1, (a) => { this.freeList = a; }),
     ];
     if (this.rep.length > 0) own.push(entryArray(Uint32Array, this.rep, REP, (a) => { this.rep = a; }));
@@ -625,13 +631,13 @@ export class FlowTable {
     const recF = this.recF;
     recF[f + RF_EXPIRES] = now;
     recF[f + RF_LAST] = now;
-    this.first[e] = now;
+    recF[f + RF_FIRST] = now;
     if (reused) this.clear(e);
     this.room();
     this.link(h, slotValue(e, 0));
     this.count++;
     const born = this.samples + 1;
-    this.bornAt[e] = born;
+    rec[w + R_BORN] = born;
     this.liveDelta[born]!++;
     return e;
   }
@@ -659,13 +665,15 @@ export class FlowTable {
     const recF = this.recF;
     const f = e << RF_SHIFT;
     recF[f + RF_CTR] = 0; recF[f + RF_CTR + 1] = 0; recF[f + RF_CTR + 2] = 0; recF[f + RF_CTR + 3] = 0;
-    this.ignored[e << 1] = 0; this.ignored[(e << 1) | 1] = 0;
-    this.ignoredBytes[e << 1] = 0; this.ignoredBytes[(e << 1) | 1] = 0;
+    // Written only where not 0 already: a write is what gives a page memory (see the layout above).
+    const ig = this.ignored;
+    const igb = this.ignoredBytes;
+    const d = e << 1;
+    if (ig[d] !== 0 || ig[d + 1] !== 0 || igb[d] !== 0 || igb[d + 1] !== 0) { ig[d] = 0; ig[d + 1] = 0; igb[d] = 0; igb[d + 1] = 0; }
     const columns = this.columns;
     for (let k = 0; k < columns.length; k++) {
       const { array, width } = columns[k]!;
-      if (width === 1) array[e] = 0;
-      else array.fill(0, e * width, (e + 1) * width);
+      for (let j = e * width, end = j + width; j < end; j++) if (array[j] !== 0) array[j] = 0;
     }
   }
 
@@ -680,7 +688,7 @@ export class FlowTable {
     // Not in use any more, but state and status stay readable for the end-of-flow listeners.
     this.rec[k] = this.rec[k]! & ~(Status.USED << 8);
     this.liveDelta[this.liveUntil(e)]!--;
-    this.gen[e]!++;
+    this.rec[e * REC + R_GEN]!++;
     if (this.heldTop === this.held.length) this.growHeld();
     this.heldWhy[this.heldTop] = why;
     this.held[this.heldTop++] = e;
@@ -759,7 +767,7 @@ export class FlowTable {
     let hi = this.samples + 1;
     // Not expired by the last point (the usual removal: a flow that ended): no search.
     if (!(clock[hi - 1]! > exp)) return hi;
-    let lo = this.bornAt[e]!;
+    let lo = this.rec[e * REC + R_BORN]!;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       if (clock[mid]! > exp) hi = mid;
@@ -824,6 +832,10 @@ export class FlowTable {
   status(e: number): number { return (this.rec[e * REC + R_STATE]! >>> 8) & 0xff; }
   expires(e: number): number { return this.recF[(e << RF_SHIFT) + RF_EXPIRES]!; }
   last(e: number): number { return this.recF[(e << RF_SHIFT) + RF_LAST]!; }
+  /** The flow's first packet's time (seconds). */
+  first(e: number): number { return this.recF[(e << RF_SHIFT) + RF_FIRST]!; }
+  /** How often entry e was freed: a number seen again with the same gen names the same flow. */
+  gen(e: number): number { return this.rec[e * REC + R_GEN]!; }
   packets(e: number, dir: number): number { return this.recF[(e << RF_SHIFT) + RF_CTR + dir]!; }
   bytes(e: number, dir: number): number { return this.recF[(e << RF_SHIFT) + RF_CTR + 2 + dir]!; }
 

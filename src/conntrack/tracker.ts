@@ -27,7 +27,7 @@ import * as tcpModule from './tcp.js';
 const { Frag } = batchModule;
 const { isIcmpError, Proto } = decodeModule;
 const { CtInfo, CT_OK, CT_REASONS, R_TABLE_FULL } = infoModule;
-const { Destroy, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_STATE, Status, SWEEP_SLOTS } = tableModule;
+const { Destroy, REC, RF_CTR, RF_EXPIRES, RF_FIRST, RF_LAST, RF_SHIFT, R_STATE, Status, SWEEP_SLOTS } = tableModule;
 const { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext, tcpPlainAck } = tcpModule;
 export { CT_OK, CT_REASONS, R_TABLE_FULL } from './info.js';
 
@@ -346,7 +346,7 @@ export class Conntrack {
     const to = this.config.timeouts;
     if (proto === Proto.UDP || proto === Proto.UDPLITE) {
       const k = e * REC + R_STATE;
-      if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.first[e]! > UDP_STREAM_AFTER) {
+      if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.recF[(e << RF_SHIFT) + RF_FIRST]! > UDP_STREAM_AFTER) {
         t.rec[k] = t.rec[k]! | (Status.ASSURED << 8);
         this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.udpStream;
       } else this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.udp;
@@ -404,7 +404,7 @@ export class Conntrack {
       this.fragDir = new Uint8Array(FRAG_SLOTS);
     }
     this.fragEntry[s] = b.flow[i]! + 1;
-    this.fragGen[s] = this.table.gen[b.flow[i]!]!;
+    this.fragGen[s] = this.table.gen(b.flow[i]!);
     this.fragDir[s] = b.dir[i]!;
   }
 
@@ -415,7 +415,7 @@ export class Conntrack {
     // The flow may have ended (and its entry been reused) since its first fragment, or timed out
     // without the sweep having reached it yet (which must not matter: the sweep's pace does not
     // follow packets).
-    if (e < 0 || this.fragGen[s] !== this.table.gen[e] || !this.table.inUse(e) || this.table.expires(e) < now) {
+    if (e < 0 || this.fragGen[s] !== this.table.gen(e) || !this.table.inUse(e) || this.table.expires(e) < now) {
       this.fragmentsOrphaned++;
       this.info[CtInfo.UNTRACKED]!++;
       return CT_OK;

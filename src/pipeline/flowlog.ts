@@ -46,7 +46,7 @@ export function flowRecord(t: FlowTable, e: number, why: number): FlowRecord {
     bytes: [t.bytes(e, 0), t.bytes(e, 1)],
     ignored: [t.ignored[e << 1]!, t.ignored[(e << 1) | 1]!],
     ignoredBytes: [t.ignoredBytes[e << 1]!, t.ignoredBytes[(e << 1) | 1]!],
-    first: t.first[e]!,
+    first: t.first(e),
     last: t.last(e),
     state: proto === 6 ? TCP_STATE_NAMES[t.state(e)]! : (t.status(e) & Status.SEEN_REPLY) ? 'replied' : 'unreplied',
     assured: (t.status(e) & Status.ASSURED) !== 0,
