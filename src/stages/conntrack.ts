@@ -150,19 +150,29 @@ export class ConntrackStage implements Stage {
 
   private snapshot(): StageReport {
     const t = this.ct.table;
-    const tcp: StageReport = {};
-    const byProto: StageReport = {};
+    const now = this.now;
+    // Counted by number, named once at the end: a name looked up and a property of a growing object
+    // set for every live entry made this ~12 ms of a 3M-packet replay's end (135k entries). The
+    // names keep the order in which the walk first met them, as the report always showed them.
+    const byP = new Float64Array(256);
+    const byS = new Float64Array(TCP_STATE_NAMES.length);
+    const pOrder: number[] = [];
+    const sOrder: number[] = [];
     let active = 0;
     t.forEach((e) => {
-      if (t.expires(e) < this.now) return;
+      if (t.expires(e) < now) return;
       active++;
-      const p = protoName(t.proto(e));
-      byProto[p] = ((byProto[p] as number | undefined) ?? 0) + 1;
-      if (t.proto(e) === 6) {
-        const s = TCP_STATE_NAMES[t.state(e)]!;
-        tcp[s] = ((tcp[s] as number | undefined) ?? 0) + 1;
+      const p = t.proto(e);
+      if (byP[p]!++ === 0) pOrder.push(p);
+      if (p === 6) {
+        const s = t.state(e);
+        if (byS[s]!++ === 0) sOrder.push(s);
       }
     });
+    const byProto: StageReport = {};
+    for (const p of pOrder) byProto[protoName(p)] = byP[p]!;
+    const tcp: StageReport = {};
+    for (const s of sOrder) tcp[TCP_STATE_NAMES[s]!] = byS[s]!;
     return { total: active, byProtocol: byProto, tcpByState: tcp };
   }
 
