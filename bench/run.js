@@ -48,6 +48,7 @@ const WRITES_JSON = new Set(['encrypt', 'flowtable', 'flowtrack', 'l7', 'micro',
 const QUICK = {
   calibrate: ['--rounds', '1', '--packets', '50000'],
   count: ['--rounds', '1', '--packets', '30000'],
+  'decode-layout': ['--rounds', '3', '--packets', '100000'],
   encrypt: ['--rounds', '1', '--packets', '30000'],
   fanout: ['--rounds', '1'],
   flowtable: ['--rounds', '1'],
