@@ -96,9 +96,9 @@ export class Conntrack {
   /** Packets track() took through its fast path (not in the report: for tests and benchmarks). */
   fastPackets = 0;
   fragmentsFollowed = 0;
+  fragmentsOrphaned = 0;
   /** What FlowTable.readSlots() read for flush(), kept so that its reads are not optimised away (never looked at). */
   flushSum = 0;
-  fragmentsOrphaned = 0;
 
   /** Later IP fragments find their flow through the first fragment's (addresses, proto, IP id). */
   private readonly fragments = new FragmentKeys(FRAG_SLOTS);
