@@ -108,11 +108,14 @@ export abstract class ChunkedFileSource implements PacketSource {
     const st = fstatSync(fd);
     this.stream = isStreamStat(st);
     this.size = this.stream ? 0 : st.size;
-    // A file smaller than a chunk gets chunks of its size (at least MIN_CHUNK_SIZE, which holds
-    // the largest record): compare reads the capture once per run, and two 4 MiB chunks of
-    // zeroed shared memory were ~3 ms of each run of a small capture.
+    // A file smaller than a chunk gets chunks of its size: compare reads the capture once per run,
+    // and two 4 MiB chunks of zeroed shared memory were ~3 ms of each run of a small capture. A
+    // chunk is at least MIN_CHUNK_SIZE, which holds the largest record, unless the whole file is
+    // smaller still (no record is larger than the file): with the launcher's malloc settings a
+    // chunk comes from malloc's heap and is zeroed as it is made, and the two 1 MiB chunks of a
+    // small capture were a fresh 2 MB huge page to clear, ~5 ms of a 1-packet replay's ~75 here.
     const fits = this.stream ? Infinity : st.size + 1;
-    const chunkSize = Math.max(MIN_CHUNK_SIZE, Math.min(opts.chunkSize ?? DEFAULT_CHUNK_SIZE, fits));
+    const chunkSize = fits <= MIN_CHUNK_SIZE ? fits : Math.max(MIN_CHUNK_SIZE, Math.min(opts.chunkSize ?? DEFAULT_CHUNK_SIZE, fits));
     const count = Math.max(1, opts.chunks ?? 2);
     for (let id = 0; id < count; id++) {
       const buf = new Uint8Array(new SharedArrayBuffer(chunkSize));
