@@ -66,8 +66,14 @@ export class CtlbStage implements Stage {
   private readonly perBackend: Float64Array;
   /** First fragments of datagrams to or from a service: their later fragments follow (no ports). */
   private readonly frags = new FragmentKeys(FRAG_SLOTS);
-  private readonly fragBackend = new Int32Array(FRAG_SLOTS);
-  private readonly fragDir = new Uint8Array(FRAG_SLOTS);
+  /**
+   * Per slot of `frags`: the first fragment's backend + 1 (0: none) and direction. Allocated with
+   * the first fragment, as the keys are (and as conntrack's are): most captures have none, and
+   * 320 KB zeroed for nothing in every ctlb (compare builds many) was memory first written for
+   * nothing, a page fault a 4 KB.
+   */
+  private fragBackend = new Int32Array(0);
+  private fragDir = new Uint8Array(0);
   private readdressedOriginal = 0;
   private readdressedReply = 0;
   private icmp = 0;
@@ -127,6 +133,7 @@ export class CtlbStage implements Stage {
       if (b.frag[i] === Frag.FIRST) {
         // Keyed by the addresses as they arrive, which is how its later fragments will look.
         const f = this.frags.remember(b, i);
+        if (this.fragBackend.length === 0) { this.fragBackend = new Int32Array(FRAG_SLOTS); this.fragDir = new Uint8Array(FRAG_SLOTS); }
         this.fragBackend[f] = k + 1;
         this.fragDir[f] = dir;
       }
