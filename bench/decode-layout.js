@@ -39,10 +39,13 @@ const file = values.file ?? synthCapture({ seed: 1, packets: Math.max(want, 1000
 // --- the capture's records, in memory (pcap, microseconds or nanoseconds, either byte order) ---
 const bytes = new Uint8Array(readFileSync(file));
 const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** One line and exit 1: a wrong input is the caller's to fix, not a stack trace to read. */
+const fail = (msg) => { process.stderr.write(`decode-layout.js: ${msg}\n`); process.exit(1); };
+if (bytes.length < 24) fail(`${file}: ${bytes.length} bytes, shorter than a pcap file header`);
 const magic = dv.getUint32(0, true);
 const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
-if (!le && dv.getUint32(0, false) !== 0xa1b2c3d4 && dv.getUint32(0, false) !== 0xa1b23c4d) throw new Error(`${file}: not a pcap file`);
-if (dv.getUint32(20, le) !== 1) throw new Error(`${file}: link type ${dv.getUint32(20, le)}, this bench wants Ethernet (1)`);
+if (!le && dv.getUint32(0, false) !== 0xa1b2c3d4 && dv.getUint32(0, false) !== 0xa1b23c4d) fail(`${file}: not a pcap file (pcapng is not read here)`);
+if (dv.getUint32(20, le) !== 1) fail(`${file}: link type ${dv.getUint32(20, le)}; this bench reads Ethernet (1) captures`);
 const offs = new Uint32Array(want);
 const caps = new Uint32Array(want);
 const wires = new Uint32Array(want);

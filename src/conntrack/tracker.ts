@@ -27,7 +27,7 @@ import * as tcpModule from './tcp.js';
 const { Frag } = batchModule;
 const { isIcmpError, Proto } = decodeModule;
 const { CtInfo, CT_OK, CT_REASONS, R_TABLE_FULL } = infoModule;
-const { Destroy, REC, RF_CTR, RF_EXPIRES, RF_FIRST, RF_LAST, RF_SHIFT, R_STATE, Status, SWEEP_SLOTS } = tableModule;
+const { Destroy, REC, RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, R_STATE, Status, SWEEP_SLOTS } = tableModule;
 const { S_IGNORE, S_INVALID, TcpClass, TcpState, tcpClass, tcpFlagsValid, tcpNext, tcpPlainAck } = tcpModule;
 export { CT_OK, CT_REASONS, R_TABLE_FULL } from './info.js';
 
@@ -350,7 +350,7 @@ export class Conntrack {
     const to = this.config.timeouts;
     if (proto === Proto.UDP || proto === Proto.UDPLITE) {
       const k = e * REC + R_STATE;
-      if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.recF[(e << RF_SHIFT) + RF_FIRST]! > UDP_STREAM_AFTER) {
+      if ((t.rec[k]! & (Status.SEEN_REPLY << 8)) !== 0 && now - t.first(e) > UDP_STREAM_AFTER) {
         t.rec[k] = t.rec[k]! | (Status.ASSURED << 8);
         this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.udpStream;
       } else this.table.recF[(e << RF_SHIFT) + RF_EXPIRES] = now + to.udp;
