@@ -8,14 +8,16 @@
 import { readFileSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openCapture } from '../src/capture/open.js';
 import { loadProfile } from '../src/pipeline/profile.js';
 import { buildStages } from '../src/pipeline/registry.js';
 import { writeSynthPcap } from '../src/gen/synth.js';
 import { defaultWorkers, mergeReports, PARALLEL_MIN_BYTES, runParallel, WorkerFailure, workerPool } from '../src/pipeline/parallel.js';
 import { runCapture, type RunReport } from '../src/pipeline/run.js';
+import { StageFailure } from '../src/pipeline/runner.js';
 import { Sharder } from '../src/pipeline/shard.js';
+import { reportError } from '../src/cli/main.js';
 import '../src/stages/index.js';
 import { CAPTURES, captureIndex, ROOT } from './helpers.js';
 
@@ -143,6 +145,58 @@ describe('a failing worker', () => {
     const partial = (err as WorkerFailure).partial!;
     expect(partial.verdicts.packets).toBeGreaterThan(0);
     expect(partial.verdicts.packets).toBeLessThan(82582);
+  });
+});
+
+describe('running out of memory', () => {
+  // The allocation is a real one the system refuses (4 PiB, past any 64-bit address space), so the
+  // error is V8's own, not a message written to match: what ulimit -v or a full machine gives.
+  const refuse = (): never => { new ArrayBuffer(2 ** 52); throw new Error('4 PiB was granted'); };
+  const file = join(CAPTURES, 'large/zeek_echo-connections.pcap');
+
+  it('in a worker is told apart from a bug, with what was processed', async () => {
+    const err = await runParallel({ file, profile: 'ebpf', workers: 2, failAt: { stage: 'conntrack', packet: 40000, how: 'oom' } })
+      .then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkerFailure);
+    const f = err as WorkerFailure;
+    expect(f.outOfMemory).toBe(true);
+    expect(f.message).toMatch(/stage conntrack failed while processing packets \d+-\d+: Array buffer allocation failed/);
+    expect(f.partial!.verdicts.packets).toBeGreaterThan(40000 / 2);
+    // A stage's ordinary throw is still a bug.
+    const bug = await runParallel({ file, profile: 'ebpf', workers: 2, failAt: { stage: 'conntrack', packet: 40000 } })
+      .then(() => null, (e: unknown) => e);
+    expect((bug as WorkerFailure).outOfMemory).toBe(false);
+  });
+
+  it('on the main thread: the report so far, one line saying what to change, exit 6', () => {
+    const stages = buildStages(loadProfile('ebpf'));
+    const ct = stages.find((s) => s.name === 'conntrack')!;
+    const process0 = ct.process.bind(ct);
+    ct.process = (b, self) => {
+      for (let i = 0; i < b.count; i++) if (b.num[i] === 30000) refuse();
+      process0(b, self);
+    };
+    const err = (() => { try { runCapture({ file, profile: 'ebpf', stages }); return null; } catch (e) { return e; } })();
+    expect(err).toBeInstanceOf(StageFailure);
+    expect((err as StageFailure).outOfMemory).toBe(true);
+    const out: string[] = [];
+    const errOut: string[] = [];
+    const so = vi.spyOn(process.stdout, 'write').mockImplementation((t) => { out.push(String(t)); return true; });
+    const se = vi.spyOn(process.stderr, 'write').mockImplementation((t) => { errOut.push(String(t)); return true; });
+    let code: number;
+    try { code = reportError(err, 'replay'); } finally { so.mockRestore(); se.mockRestore(); }
+    expect(code).toBe(6);
+    expect(out.join('')).toMatch(/INCOMPLETE/);
+    const first = Number(/packets (\d+)-/.exec(errOut.join(''))![1]);
+    expect(out.join('')).toContain(`${(first - 1).toLocaleString('en-US')} packets`);
+    expect(errOut).toHaveLength(1);
+    expect(errOut[0]).toMatch(/^dplab: out of memory: stage conntrack failed while processing packets \d+-\d+: Array buffer allocation failed\. .*ulimit -v.*capacity/);
+    expect(errOut[0]).not.toMatch(/bug/);
+    // Outside any stage (reading, merging) it is the same advice, not "internal error".
+    const se2 = vi.spyOn(process.stderr, 'write').mockImplementation((t) => { errOut.push(String(t)); return true; });
+    try { code = reportError((() => { try { return refuse(); } catch (e) { return e; } })(), 'compare'); } finally { se2.mockRestore(); }
+    expect(code).toBe(6);
+    expect(errOut[1]).toMatch(/^dplab compare: out of memory: Array buffer allocation failed\. /);
   });
 });
 

@@ -17,6 +17,8 @@ export const Exit = {
   INTERNAL: 3,
   /** An output could not be written during the run (disk full...): what was processed is reported. */
   OUTPUT: 4,
+  /** The run needed more memory than the process could get: what was processed is reported. */
+  MEMORY: 6,
   /** Stopped by SIGINT (128 + 2) or SIGTERM (128 + 15): what was processed is reported. */
   SIGINT: 130,
   SIGTERM: 143,

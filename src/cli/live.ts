@@ -69,7 +69,8 @@ Exit status: 0 when stopped by Ctrl-C, SIGTERM, --duration, --count or the inter
 (the report covers every packet read); 1 for a usage error, a bad profile, or a capture that
 cannot start (not root, no such interface, interface down, ring cannot be set up: one line says
 what to do); 3 when a stage failed (a bug: what was processed is reported); 4 when an output
-could not be written.
+could not be written; 6 when the run needed more memory than it could get (what was processed
+is reported).
 
 Examples:
   sudo dplab live eth1

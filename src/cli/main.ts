@@ -3,7 +3,7 @@ import { CaptureError } from '../capture/errors.js';
 import { OutputError } from '../capture/outfile.js';
 import { ProfileError } from '../pipeline/profile.js';
 import type { RunReport } from '../pipeline/run.js';
-import { StageFailure, WorkerFailure } from '../pipeline/runner.js';
+import { isOutOfMemory, StageFailure, WorkerFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
 import { VERSION } from './args.js';
 import { Exit, UsageError } from './errors.js';
@@ -27,8 +27,8 @@ Commands:
 Run "dplab COMMAND --help" for a command's options and examples; "dplab --version" for the version.
 Exit status: 0 done; 1 usage error, bad profile or unreadable file; 2 the capture is damaged or not
 a capture (what was read is reported); 3 a stage or worker failed: a bug in dplab, please report it;
-4 an output could not be written mid-run; 130/143 stopped by SIGINT/SIGTERM (4, 130 and 143 still
-report what was processed).
+4 an output could not be written mid-run; 6 out of memory; 130/143 stopped by SIGINT/SIGTERM (3, 4,
+6, 130 and 143 still report what was processed).
 Captures: pcap (micro- or nanosecond, either byte order) and pcapng; Ethernet (802.1Q, QinQ,
 MPLS, PPPoE), Linux SLL/SLL2, raw IPv4/IPv6 and BSD loopback link types.
 `;
@@ -74,6 +74,11 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** What to do when the run needed more memory than it could get (exit 6). */
+const MEMORY_ADVICE = 'The state held at that point (flows, buffers) needed more memory than this process may use: '
+  + 'raise the limit (ulimit -v, the container\'s memory limit) or let the stages hold less (a smaller conntrack '
+  + 'capacity in the profile)';
+
 export function reportError(e: unknown, cmd: string): number {
   if (e instanceof CaptureError) {
     process.stderr.write(`dplab: ${e.message}\n`);
@@ -83,6 +88,10 @@ export function reportError(e: unknown, cmd: string): number {
     // What was processed before the failure is still reported.
     const partial = e.partial as RunReport | null;
     if (partial) process.stdout.write(renderReport(partial) + 'INCOMPLETE: the run stopped at the failure below.\n');
+    if (e.outOfMemory) {
+      process.stderr.write(`dplab: out of memory: ${e.message}. ${MEMORY_ADVICE}\n`);
+      return Exit.MEMORY;
+    }
     process.stderr.write(`dplab: ${e.message}. This is a bug in dplab or in a stage: please report it with the capture and profile\n`);
     return Exit.INTERNAL;
   }
@@ -101,6 +110,10 @@ export function reportError(e: unknown, cmd: string): number {
   if (e instanceof UsageError) {
     process.stderr.write(`dplab ${e.command || cmd}: ${e.message}${e.message.endsWith('?') ? '' : '.'} See dplab ${e.command || cmd} --help\n`);
     return Exit.USAGE;
+  }
+  if (isOutOfMemory(e)) {
+    process.stderr.write(`dplab ${cmd}: out of memory: ${(e as Error).message}. ${MEMORY_ADVICE}\n`);
+    return Exit.MEMORY;
   }
   process.stderr.write(`dplab: internal error, please report it with the command line: ${(e as Error)?.stack ?? String(e)}\n`);
   return Exit.INTERNAL;

@@ -54,10 +54,11 @@ unsupported link type (the report still covers every packet before the damage); 
 usage error, a bad profile or a file that cannot be opened; 3 when a stage or worker thread
 failed, which is a bug in dplab (what was processed is still reported; please report it with
 the capture and profile); 4 when an output could not be written during the run (disk full: one
-line names the file and what it holds, after the report of what was processed); 130 / 143 when
-SIGINT (Ctrl-C) / SIGTERM stopped the run: the report covers the packets processed, marked
-INTERRUPTED (JSON: "interrupted"), and every output holds exactly those (a second signal quits
-at once).
+line names the file and what it holds, after the report of what was processed); 6 when the run
+needed more memory than it could get (the report covers what was processed; one line says what
+to change); 130 / 143 when SIGINT (Ctrl-C) / SIGTERM stopped the run: the report covers the
+packets processed, marked INTERRUPTED (JSON: "interrupted"), and every output holds exactly
+those (a second signal quits at once).
 
 Examples:
   dplab replay captures/large/zeek_echo-connections.pcap

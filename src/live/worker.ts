@@ -3,6 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { stageMerging, type Merge, type MergeRules } from '../pipeline/merge.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
+import { isOutOfMemory } from '../pipeline/runner.js';
 import type { StopFlag } from '../pipeline/run.js';
 import '../stages/index.js';
 import { PacketRingSource } from './packet.js';
@@ -50,7 +51,9 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  send({ type: 'error', message: (e as Error)?.stack ?? String(e), hint: '', live: false });
+  // Out of memory is the user's to fix (a limit, a capacity): its one line, not a stack trace.
+  const oom = isOutOfMemory(e);
+  send({ type: 'error', message: oom ? (e as Error).message : (e as Error)?.stack ?? String(e), hint: '', live: false, outOfMemory: oom });
   port.close();
 });
 

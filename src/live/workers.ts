@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { mergeReports } from '../pipeline/parallel.js';
 import type { CaptureRun, RunReport, StopFlag } from '../pipeline/run.js';
-import type { RunCounts } from '../pipeline/runner.js';
+import { WorkerFailure, type RunCounts } from '../pipeline/runner.js';
 import { PacketRingSource, type RingOptions } from './packet.js';
 import { RawSocketSource } from './raw.js';
 import { LiveError, type CaptureKind, type KernelCounts, type LiveSource } from './source.js';
@@ -61,7 +61,7 @@ export interface WorkerTask {
 
 export type WorkerMessage =
   | { type: 'ready' }
-  | { type: 'error'; message: string; hint: string; live: boolean }
+  | { type: 'error'; message: string; hint: string; live: boolean; outOfMemory?: boolean }
   | { type: 'tick'; tick: LiveTick }
   | { type: 'done'; report: RunReport; kernel: KernelCounts; stopReason: string | null };
 
@@ -112,7 +112,7 @@ export async function runLiveWorkers(spec: LiveWorkersSpec): Promise<{ report: R
           if (m.stopReason) post('end'); // one socket lost its interface: so did the others
         }
         else if (m.type === 'error') {
-          failure ??= m.live ? new LiveError(m.message, m.hint) : new Error(m.message);
+          failure ??= m.live ? new LiveError(m.message, m.hint) : m.outOfMemory ? new WorkerFailure(m.message, null, true) : new Error(m.message);
           post('stop');
         }
       });

@@ -23,7 +23,7 @@ import { Batch } from '../packet/batch.js';
 import { addSummaries } from '../packet/summary.js';
 import { FLOW_LOG_HEADER } from './flowlog.js';
 import { mergeStageReports } from './merge.js';
-import { WorkerFailure, type RunCounts } from './runner.js';
+import { isOutOfMemory, WorkerFailure, type RunCounts } from './runner.js';
 import type { RunReport, StageRow, StopFlag } from './run.js';
 import type { StageReport } from './stage.js';
 import { SIGNAL_NUMBERS, type ShardResult, type ShardTask } from './worker.js';
@@ -158,7 +158,7 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
       };
       return (pool.run(task) as Promise<ShardResult>).catch((e: Error): ShardResult => ({
         shard: k, report: null, packetsRead: 0,
-        failure: { message: `worker ${k} died: ${e?.message ?? String(e)}`, stage: 'unknown', firstPacket: 0, lastPacket: 0 },
+        failure: { message: `worker ${k} died: ${e?.message ?? String(e)}`, stage: 'unknown', firstPacket: 0, lastPacket: 0, outOfMemory: isOutOfMemory(e) },
       }));
     }));
   } finally {
@@ -169,7 +169,7 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
   const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
   const reports = results.map((r) => r.report).filter((r): r is RunReport => r !== null);
   const failures = results.map((r) => r.failure).filter((f) => f !== null);
-  if (reports.length === 0) throw new WorkerFailure(failures.map((f) => f!.message).join('; '), null);
+  if (reports.length === 0) throw new WorkerFailure(failures.map((f) => f!.message).join('; '), null, failures.some((f) => f!.outOfMemory));
   const report = mergeReports(reports, wallSeconds);
   const interrupted = reports.find((r) => r.interrupted)?.interrupted;
   if (interrupted) report.interrupted = interrupted;
@@ -200,7 +200,7 @@ async function runShards(spec: ParallelSpec, file: string, size: number, parts: 
   if (failures.length > 0) {
     const f = failures[0]!;
     const what = f.firstPacket ? `${f.message} (shard ${results.find((r) => r.failure === f)!.shard} of ${n})` : f.message;
-    throw new WorkerFailure(what, report);
+    throw new WorkerFailure(what, report, f.outOfMemory === true);
   }
   try {
     if (flowOut) mergeFlowLogs(flowOut, parts);

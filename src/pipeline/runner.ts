@@ -42,9 +42,21 @@ export interface PipelineOptions {
   sharder?: Sharder;
 }
 
+/**
+ * Whether `e` says the process ran out of memory: V8's RangeError when the system refuses an
+ * ArrayBuffer ("Array buffer allocation failed": a flow table or batch growing past ulimit -v or
+ * the machine), or a worker stopped at its heap limit. Not a bug in dplab: the run needed more
+ * memory than it was given, and the user can give more or ask the stages to hold less.
+ */
+export function isOutOfMemory(e: unknown): boolean {
+  if (e instanceof RangeError && /allocation failed/i.test(e.message)) return true;
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === 'ERR_WORKER_OUT_OF_MEMORY' || code === 'ERR_MEMORY_ALLOCATION_FAILED';
+}
+
 /** A worker thread failed (its stage threw, or it died); `partial` covers what every worker processed. */
 export class WorkerFailure extends Error {
-  constructor(message: string, readonly partial: RunReport | null) {
+  constructor(message: string, readonly partial: RunReport | null, readonly outOfMemory = false) {
     super(message);
     this.name = 'WorkerFailure';
   }
@@ -54,9 +66,12 @@ export class WorkerFailure extends Error {
 export class StageFailure extends Error {
   /** The report of everything processed before the failure (set by the run loop). */
   partial: unknown = null;
+  /** The stage could not get memory (see isOutOfMemory): not a bug in the stage. */
+  readonly outOfMemory: boolean;
   constructor(readonly stage: string, readonly firstPacket: number, readonly lastPacket: number, override readonly cause: unknown) {
     super(`stage ${stage} failed while processing packets ${firstPacket}-${lastPacket}: ${(cause as Error)?.message ?? String(cause)}`);
     this.name = 'StageFailure';
+    this.outOfMemory = isOutOfMemory(cause);
   }
 }
 

@@ -13,6 +13,7 @@ import { Verdict } from '../packet/batch.js';
 import { loadProfile } from './profile.js';
 import { buildStages, loadStages } from './registry.js';
 import { runCapture, type RunReport } from './run.js';
+import { isOutOfMemory } from './runner.js';
 import { Sharder } from './shard.js';
 
 export interface ShardTask {
@@ -43,7 +44,7 @@ export interface ShardTask {
    * Test hook: at this packet, in this stage, throw (a stage bug) or exit the thread (a worker
    * that dies), to prove both are reported without a hang.
    */
-  failAt?: { stage: string; packet: number; how?: 'throw' | 'exit' };
+  failAt?: { stage: string; packet: number; how?: 'throw' | 'exit' | 'oom' };
   /**
    * Test hook: modules (paths) to import before the profile's stages are built, so a test can run
    * a stage of its own in workers: the module calls registerStage from dist/pipeline/registry.js
@@ -56,7 +57,7 @@ export interface ShardTask {
 export interface ShardResult {
   shard: number;
   report: RunReport | null;
-  failure: { message: string; stage: string; firstPacket: number; lastPacket: number; output?: { option: string; file: string; problem: string } } | null;
+  failure: { message: string; stage: string; firstPacket: number; lastPacket: number; outOfMemory?: boolean; output?: { option: string; file: string; problem: string } } | null;
   /** Packets this worker read (all shards read every packet). */
   packetsRead: number;
   /**
@@ -129,12 +130,12 @@ export default async function runShard(task: ShardTask): Promise<ShardResult> {
     return { shard: task.shard, report, failure: null, packetsRead: read, interfaces: source.interfaces.map((f) => ({ ...f })) };
   } catch (e) {
     arrive();
-    const f = e as { stage?: string; firstPacket?: number; lastPacket?: number; message?: string; partial?: RunReport | null };
+    const f = e as { stage?: string; firstPacket?: number; lastPacket?: number; message?: string; partial?: RunReport | null; outOfMemory?: boolean };
     const output = e instanceof OutputError ? { option: e.option, file: e.file, problem: e.problem } : undefined;
     return {
       shard: task.shard,
       report: f.partial ?? null,
-      failure: { message: f.message ?? String(e), stage: f.stage ?? 'unknown', firstPacket: f.firstPacket ?? 0, lastPacket: f.lastPacket ?? 0, ...(output ? { output } : {}) },
+      failure: { message: f.message ?? String(e), stage: f.stage ?? 'unknown', firstPacket: f.firstPacket ?? 0, lastPacket: f.lastPacket ?? 0, outOfMemory: f.outOfMemory ?? isOutOfMemory(e), ...(output ? { output } : {}) },
       packetsRead: read,
     };
   }
@@ -148,6 +149,8 @@ function injectFailure(stages: ReturnType<typeof buildStages>, at: NonNullable<S
     for (let i = 0; i < b.count; i++) {
       if (b.num[i] !== at.packet || b.verdict[i] !== Verdict.PASS) continue;
       if (at.how === 'exit') process.exit(70);
+      // A real refusal, not a made-up error: 4 PiB is past any x86-64 or arm64 address space.
+      if (at.how === 'oom') new ArrayBuffer(2 ** 52);
       throw new Error(`injected failure at packet ${at.packet}`);
     }
     original(b, self);
