@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { standardOutput, writeAll } from '../capture/outfile.js';
 import { generateSynth, MAX_PAYLOAD, SYNTH_DEFAULTS, writeSynthPcap, type SynthOptions, type SynthSummary } from '../gen/synth.js';
+import { isOutOfMemory } from '../pipeline/memory.js';
 import { parseCommandLine } from './args.js';
 import { Exit, UsageError } from './errors.js';
 import { formatBytes } from './output.js';
@@ -95,7 +96,7 @@ export function genCommand(argv: string[]): number {
       ? generateSynth(opts, (block, length) => writeAll(standardOutput(), block, 0, length))
       : writeSynthPcap(file, opts);
   } catch (e) {
-    if (e instanceof RangeError) throw new UsageError(e.message, 'gen');
+    if (e instanceof RangeError && !isOutOfMemory(e)) throw new UsageError(e.message, 'gen');
     const code = (e as NodeJS.ErrnoException).code;
     if (code) throw new UsageError(`cannot write ${file}: ${(e as Error).message.replace(/^\w+: /, '').replace(/, \w+ '.*'$/, '')}`, 'gen');
     throw e;

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { OutputFile } from '../capture/outfile.js';
 import { writeSynthPcap, type SynthOptions } from '../gen/synth.js';
 import { runCompare } from '../pipeline/compare.js';
+import { isOutOfMemory } from '../pipeline/memory.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
 import '../stages/index.js';
@@ -110,7 +111,8 @@ export function sweepCommand(argv: string[]): number {
       try {
         writeSynthPcap(file, gen);
       } catch (e) {
-        if (e instanceof RangeError) throw new UsageError(`${param} ${v}: ${e.message}`, 'sweep');
+        // A bad size is the user's to fix; running out of memory is reported as that (exit 6).
+        if (e instanceof RangeError && !isOutOfMemory(e)) throw new UsageError(`${param} ${v}: ${e.message}`, 'sweep');
         throw e;
       }
       const profs = param === 'rules' ? profiles.map((p) => rulesProfile(dir, p, v)) : profiles;

@@ -3,7 +3,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { stageMerging, type Merge, type MergeRules } from '../pipeline/merge.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages } from '../pipeline/registry.js';
-import { isOutOfMemory } from '../pipeline/runner.js';
+import { isOutOfMemory } from '../pipeline/memory.js';
 import type { StopFlag } from '../pipeline/run.js';
 import '../stages/index.js';
 import { PacketRingSource } from './packet.js';

@@ -9,6 +9,7 @@ import type { Batch } from '../packet/batch.js';
 import * as batchModule from '../packet/batch.js';
 import { MALFORMED_NAMES } from '../packet/decode.js';
 import * as decodeModule from '../packet/decode.js';
+import { isOutOfMemory } from './memory.js';
 import { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
@@ -40,18 +41,6 @@ export interface PipelineOptions {
   timing?: boolean;
   /** Run as one of several workers: only the packets this sharder owns are this pipeline's. */
   sharder?: Sharder;
-}
-
-/**
- * Whether `e` says the process ran out of memory: V8's RangeError when the system refuses an
- * ArrayBuffer ("Array buffer allocation failed": a flow table or batch growing past ulimit -v or
- * the machine), or a worker stopped at its heap limit. Not a bug in dplab: the run needed more
- * memory than it was given, and the user can give more or ask the stages to hold less.
- */
-export function isOutOfMemory(e: unknown): boolean {
-  if (e instanceof RangeError && /allocation failed/i.test(e.message)) return true;
-  const code = (e as { code?: unknown } | null)?.code;
-  return code === 'ERR_WORKER_OUT_OF_MEMORY' || code === 'ERR_MEMORY_ALLOCATION_FAILED';
 }
 
 /** A worker thread failed (its stage threw, or it died); `partial` covers what every worker processed. */

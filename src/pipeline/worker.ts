@@ -13,7 +13,7 @@ import { Verdict } from '../packet/batch.js';
 import { loadProfile } from './profile.js';
 import { buildStages, loadStages } from './registry.js';
 import { runCapture, type RunReport } from './run.js';
-import { isOutOfMemory } from './runner.js';
+import { isOutOfMemory } from './memory.js';
 import { Sharder } from './shard.js';
 
 export interface ShardTask {
