@@ -21,8 +21,17 @@ export class OutputError extends Error {
   }
 }
 
-const pause = new Int32Array(new SharedArrayBuffer(4));
 const EMPTY = new Uint8Array(0);
+
+let pauseCell: Int32Array | null = null;
+/**
+ * Sleep `ms` on this thread (a descriptor answered EAGAIN). The cell is made at the first wait,
+ * not as the module loads: dplab's start-up snapshot (scripts/snapshot.js) is built where no
+ * SharedArrayBuffer may exist.
+ */
+export function nap(ms: number): void {
+  Atomics.wait(pauseCell ??= new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 /**
  * Write all of buf[off, off + len) to fd. A non-blocking descriptor (a pipe Node made so) that is
@@ -35,7 +44,7 @@ export function writeAll(fd: number, buf: Uint8Array, off: number, len: number):
       off += writeSync(fd, buf, off, end - off);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(pause, 0, 0, 0.2);
+      nap(0.2);
     }
   }
 }

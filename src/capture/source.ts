@@ -1,6 +1,7 @@
 import { closeSync, fstatSync, readSync, type Stats } from 'node:fs';
 import type { Batch } from '../packet/batch.js';
 import { CaptureError } from './errors.js';
+import { nap } from './outfile.js';
 
 /**
  * A packet source fills batches. At its end, or at damage it cannot read past, `fill` returns 0;
@@ -241,8 +242,6 @@ export abstract class ChunkedFileSource implements PacketSource {
   }
 }
 
-const pause = new Int32Array(new SharedArrayBuffer(4));
-
 /**
  * One sequential read from a pipe or terminal. A non-blocking descriptor (EAGAIN: nothing to read
  * yet) is waited on in short sleeps rather than failed.
@@ -253,7 +252,7 @@ export function readStream(fd: number, buf: Uint8Array, at: number, length: numb
       return readSync(fd, buf, at, length, null);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(pause, 0, 0, 0.2);
+      nap(0.2);
     }
   }
 }

@@ -13,10 +13,10 @@ import type { CompareResult } from '../pipeline/compare.js';
 import type { SweepPoint } from './sweep.js';
 import { commas } from '../packet/format.js';
 
-const require = createRequire(import.meta.url);
-
 function asset(path: string): string {
-  return readFileSync(require.resolve(`uplot/dist/${path}`), 'utf8');
+  // Resolved when a page is written, not as the module loads (the start-up snapshot is built
+  // where only Node's own modules can be required).
+  return readFileSync(createRequire(import.meta.url).resolve(`uplot/dist/${path}`), 'utf8');
 }
 
 /** Text safe inside HTML, and JSON safe inside a <script> element. */

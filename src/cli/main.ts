@@ -3,6 +3,7 @@ import { CaptureError } from '../capture/errors.js';
 import { OutputError } from '../capture/outfile.js';
 import { ProfileError } from '../pipeline/profile.js';
 import type { RunReport } from '../pipeline/run.js';
+import { lazyModule } from '../pipeline/lazy.js';
 import { isOutOfMemory } from '../pipeline/memory.js';
 import { StageFailure, WorkerFailure } from '../pipeline/runner.js';
 import { renderReport } from './report.js';
@@ -41,16 +42,29 @@ interface Command { run: (argv: string[]) => number | Promise<number>; help: str
  * pays for one command's code, not for all of them (all of them took ~90 ms of every start).
  */
 const COMMANDS: Record<string, () => Promise<Command>> = {
-  replay: async () => { const m = await import('./replay.js'); return { run: m.replayCommand, help: m.REPLAY_HELP }; },
-  compare: async () => { const m = await import('./compare.js'); return { run: m.compareCommand, help: m.COMPARE_HELP }; },
-  sweep: async () => { const m = await import('./sweep.js'); return { run: m.sweepCommand, help: m.SWEEP_HELP }; },
-  trace: async () => { const m = await import('./trace.js'); return { run: m.traceCommand, help: m.TRACE_HELP }; },
-  decode: async () => { const m = await import('./decode.js'); return { run: m.decodeCommand, help: m.DECODE_HELP }; },
-  profiles: async () => { const m = await import('./profiles.js'); return { run: m.profilesCommand, help: m.PROFILES_HELP }; },
-  gen: async () => { const m = await import('./gen.js'); return { run: m.genCommand, help: m.GEN_HELP }; },
-  calibrate: async () => { const m = await import('./calibrate.js'); return { run: m.calibrateCommand, help: m.CALIBRATE_HELP }; },
-  live: async () => { const m = await import('./live.js'); return { run: m.liveCommand, help: m.LIVE_HELP }; },
+  replay: async () => { const m = await lazyModule('cli/replay', () => import('./replay.js')); return { run: m.replayCommand, help: m.REPLAY_HELP }; },
+  compare: async () => { const m = await lazyModule('cli/compare', () => import('./compare.js')); return { run: m.compareCommand, help: m.COMPARE_HELP }; },
+  sweep: async () => { const m = await lazyModule('cli/sweep', () => import('./sweep.js')); return { run: m.sweepCommand, help: m.SWEEP_HELP }; },
+  trace: async () => { const m = await lazyModule('cli/trace', () => import('./trace.js')); return { run: m.traceCommand, help: m.TRACE_HELP }; },
+  decode: async () => { const m = await lazyModule('cli/decode', () => import('./decode.js')); return { run: m.decodeCommand, help: m.DECODE_HELP }; },
+  profiles: async () => { const m = await lazyModule('cli/profiles', () => import('./profiles.js')); return { run: m.profilesCommand, help: m.PROFILES_HELP }; },
+  gen: async () => { const m = await lazyModule('cli/gen', () => import('./gen.js')); return { run: m.genCommand, help: m.GEN_HELP }; },
+  calibrate: async () => { const m = await lazyModule('cli/calibrate', () => import('./calibrate.js')); return { run: m.calibrateCommand, help: m.CALIBRATE_HELP }; },
+  live: async () => { const m = await lazyModule('cli/live', () => import('./live.js')); return { run: m.liveCommand, help: m.LIVE_HELP }; },
 };
+
+/**
+ * Run the command line as the program: `dplab ...` (bin/dplab.js, or the start-up snapshot) comes
+ * here. Sets the exit code; a reader that went away ("dplab replay big.pcap | head") stops the
+ * run quietly, as other Unix tools do.
+ */
+export async function runCli(argv: string[]): Promise<void> {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+  process.exitCode = await main(argv);
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

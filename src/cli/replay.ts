@@ -1,7 +1,8 @@
 import { statSync } from 'node:fs';
 import { inputName, isStreamInput } from '../capture/open.js';
-import { OutputError, OutputFile } from '../capture/outfile.js';
+import { nap, OutputError, OutputFile } from '../capture/outfile.js';
 import { DEFAULT_BATCH_SIZE } from '../packet/batch.js';
+import { lazyModule } from '../pipeline/lazy.js';
 import { loadProfile } from '../pipeline/profile.js';
 import { buildStages, loadStages } from '../pipeline/registry.js';
 import { defaultWorkers } from '../pipeline/threads.js';
@@ -116,7 +117,6 @@ export async function replayCommand(argv: string[]): Promise<number> {
   // Test hook: sleep this many ms after each batch, and say when the first batch is done, so a
   // test can interrupt a run part-way through.
   const throttleMs = Number(process.env.DPLAB_TEST_SLOW_MS ?? 0) || 0;
-  const sleeper = new Int32Array(new SharedArrayBuffer(4));
   let started = false;
   const firstBatch = (packets: number): void => {
     if (throttleMs && !started && packets > 0) { started = true; process.stderr.write('dplab replay: (test hook) first batch done\n'); }
@@ -125,7 +125,7 @@ export async function replayCommand(argv: string[]): Promise<number> {
   let outcome: CaptureOutcome | null = null;
   // One pool for every repeat: the workers' JIT warms up as the inline run's does.
   // The thread pool's code (piscina) is loaded only when threads run.
-  const parallel = workers > 1 ? await import('../pipeline/parallel.js') : null;
+  const parallel = workers > 1 ? await lazyModule('pipeline/parallel', () => import('../pipeline/parallel.js')) : null;
   const pool = parallel && repeat > 1 ? parallel.workerPool(workers) : undefined;
   try {
     for (let run = 1; run <= repeat; run++) {
@@ -163,7 +163,7 @@ export async function replayCommand(argv: string[]): Promise<number> {
         onBatch: (_b, src) => {
           progress ??= new Progress(label, src.size, !values['no-progress']);
           progress.update(src.position, src.packets);
-          if (throttleMs) { firstBatch(src.packets); Atomics.wait(sleeper, 0, 0, throttleMs); }
+          if (throttleMs) { firstBatch(src.packets); nap(throttleMs); }
         },
       });
       (progress as Progress | null)?.end();

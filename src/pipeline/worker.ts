@@ -6,7 +6,7 @@
  * processed so far and the failure, never a hang.
  */
 import { pathToFileURL } from 'node:url';
-import { OutputError } from '../capture/outfile.js';
+import { nap, OutputError } from '../capture/outfile.js';
 import type { PartSpec } from '../capture/part.js';
 import type { InterfaceInfo } from '../capture/source.js';
 import { Verdict } from '../packet/batch.js';
@@ -70,8 +70,6 @@ export interface ShardResult {
 /** Signal numbers in ShardTask.control[0]. */
 export const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-
 export default async function runShard(task: ShardTask): Promise<ShardResult> {
   for (const m of task.modules ?? []) await import(pathToFileURL(m).href);
   const profile = loadProfile(task.profile);
@@ -111,7 +109,7 @@ export default async function runShard(task: ShardTask): Promise<ShardResult> {
           task.progress[task.shard * 2 + 1] = src.packets;
         }
         read = src.packets;
-        if (task.throttleMs) Atomics.wait(sleeper, 0, 0, task.throttleMs);
+        if (task.throttleMs) nap(task.throttleMs);
         if (ctl === null || Atomics.load(ctl, 0) === 0) return false;
         if (!arrived) {
           arrive();
