@@ -1,8 +1,14 @@
 #!/bin/sh
-":" //; unset NODE_EXTRA_CA_CERTS; GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}" exec node "$0" "$@"
+":" //; unset NODE_EXTRA_CA_CERTS; export GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"; z=$0; [ -L "$z" ] && z=$(readlink -f "$z"); s=${DPLAB_DIST:-${z%/*}/../dist}/dplab.blob; [ -z "$DPLAB_NO_SNAPSHOT" ] && [ -f "$s" ] && [ "$s" -nt "$(command -v node)" ] && exec node --snapshot-blob "$s" -- "$@"; exec node "$0" "$@"
 // dplab's entry point, read twice. Run as a program (`dplab`, `npx dplab`, `./bin/dplab.js`), the
-// shell reads the line above, then runs this file with node, which takes that line for a string
-// and a comment. The line sets three things for the node it starts:
+// shell reads the line above, then starts node: from dplab's start-up snapshot when the build made
+// one (dist/dplab.blob, see scripts/snapshot.js) and it is newer than the node it finds (an older
+// blob may be another node version's), else on this file, which node reads taking that line for a
+// string and a comment. The snapshot holds dplab's modules loaded and set up, so a start skips
+// resolving, reading and compiling ~50 of them: 84 -> 46 ms for a one-packet replay, 162 -> 104 ms
+// for the README's compare (DESIGN.md "Ninth pass"). "--" keeps dplab's options from node's;
+// DPLAB_NO_SNAPSHOT=1 starts from the files; a symlinked dplab (npm link, npx) is followed to
+// find dist/. The line also sets three things for the node it starts:
 // - glibc.malloc.hugetlb=1: big buffers get transparent huge pages (madvise, which the kernel's
 //   default "madvise" mode honours). A flow table's memory is written page by page as flows
 //   arrive, and a first write to a 4 KB page is a page fault, ~12 us each on a VM (the hypervisor
@@ -18,7 +24,7 @@
 //   connection, nor do its workers.
 // A user's own GLIBC_TUNABLES come after ours and win (glibc.malloc.hugetlb=0 turns huge pages
 // off); on other C libraries the variable means nothing. `node bin/dplab.js` skips the line: the
-// same run with glibc's defaults and the caller's environment as it is.
+// same run from dist/'s modules, with glibc's defaults and the caller's environment as it is.
 //
 // The compiled CLI lives in dist/ (built by `npm install` / `npm run build`); DPLAB_DIST names
 // another build, for benchmarks that run two builds' command lines side by side.
@@ -32,10 +38,7 @@ if (!existsSync(main)) {
     : 'dplab: not built yet. Run "npm install" (or "npm run build") in the dplab folder first.\n');
   process.exit(1);
 }
-// "dplab replay big.pcap | head": the reader went away; stop quietly, as other Unix tools do.
-process.stdout.on('error', (e) => {
-  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-  throw e;
-});
-const { main: run } = await import(main.href);
-process.exitCode = await run(process.argv.slice(2));
+const cli = await import(main.href);
+// A build from before runCli existed (bench/ab.js runs older builds' command lines) has main alone.
+if (cli.runCli) await cli.runCli(process.argv.slice(2));
+else process.exitCode = await cli.main(process.argv.slice(2));
