@@ -1,10 +1,10 @@
 #!/bin/sh
-":" //; unset NODE_EXTRA_CA_CERTS; export GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"; z=$0; [ -L "$z" ] && z=$(readlink -f "$z"); s=${DPLAB_DIST:-${z%/*}/../dist}/dplab.blob; [ -z "$DPLAB_NO_SNAPSHOT" ] && [ -f "$s" ] && [ "$s" -nt "$(command -v node)" ] && exec node --snapshot-blob "$s" -- "$@"; exec node "$0" "$@"
+":" //; unset NODE_EXTRA_CA_CERTS; export GLIBC_TUNABLES="glibc.malloc.hugetlb=1:glibc.malloc.top_pad=33554432${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"; z=$0; [ -L "$z" ] && z=$(readlink -f "$z"); s=${DPLAB_DIST:-${z%/*}/../dist}/dplab.blob; [ -z "$DPLAB_NO_SNAPSHOT" ] && [ -f "$s" ] && [ "$s" -nt "${s%/*}/cli/main.js" ] && [ "$s" -nt "$(command -v node)" ] && exec node --snapshot-blob "$s" -- "$@"; exec node "$0" "$@"
 // dplab's entry point, read twice. Run as a program (`dplab`, `npx dplab`, `./bin/dplab.js`), the
 // shell reads the line above, then starts node: from dplab's start-up snapshot when the build made
-// one (dist/dplab.blob, see scripts/snapshot.js) and it is newer than the node it finds (an older
-// blob may be another node version's), else on this file, which node reads taking that line for a
-// string and a comment. The snapshot holds dplab's modules loaded and set up, so a start skips
+// one (dist/dplab.blob, see scripts/snapshot.js) and it is newer than dist/'s code (a tsc run
+// alone leaves it stale) and than the node it finds (an older blob may be another node version's),
+// else on this file, which node reads taking that line for a string and a comment. The snapshot holds dplab's modules loaded and set up, so a start skips
 // resolving, reading and compiling ~50 of them: 84 -> 46 ms for a one-packet replay, 162 -> 104 ms
 // for the README's compare (DESIGN.md "Ninth pass"). "--" keeps dplab's options from node's;
 // DPLAB_NO_SNAPSHOT=1 starts from the files; a symlinked dplab (npm link, npx) is followed to

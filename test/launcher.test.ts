@@ -7,7 +7,7 @@
  * skips the launcher and loads dist/'s modules.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,6 +62,15 @@ describe('bin/dplab.js as a program', () => {
     // "--" ends node's options: "dplab --version" is dplab's, not node's.
     expect(launch(args, {}).slice(2)).toEqual(['arg=--snapshot-blob', `arg=${ROOT}/bin/../dist/dplab.blob`, 'arg=--', ...args.map((a) => `arg=${a}`)]);
     expect(launch(args, { DPLAB_NO_SNAPSHOT: '1' }).slice(2)[0]).toBe(`arg=${BIN}`);
+    // dist/ compiled again after the blob was built (tsc alone): the blob holds older code.
+    const main = join(ROOT, 'dist/cli/main.js');
+    const was = statSync(main);
+    try {
+      utimesSync(main, was.atime, new Date(statSync(BLOB).mtimeMs + 1000));
+      expect(launch(args, {}).slice(2)[0]).toBe(`arg=${BIN}`);
+    } finally {
+      utimesSync(main, was.atime, was.mtime);
+    }
     // DPLAB_DIST names another build: its blob, or its files when it has none.
     expect(launch(['-V'], { DPLAB_DIST: join(ROOT, 'dist') }).slice(2, 4)).toEqual(['arg=--snapshot-blob', `arg=${BLOB}`]);
     expect(launch(['-V'], { DPLAB_DIST: dir }).slice(2)).toEqual([`arg=${BIN}`, 'arg=-V']);
