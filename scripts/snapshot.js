@@ -2,7 +2,8 @@
 //   dist/dplab.cjs   dist/cli/snapshot.js and every module it reaches, bundled by esbuild into one
 //                    CommonJS script (node builds a snapshot from one script, with Node's modules only)
 //   dist/dplab.blob  node's heap after running that script once: dplab's modules loaded and set up
-// bin/dplab.js's shell line starts node from the blob when it is there and newer than node itself.
+// bin/dplab.js's shell line starts node from the blob when it is there and newer than both dist/'s
+// code and node itself.
 // A start then skips loading ~50 ES modules (resolve, read, compile, link): ~38 ms of an 84 ms
 // one-packet replay on this project's VM (DESIGN.md "Ninth pass").
 //
@@ -93,7 +94,7 @@ if (buildSnapshot(constify(bundle)) !== null) {
  * of a bundle with `var`, the modules' `const`s included, and V8 folds a `const` into the code that
  * reads it (a record's size, a stage's codes: e * REC a shift, not a multiply with checks) but
  * reloads and rechecks a `var` at each use: ebpf ran 2,642 instructions a packet from the bundle as
- * written, 2,608 with this, 2,599 from dist/'s ES modules (bench/count.js's capture, callgrind).
+ * written, 2,566 with this, 2,599 from dist/'s ES modules (bench/count.js's capture, callgrind).
  * A top-level `var` (a name, or a destructuring of names) becomes `const` only when nothing can
  * assign it: it is declared once, it is not one of dplab's module-level `let`s (state; dist/ holds
  * seven), and no assignment, update or for-in/of target of its name appears anywhere in the bundle
@@ -113,7 +114,8 @@ function constify(text) {
     const many = /^var \{ ([^={}[\].]*) \} = [A-Za-z_$][\w$]*;$/.exec(line);
     const names = one ? [one[1]] : many ? many[1].split(',').map((e) => e.split(':').pop().trim()) : [];
     for (const n of names) declared.set(n, (declared.get(n) ?? 0) + 1);
-    return names.length ? { i, names } : null;
+    // A name's declaration is the one assignment its line holds; a destructuring's lines hold none.
+    return names.length ? { i, names, own: one ? 1 : 0 } : null;
   }).filter((d) => d !== null);
   const esc = (n) => n.replace(/\$/g, '\\$');
   // A name assigned by destructuring ([a, b] = ...) is not looked for: in dplab's code only a
@@ -124,9 +126,8 @@ function constify(text) {
       + `|(?:\\+\\+|--)\\s*${x}(?![\\w$])|(?<![.\\w$])${x}\\s*(?:\\+\\+|--)|for\\s*\\(\\s*${x}\\s+(?:of|in)\\b`, 'g');
     return [...text.matchAll(target)].length;
   };
-  for (const { i, names } of decls) {
-    // The declaration itself is the one assignment a single name's line holds; a destructuring's holds none.
-    const ok = names.every((n) => declared.get(n) === 1 && !lets.has(n.replace(/\d+$/, '')) && assigned(n) === (names.length === 1 && !lines[i].startsWith('var {') ? 1 : 0));
+  for (const { i, names, own } of decls) {
+    const ok = names.every((n) => declared.get(n) === 1 && !lets.has(n.replace(/\d+$/, '')) && assigned(n) === own);
     if (ok) lines[i] = lines[i].replace(/^var /, 'const ');
   }
   return lines.join('\n');
