@@ -124,7 +124,7 @@ function runFlowTable(k, t) {
     const w = i << 2;
     let r = t.find(H[i], FAM[i], PROTO[i], SRC, w, DST, w, SP[i], DP[i]);
     if (r < 0) {
-      r = t.insert(H[i], FAM[i], PROTO[i], SRC, w, DST, w, SP[i], DP[i], 0) << 1;
+      r = t.insert(H[i], FAM[i], PROTO[i], SRC, w, DST, w, SP[i], DP[i]) << 1;
       inserts++;
     }
     replies += r & 1;

@@ -117,11 +117,12 @@ export class Conntrack {
 
   private readonly tcpTimeouts: Float64Array;
   private readonly fastPath: boolean;
-  /** The time of the packet being tracked (seconds): see track(). */
-  private readonly clock = new Float64Array(1);
+  /** The time of the packet being tracked (seconds): see trackFull(). The table's, which insert reads. */
+  private readonly clock: Float64Array;
 
   constructor(readonly config: ConntrackConfig) {
     this.table = new FlowTable(config.capacity);
+    this.clock = this.table.clock;
     this.tcpTimeouts = config.timeouts.tcp;
     this.fastPath = config.fastPath ?? true;
   }
@@ -210,18 +211,18 @@ export class Conntrack {
   private create(b: Batch, i: number, sp: number, dp: number): number {
     const now = this.clock[0]!;
     const t = this.table;
-    const h = b.hash[i]!;
+    const h = b.hash[i]! | 0; // int32: a uint32 >= 2^31 is boxed when handed on
     if (t.full) {
       if (this.config.whenFull === 'drop-new') return -1;
-      const v = t.victim(h, now, EVICTION_RANGE);
+      const v = t.victim(h, EVICTION_RANGE);
       if (v < 0) return -1;
       this.destroy(v, t.expires(v) < now ? Destroy.TIMEOUT : Destroy.EVICTED);
     }
     const w = i << 2;
     const proto = b.proto[i]!;
-    const e = t.insert(h, b.family[i]!, proto, b.src, w, b.dst, w, sp, dp, now);
+    const e = t.insert(h, b.family[i]!, proto, b.src, w, b.dst, w, sp, dp);
     this.created[proto]!++;
-    t.created(b, i, e, now);
+    t.created(b, i, e);
     return e;
   }
 

@@ -43,9 +43,10 @@ export class Binder {
   /**
    * Packet i just created entry e: if it goes to a service, choose a backend (affinity first,
    * then the hash) and link the reply tuple the backend will answer with (backend:port ->
-   * client:sport). Returns the backend, or a Bound code.
+   * client:sport). Returns the backend, or a Bound code. The flow table's clock is the time.
    */
-  bind(b: Batch, i: number, e: number, now: number): number {
+  bind(b: Batch, i: number, e: number): number {
+    const now = this.ct!.clock[0]!;
     const w = i << 2;
     const svc = this.services.vip(b.family[i]!, b.proto[i]!, b.dst, w, b.dport[i]!);
     if (svc < 0) return Bound.NOT_SERVICE;

@@ -178,14 +178,15 @@ export class CtlbStage implements Stage {
     }
     // connect(): the client is the end that is not the service.
     const k = this.binder.choose(svc, dir === 0 ? b.src : b.dst, w, h, now);
+    t.clock[0] = now; // for victim and insert
     if (t.full) {
-      const v = t.victim(h, now, 8);
+      const v = t.victim(h, 8);
       if (v >= 0) { t.remove(v, Destroy.EVICTED); if (t.expires(v) >= now) this.socketsEvicted++; }
     }
     if (!t.full) {
       e = dir === 0
-        ? t.insert(h, fam, p, b.src, w, b.dst, w, b.sport[i]!, b.dport[i]!, now)
-        : t.insert(h, fam, p, b.dst, w, b.src, w, b.dport[i]!, b.sport[i]!, now);
+        ? t.insert(h, fam, p, b.src, w, b.dst, w, b.sport[i]!, b.dport[i]!)
+        : t.insert(h, fam, p, b.dst, w, b.src, w, b.dport[i]!, b.sport[i]!);
       this.backend[e] = k + 1;
       this.touch(e, p, now);
     }

@@ -84,7 +84,7 @@ export class DnatStage implements Stage {
     this.binder = new Binder(this.services, this.ct);
     // The backend is chosen as conntrack creates the entry (see FlowTable.onCreate), so the reply
     // tuple is in the table before any later packet of the batch is looked up.
-    this.ct.onCreate((b, i, e, now) => { this.bind(b, i, e, now); });
+    this.ct.onCreate((b, i, e) => { this.bind(b, i, e); });
   }
 
   process(b: Batch, self: number): void {
@@ -135,9 +135,9 @@ export class DnatStage implements Stage {
   }
 
   /** Packet i created entry e: bind the flow to a backend if it is for a service. */
-  private bind(b: Batch, i: number, e: number, now: number): void {
+  private bind(b: Batch, i: number, e: number): void {
     this.bornAt[e] = b.num[i]!;
-    const k = this.binder.bind(b, i, e, now);
+    const k = this.binder.bind(b, i, e);
     if (k >= 0) {
       this.binding[e] = k + Binding.FIRST_BACKEND;
       this.bindings++;

@@ -85,11 +85,11 @@ export class VfpStage implements Stage {
     this.binder = new Binder(this.services, this.ct);
     // The load-balancer layer's choice, as the entry is created (the reply tuple must exist before
     // the next packet is looked up; see FlowTable.onCreate).
-    this.ct.onCreate((b, i, e, now) => { this.balance(b, i, e, now); });
+    this.ct.onCreate((b, i, e) => { this.balance(b, i, e); });
   }
 
-  private balance(b: Batch, i: number, e: number, now: number): void {
-    const k = this.binder.bind(b, i, e, now);
+  private balance(b: Batch, i: number, e: number): void {
+    const k = this.binder.bind(b, i, e);
     // A clash leaves the flow untranslated here (dnat drops it): VFP would fail the NAT layer.
     this.nat[e] = k >= 0 ? k + 1 : k === Bound.NO_ENDPOINTS ? -1 : NO_NAT;
   }
