@@ -4,9 +4,10 @@
 // shell reads the line above, then starts node: from dplab's start-up snapshot when the build made
 // one (dist/dplab.blob, see scripts/snapshot.js) and it is newer than dist/'s code (a tsc run
 // alone leaves it stale) and than the node it finds (an older blob may be another node version's),
-// else on this file, which node reads taking that line for a string and a comment. The snapshot holds dplab's modules loaded and set up, so a start skips
-// resolving, reading and compiling ~50 of them: 84 -> 46 ms for a one-packet replay, 162 -> 104 ms
-// for the README's compare (DESIGN.md "Ninth pass"). "--" keeps dplab's options from node's;
+// else on this file, which node reads taking that line for a string and a comment. The snapshot
+// holds dplab's modules loaded and set up, so a start skips resolving, reading and compiling ~50
+// of them: 97 -> 50 ms for a one-packet replay, 297 -> 213 ms for the README's compare
+// (DESIGN.md "Ninth pass"). "--" keeps dplab's options from node's;
 // DPLAB_NO_SNAPSHOT=1 starts from the files; a symlinked dplab (npm link, npx) is followed to
 // find dist/. The line also sets three things for the node it starts:
 // - glibc.malloc.hugetlb=1: big buffers get transparent huge pages (madvise, which the kernel's

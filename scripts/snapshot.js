@@ -4,8 +4,8 @@
 //   dist/dplab.blob  node's heap after running that script once: dplab's modules loaded and set up
 // bin/dplab.js's shell line starts node from the blob when it is there and newer than both dist/'s
 // code and node itself.
-// A start then skips loading ~50 ES modules (resolve, read, compile, link): ~38 ms of an 84 ms
-// one-packet replay on this project's VM (DESIGN.md "Ninth pass").
+// A start then skips loading ~50 ES modules (resolve, read, compile, link): a one-packet replay
+// went 97 -> 50 ms on this project's VM (DESIGN.md "Ninth pass").
 //
 // When it cannot be built (no esbuild, a node without --build-snapshot, DPLAB_NO_SNAPSHOT=1) this
 // says why on one line and leaves no blob: dplab then starts from dist/'s modules, as before, and

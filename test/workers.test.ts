@@ -37,7 +37,8 @@ function flowLines(path: string): string[] {
   return readFileSync(path, 'utf8').trim().split('\n').slice(1).sort();
 }
 
-const PROFILES = ['ebpf', 'iptables'];
+/** ctlb's sockets (ebpf), dnat's bindings (iptables), vfp's (hns): per-flow state the shards must split alike. */
+const PROFILES = ['ebpf', 'iptables', 'hns'];
 
 describe('N workers give the same results as one pipeline', () => {
   for (const row of captureIndex()) {

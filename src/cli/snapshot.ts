@@ -3,8 +3,8 @@
  * it reaches into dist/dplab.cjs, then has node run it once and save the heap as dist/dplab.blob).
  * `dplab` (the shell line of bin/dplab.js) starts node from that heap when the blob is there:
  * the modules below are already loaded and initialised, so a start pays no module resolution,
- * file reads or top-level compiles. On this project's 2-vCPU VM that was ~38 ms of an 84 ms
- * `replay` of one packet, and of a 162 ms `compare` of the demo capture (DESIGN.md "Ninth pass").
+ * file reads or top-level compiles. On this project's 2-vCPU VM a one-packet `replay` went 97 -> 50
+ * ms and the README's `compare` of the demo capture 297 -> 213 ms (DESIGN.md "Ninth pass").
  *
  * What the snapshot must not hold, and does not: a SharedArrayBuffer (none may exist while it is
  * built: the modules make theirs on first use), a module outside Node's own (piscina is required
