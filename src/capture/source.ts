@@ -129,8 +129,9 @@ export abstract class ChunkedFileSource implements PacketSource {
   private eof = false;
   /**
    * Reading ahead: whenever parsing moves to a new chunk, the next part of the file is read into
-   * the free chunk by libuv's thread pool, so the copy from the page cache (~60-80 ms of a 358 MB
-   * file here, a sixth of a read + decode run) runs on the other core while this thread parses.
+   * the free chunk by libuv's thread pool, so the copy from the page cache (58-79 ms of a 358 MB
+   * file here) runs on another core while this thread parses: read + decode 1.07x; ebpf, whose
+   * stages wait on memory, gained nothing (DESIGN.md "Tenth pass").
    */
   private readonly ahead: boolean;
   private pending: PendingRead | null = null;
