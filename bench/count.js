@@ -55,7 +55,13 @@ function instructions(dist, rounds) {
   const r = spawnSync('valgrind', ['--tool=callgrind', '--smc-check=all', '--callgrind-out-file=/dev/null',
     process.execPath, '--single-threaded', '-e', RUNNER, dist, file, values.profile, String(rounds)], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const m = /Collected : (\d+)/.exec(r.stderr);
-  if (r.status !== 0 || !m) throw new Error(`callgrind on ${dist} failed (${r.status}): ${r.stderr.slice(-600)}`);
+  if (r.status !== 0 || !m) {
+    // What valgrind or the build said last, without this script's own stack: the run is what failed.
+    const said = (r.error?.message ?? r.stderr).split('\n')
+      .filter((l) => l.trim() !== '' && !l.startsWith('==') && !/^\s+at /.test(l)).slice(0, 4).join('\n    ');
+    process.stderr.write(`count.js: callgrind could not count ${dist} (exit ${r.status ?? r.signal}):\n    ${said}\n`);
+    process.exit(1);
+  }
   return { ir: Number(m[1]), packets: Number(r.stdout) };
 }
 
