@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -154,6 +154,71 @@ describe('reading ahead reads what the synchronous reader reads', () => {
     for (let k = 0; k < 100 && fds() !== before; k++) await new Promise((r) => setTimeout(r, 10));
     expect(fds()).toBe(before);
   });
+});
+
+/**
+ * Make every later read of descriptor `fd` fail as a disk's would: close it and open /dev/null
+ * write-only in its place (the lowest free number is the one just closed, so nothing else can
+ * take it), so read() returns EBADF from the kernel. The source's close() closes the stand-in.
+ */
+function breakReads(fd: number): void {
+  closeSync(fd);
+  const extra: number[] = [];
+  let f = openSync('/dev/null', 'w');
+  while (f !== fd) {
+    extra.push(f);
+    if (extra.length > 64) throw new Error(`could not take descriptor ${fd} over`);
+    f = openSync('/dev/null', 'w');
+  }
+  for (const x of extra) closeSync(x);
+}
+
+describe('a read the operating system refuses mid-file ends the capture like damage', () => {
+  // The reference: where each of the first packets ends in the file (24-byte header, then records).
+  const ends: number[] = [];
+  {
+    const src = openCapture(ZEEK, { chunkSize: MiB, chunks: 1 });
+    const b = new Batch();
+    let at = 24;
+    while (src.fill(b) > 0) {
+      for (let i = 0; i < b.count; i++) ends.push(at += 16 + b.capLen[i]!);
+      src.release(b);
+    }
+    src.close();
+  }
+  const want = readSync(ZEEK).packets;
+
+  for (const ahead of [false, true]) {
+    it(ahead ? 'reading ahead: the packets before it, then an error naming the file and the first byte not delivered' : 'reading synchronously: the same', async () => {
+      const src = openCapture(ZEEK, { chunkSize: MiB, chunks: ahead ? 2 : 1, readAhead: ahead });
+      const b = new Batch();
+      const packets: string[] = [];
+      expect(src.fill(b)).toBeGreaterThan(0);
+      for (let i = 0; i < b.count; i++) packets.push(signature(b, i));
+      src.release(b);
+      breakReads((src as unknown as { fd: number }).fd);
+      try {
+        for (;;) {
+          drain(src, b, packets);
+          const w = src.waitForRead?.() ?? null;
+          if (w === null) break;
+          await w;
+        }
+        expect(src.done).toBe(true);
+        const e = src.error;
+        expect(e?.message).toMatch(new RegExp(`^${ZEEK} at byte \\d+: reading the file from byte \\d+ failed \\(EBADF: bad file descriptor, read\\)\\. The disk or file system returned an error`));
+        // Some packets were delivered, not all, exactly the capture's first ones, and the error's
+        // offset is where the last of them ends.
+        expect(packets.length).toBeGreaterThan(0);
+        expect(packets.length).toBeLessThan(want.length);
+        expect(packets).toEqual(want.slice(0, packets.length));
+        expect(e!.offset).toBe(ends[packets.length - 1]);
+        expect(src.position).toBe(e!.offset);
+      } finally {
+        src.close();
+      }
+    });
+  }
 });
 
 describe('a replay reads ahead and reports what a synchronous run reports', () => {

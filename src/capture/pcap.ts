@@ -49,8 +49,11 @@ export class PcapReader extends ChunkedFileSource {
     super(path, fd, opts);
     if (this.ensure(FILE_HEADER) !== Refill.OK) {
       this.le = true; this.nano = false; this.linkType = 0; this.lengths = Lengths.NORMAL; this.format = 'pcap';
-      this.fail(0, `file header is cut short (${this.size} bytes, a pcap header needs ${FILE_HEADER})`,
-        'The file is truncated; recapture or copy it again');
+      // Unless the read itself failed (then the error says so).
+      if (this.error === null) {
+        this.fail(0, `file header is cut short (${this.size} bytes, a pcap header needs ${FILE_HEADER})`,
+          'The file is truncated; recapture or copy it again');
+      }
       return;
     }
     const dv = this.c.dv;
@@ -129,7 +132,7 @@ export class PcapReader extends ChunkedFileSource {
       if (n > 0) return this.handOut(b, n);
       seen = this.packets;
       const r = this.refill();
-      if (r === Refill.BLOCKED) return 0;
+      if (r === Refill.BLOCKED || r === Refill.FAILED) return 0;
       if (r === Refill.EOF) {
         const left = this.avail();
         if (left > 0) {

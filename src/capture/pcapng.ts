@@ -45,7 +45,7 @@ export class PcapngReader extends ChunkedFileSource {
 
   constructor(path: string, fd: number, opts?: SourceOptions) {
     super(path, fd, opts);
-    if (this.ensure(12) !== Refill.OK) {
+    if (this.ensure(12) !== Refill.OK && this.error === null) {
       this.fail(0, `file is too short to be pcapng (${this.size} bytes)`, 'The file is truncated; recapture or copy it again');
     }
   }
@@ -130,6 +130,7 @@ export class PcapngReader extends ChunkedFileSource {
           }
           const at = c.fileOffset + pos;
           this.skip(blen);
+          if (this.done) return this.handOut(b, n); // the read failed (skip says where)
           // A stream's size is known only at its end: the skip may have found it inside the block.
           if (this.remainingInFile() < 0) {
             this.fail(at, `block of type 0x${type.toString(16)} claims ${blen} bytes, the file has ${this.size - at} left`,
@@ -141,7 +142,7 @@ export class PcapngReader extends ChunkedFileSource {
       }
       if (n > 0) return this.handOut(b, n);
       const r = this.refill();
-      if (r === Refill.BLOCKED) return 0;
+      if (r === Refill.BLOCKED || r === Refill.FAILED) return 0;
       if (r === Refill.EOF) {
         const left = this.avail();
         if (left >= 12) {

@@ -95,7 +95,11 @@ export interface Chunk {
   refs: number;
 }
 
-export const enum Refill { OK, EOF, BLOCKED }
+/**
+ * What refill() did. FAILED: the operating system refused a read (EIO, a vanished network file
+ * system): the source is done, its error says where, and the packets before stand.
+ */
+export const enum Refill { OK, EOF, BLOCKED, FAILED }
 
 /** A pipe, a terminal, a socket: read once, in order, with no size known before its end. */
 export function isStreamStat(st: Stats): boolean {
@@ -237,7 +241,7 @@ export abstract class ChunkedFileSource implements PacketSource {
         return Refill.BLOCKED;
       }
       this.pending = null;
-      if (p.error) throw p.error;
+      if (p.error) return this.readFailed(p.error, p.at);
       const r = this.takeAhead(p);
       if (r !== Refill.BLOCKED) return r;
     }
@@ -256,8 +260,17 @@ export abstract class ChunkedFileSource implements PacketSource {
     let len = carry;
     // One read is enough unless the OS returns short reads; loop until the chunk is full or EOF.
     while (len < next.buf.length) {
-      const got = this.stream ? readStream(this.fd, next.buf, len, next.buf.length - len)
-        : readSync(this.fd, next.buf, len, next.buf.length - len, this.readAt);
+      let got: number;
+      try {
+        got = this.stream ? readStream(this.fd, next.buf, len, next.buf.length - len)
+          : readSync(this.fd, next.buf, len, next.buf.length - len, this.readAt);
+      } catch (e) {
+        // Parsing stands where it stopped: at the start of `next`, which holds the carried tail.
+        next.len = len;
+        this.c = next;
+        this.pos = 0;
+        return this.readFailed(e, this.readAt);
+      }
       if (got === 0) { this.eof = true; if (this.stream) this.size = this.readAt; break; }
       this.readAt += got;
       len += got;
@@ -291,6 +304,17 @@ export abstract class ChunkedFileSource implements PacketSource {
     this.readsAhead++;
     this.readNext();
     return p.got > 0 ? Refill.OK : Refill.EOF;
+  }
+
+  /**
+   * A read failed: the source ends there, as at damage. The error's offset is the first byte not
+   * delivered (the packets before it were); its text names the byte the failed read started at.
+   */
+  private readFailed(e: unknown, at: number): Refill {
+    const why = (e as NodeJS.ErrnoException)?.message ?? String(e);
+    this.fail(this.position, `reading the file from byte ${at} failed (${why})`,
+      'The disk or file system returned an error; the packets before it were read. Check the device (dmesg), or copy the capture to a local disk and run again');
+    return Refill.FAILED;
   }
 
   /** Reading ahead: start reading the file's next part into a chunk no batch holds. */
@@ -336,7 +360,13 @@ export abstract class ChunkedFileSource implements PacketSource {
       // A pipe cannot seek: read past the bytes (rare: only blocks larger than a chunk are skipped).
       const scratch = new Uint8Array(1 << 16);
       while (!this.eof && this.readAt < target) {
-        const got = readStream(this.fd, scratch, 0, Math.min(scratch.length, target - this.readAt));
+        let got: number;
+        try {
+          got = readStream(this.fd, scratch, 0, Math.min(scratch.length, target - this.readAt));
+        } catch (e) {
+          this.readFailed(e, this.readAt);
+          return;
+        }
         if (got === 0) { this.eof = true; this.size = this.readAt; } else this.readAt += got;
       }
     } else {
