@@ -59,7 +59,7 @@ export interface SourceOptions {
   prefix?: Uint8Array;
   /**
    * Read the file's next chunk on libuv's thread pool while this one is parsed (see
-   * ChunkedFileSource.readAhead). Only for a caller that waits on `waitForRead()` when `fill`
+   * ChunkedFileSource's `ahead`). Only for a caller that waits on `waitForRead()` when `fill`
    * returns 0 (runCaptureAsync); a synchronous caller would see the input end early.
    */
   readAhead?: boolean;
