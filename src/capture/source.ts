@@ -134,8 +134,9 @@ export abstract class ChunkedFileSource implements PacketSource {
   /**
    * Reading ahead: whenever parsing moves to a new chunk, the next part of the file is read into
    * the free chunk by libuv's thread pool, so the copy from the page cache (58-79 ms of a 358 MB
-   * file here) runs on another core while this thread parses: read + decode 1.07x; ebpf, whose
-   * stages wait on memory, gained nothing (DESIGN.md "Tenth pass").
+   * file here), or the wait for the disk, happens while this thread parses. From the page cache:
+   * read + decode 1.07x, ebpf (its stages wait on memory) unchanged; from disk: 1.24x and 1.16x
+   * (DESIGN.md "Tenth pass").
    */
   private readonly ahead: boolean;
   private pending: PendingRead | null = null;
