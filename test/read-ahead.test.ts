@@ -45,7 +45,7 @@ function drain(src: PacketSource, b: Batch, out: string[]): number {
 }
 
 /** The reference: synchronous reads. */
-function readSync(path: string): Read {
+function readInOrder(path: string): Read {
   const src = openCapture(path, { chunkSize: MiB, chunks: 1 });
   const packets: string[] = [];
   try { drain(src, new Batch(), packets); } finally { src.close(); }
@@ -83,7 +83,7 @@ describe('reading ahead reads what the synchronous reader reads', () => {
   it('every packet of the shipped captures bigger than two chunks, pcap and pcapng', async () => {
     const files = [join(CAPTURES, 'large/ppp_many-protocols.pcap'), ZEEK, pcapngCopy()];
     for (const f of files) {
-      const want = readSync(f);
+      const want = readInOrder(f);
       const got = await readAhead(f);
       expect(got.error, f).toBeNull();
       expect(got.packets.length, f).toBe(want.packets.length);
@@ -98,7 +98,7 @@ describe('reading ahead reads what the synchronous reader reads', () => {
     for (const cut of [whole.length - 1000, 3 * MiB + 7]) {
       const f = join(dir, `cut-${cut}.pcap`);
       writeFileSync(f, whole.subarray(0, cut));
-      const want = readSync(f);
+      const want = readInOrder(f);
       expect(want.error).toMatch(/is cut short/);
       const got = await readAhead(f);
       expect(got.error).toBe(want.error);
@@ -132,7 +132,7 @@ describe('reading ahead reads what the synchronous reader reads', () => {
       custom(900_000), ...packets(3000), custom(3 * MiB), ...packets(3000)];
     const f = join(dir, 'blocks.pcapng');
     writeFileSync(f, Buffer.concat(parts));
-    const want = readSync(f);
+    const want = readInOrder(f);
     expect(want.error).toBeNull();
     expect(want.packets.length).toBe(tsharkCount(f));
     for (const chunks of [2, 3]) {
@@ -186,7 +186,7 @@ describe('a read the operating system refuses mid-file ends the capture like dam
     }
     src.close();
   }
-  const want = readSync(ZEEK).packets;
+  const want = readInOrder(ZEEK).packets;
 
   for (const ahead of [false, true]) {
     it(ahead ? 'reading ahead: the packets before it, then an error naming the file and the first byte not delivered' : 'reading synchronously: the same', async () => {
@@ -222,31 +222,64 @@ describe('a read the operating system refuses mid-file ends the capture like dam
 });
 
 describe('a replay reads ahead and reports what a synchronous run reports', () => {
-  it('the ebpf profile over a 12 MB capture: the same report, flows and forwarded packets', async () => {
-    const gen = join(dir, 'gen.pcap');
-    const g = dplab('gen', gen, '--packets', '120000', '--seed', '5');
-    expect(g.status, g.stderr).toBe(0);
-    const run = async (ahead: boolean): Promise<{ report: RunReport; flows: string; written: Buffer; readsAhead: number }> => {
-      const tag = ahead ? 'ahead' : 'sync';
-      const spec: RunSpec = {
-        file: gen, profile: 'ebpf', stages: buildStages(loadProfile('ebpf')), timing: false,
-        flowLog: join(dir, `${tag}.flows`), write: join(dir, `${tag}.pcap`),
-      };
-      const r = ahead ? await runCaptureAsync(spec) : runCapture(spec);
-      const readsAhead = (r.source as PacketSource & { readsAhead: number }).readsAhead;
-      return { report: r.report, flows: readFileSync(join(dir, `${tag}.flows`), 'utf8'), written: readFileSync(join(dir, `${tag}.pcap`)), readsAhead };
+  // A 12 MB capture (more than two 4 MiB chunks) with traffic to service VIPs, and profiles that
+  // keep per-flow state across the chunk ends where a read ahead moves the batch boundaries:
+  // ebpf (conntrack, policy's cached decision, ctlb's sockets), dnat and vfp (NAT bindings).
+  const gen = join(dir, 'gen.pcap');
+  const services = join(dir, 'svc.txt');
+  const g = dplab('gen', gen, '--packets', '120000', '--seed', '5', '--services', services);
+  writeFileSync(join(dir, 'dnat.profile'), `pipeline: conntrack -> dnat -> policy\n[dnat]\nservices: ${services}\n[policy]\ndefault: accept\n`);
+  writeFileSync(join(dir, 'vfp.profile'), `pipeline: conntrack -> vfp\n[vfp]\nservices: ${services}\n`);
+
+  const run = async (profile: string, ahead: boolean, batchSize: number): Promise<{ report: RunReport; flows: string; written: Buffer; readsAhead: number }> => {
+    const tag = `${profile.replace(/\W/g, '_')}-${ahead ? 'ahead' : 'sync'}-${batchSize}`;
+    const spec: RunSpec = {
+      file: gen, profile, stages: buildStages(loadProfile(profile)), timing: false, batchSize,
+      flowLog: join(dir, `${tag}.flows`), write: join(dir, `${tag}.pcap`),
     };
-    const sync = await run(false);
-    const ahead = await run(true);
-    // runCapture reads synchronously, runCaptureAsync ahead (the capture is more than two 4 MiB chunks).
-    expect(sync.readsAhead).toBe(0);
-    expect(ahead.readsAhead).toBeGreaterThan(1);
-    // Batches end at chunk ends, and the chunks are laid out differently: calls per stage differ,
-    // nothing else may.
-    const plain = (r: RunReport): unknown => JSON.parse(JSON.stringify(r, (k, v) => (['wallSeconds', 'packetsPerSecond', 'calls', 'packetsPerCall', 'ns', 'nsPerPacket'].includes(k) ? undefined : v)));
-    expect(plain(ahead.report)).toEqual(plain(sync.report));
-    expect(ahead.report.verdicts).toEqual(sync.report.verdicts);
-    expect(ahead.flows).toBe(sync.flows);
-    expect(ahead.written.equals(sync.written)).toBe(true);
+    const r = ahead ? await runCaptureAsync(spec) : runCapture(spec);
+    const readsAhead = (r.source as PacketSource & { readsAhead: number }).readsAhead;
+    return { report: r.report, flows: readFileSync(join(dir, `${tag}.flows`), 'utf8'), written: readFileSync(join(dir, `${tag}.pcap`)), readsAhead };
+  };
+  // Batches end at chunk ends and at --batch: calls per stage differ, nothing else may.
+  const plain = (r: RunReport): unknown => JSON.parse(JSON.stringify(r, (k, v) => (['wallSeconds', 'packetsPerSecond', 'calls', 'packetsPerCall', 'ns', 'nsPerPacket'].includes(k) ? undefined : v)));
+
+  it('generates the capture and its service table', () => {
+    expect(g.status, g.stderr).toBe(0);
   });
+  for (const name of ['ebpf', 'dnat', 'vfp']) {
+    it(`${name}: read ahead at --batch 1, 7 and 256, the same report, flows and forwarded packets as a synchronous run`, async () => {
+      const profile = name === 'ebpf' ? name : join(dir, `${name}.profile`);
+      const sync = await run(profile, false, 256);
+      // runCapture reads synchronously, runCaptureAsync ahead.
+      expect(sync.readsAhead).toBe(0);
+      for (const batch of [1, 7, 256]) {
+        const ahead = await run(profile, true, batch);
+        expect(ahead.readsAhead).toBeGreaterThan(1);
+        expect(plain(ahead.report), `--batch ${batch}`).toEqual(plain(sync.report));
+        expect(ahead.flows, `--batch ${batch}`).toBe(sync.flows);
+        expect(ahead.written.equals(sync.written), `--batch ${batch}`).toBe(true);
+      }
+      if (name !== 'ebpf') {
+        // The NAT profiles did translate: their flow log names backends (10.88.0.0/16).
+        expect(sync.flows).toMatch(/10\.88\./);
+      }
+    }, 60_000);
+  }
+
+  it('ebpf from the command line: --workers 1 (read ahead) and --workers 2 give the same verdicts, flows and written packets', () => {
+    const out = (w: string): { verdicts: unknown; flows: string; written: Buffer } => {
+      const r = dplab('replay', gen, '--profile', 'ebpf', '--workers', w, '--no-progress', '--json', join(dir, `w${w}.json`),
+        '--write', join(dir, `w${w}.pcap`), '--flows', join(dir, `w${w}.flows`));
+      expect(r.status, r.stderr).toBe(0);
+      const flows = readFileSync(join(dir, `w${w}.flows`), 'utf8').trim().split('\n').sort().join('\n');
+      return { verdicts: JSON.parse(readFileSync(join(dir, `w${w}.json`), 'utf8')).verdicts, flows, written: readFileSync(join(dir, `w${w}.pcap`)) };
+    };
+    const one = out('1');
+    const two = out('2');
+    expect(two.verdicts).toEqual(one.verdicts);
+    // Two workers log each worker's flows in turn: the same lines, another order.
+    expect(two.flows).toBe(one.flows);
+    expect(two.written.equals(one.written)).toBe(true);
+  }, 60_000);
 });

@@ -244,7 +244,7 @@ export abstract class ChunkedFileSource implements PacketSource {
       this.pending = null;
       if (p.error) return this.readFailed(p.error, p.at);
       const r = this.takeAhead(p);
-      if (r !== Refill.BLOCKED) return r;
+      if (r !== null) return r;
     }
     const cur = this.c;
     const carry = cur.len - this.pos;
@@ -284,15 +284,15 @@ export abstract class ChunkedFileSource implements PacketSource {
   }
 
   /**
-   * Move to the chunk read ahead, the current chunk's tail copied in front of its data. BLOCKED
+   * Move to the chunk read ahead, the current chunk's tail copied in front of its data. null
    * (nothing changed) when its bytes cannot be used: they are not the file's next (skip() moved the
    * reading position), or the tail is longer than the headroom; the caller then reads
    * synchronously.
    */
-  private takeAhead(p: PendingRead): Refill {
+  private takeAhead(p: PendingRead): Refill | null {
     const cur = this.c;
     const carry = cur.len - this.pos;
-    if (p.at !== this.readAt || carry > HEADROOM) return Refill.BLOCKED;
+    if (p.at !== this.readAt || carry > HEADROOM) return null;
     const next = p.chunk;
     const start = HEADROOM - carry;
     if (carry > 0) next.buf.set(cur.buf.subarray(this.pos, cur.len), start);

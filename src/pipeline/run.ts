@@ -164,8 +164,6 @@ export class CaptureRun {
   private readonly t0 = process.hrtime.bigint();
   private failure: unknown = null;
   private interrupted: string | null = null;
-  /** onBatch asked to stop reading. */
-  private stopped = false;
 
   /** readAhead: the caller waits on waitForRead() when step() returns false (runCaptureAsync). */
   constructor(private readonly spec: RunSpec, readAhead = false) {
@@ -231,16 +229,15 @@ export class CaptureRun {
     }
     const stop = spec.onBatch?.(b, src) === true;
     src.release(b);
-    if (stop) this.stopped = true;
     return !stop;
   }
 
   /**
    * After step() returned false: a promise to wait for before stepping again (the source is still
-   * reading the next part of the file), or null when the run is over.
+   * reading the next part of the file), or null when the run is over. The source has a read to
+   * wait for only when its fill() just returned 0 for it, so a stop (a signal, onBatch) gives null.
    */
   waitForRead(): Promise<void> | null {
-    if (this.interrupted !== null || this.stopped) return null;
     return this.src.waitForRead?.() ?? null;
   }
 
