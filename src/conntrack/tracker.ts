@@ -481,8 +481,9 @@ export class Conntrack {
 
   /**
    * End of input at time `now`: every remaining entry is reported, as timed out if it was past its
-   * timeout (whether or not the sweep had reached it yet), else as ended with the input. In slot
-   * order, so the flow log is the same for any batch size.
+   * timeout (whether or not the sweep had reached it yet), else as ended with the input. To end
+   * listeners (a flow log) in slot order, so the flow log is the same for any batch size; with
+   * none, all at once in entry order (FlowTable.removeAll), where only the counts show.
    */
   flush(now: number): void {
     const t = this.table;
