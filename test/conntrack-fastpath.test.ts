@@ -11,12 +11,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT, SWEEP_EVERY, SWEEP_SLOTS } from '../src/conntrack/layout.js';
+import { RF_CTR, RF_EXPIRES, RF_LAST, RF_SHIFT } from '../src/conntrack/layout.js';
 import { TcpClass, tcpClass, tcpFlagsValid, tcpPlainAck } from '../src/conntrack/tcp.js';
 import { Conntrack, defaultTimeouts, type ConntrackConfig, type Timeouts } from '../src/conntrack/tracker.js';
 import { writeSynthPcap } from '../src/gen/synth.js';
-import { Verdict } from '../src/packet/batch.js';
-import { CAPTURES, cleanCaptures, readAll } from './helpers.js';
+import { CAPTURES, cleanCaptures, driveTrackers } from './helpers.js';
 
 describe('tcpPlainAck', () => {
   it('is tcpFlagsValid and class ACK, for every flag byte', () => {
@@ -28,26 +27,12 @@ describe('tcpPlainAck', () => {
 function sideBySide(file: string, config: Omit<ConntrackConfig, 'fastPath'>): { fast: Conntrack; full: Conntrack; fastTaken: number } {
   const fast = new Conntrack({ ...config, fastPath: true });
   const full = new Conntrack({ ...config, fastPath: false });
-  let clock = 0;
-  let nextSweep = SWEEP_EVERY;
-  readAll(file, (b) => {
-    for (let i = 0; i < b.count; i++) {
-      const t = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
-      if (t > clock) clock = t;
-      if (b.num[i]! >= nextSweep) {
-        fast.sweep(clock, SWEEP_SLOTS);
-        full.sweep(clock, SWEEP_SLOTS);
-        nextSweep = (Math.floor(b.num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
-      }
-      if (b.verdict[i] !== Verdict.PASS) continue;
-      const rFast = fast.track(b, i);
-      const got = [rFast, b.flow[i], b.dir[i], b.ctInfo[i]];
-      const rFull = full.track(b, i);
-      const want = [rFull, b.flow[i], b.dir[i], b.ctInfo[i]];
-      expect(got, `${file} packet ${b.num[i]}`).toEqual(want);
-    }
-    fast.table.release();
-    full.table.release();
+  driveTrackers(file, [fast, full], (b, i) => {
+    const rFast = fast.track(b, i);
+    const got = [rFast, b.flow[i], b.dir[i], b.ctInfo[i]];
+    const rFull = full.track(b, i);
+    const want = [rFull, b.flow[i], b.dir[i], b.ctInfo[i]];
+    expect(got, `${file} packet ${b.num[i]}`).toEqual(want);
   });
   expect(full.fastPackets, 'fastPath: false takes no packet the fast way').toBe(0);
   return { fast, full, fastTaken: fast.fastPackets };

@@ -11,14 +11,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Destroy, SWEEP_EVERY, SWEEP_SLOTS } from '../src/conntrack/layout.js';
+import { Destroy } from '../src/conntrack/layout.js';
 import { Conntrack, defaultTimeouts, type Timeouts } from '../src/conntrack/tracker.js';
 import { writeSynthPcap } from '../src/gen/synth.js';
-import { Verdict } from '../src/packet/batch.js';
 import type { FlowRecord } from '../src/pipeline/flowlog.js';
 import { runCapture } from '../src/pipeline/run.js';
 import '../src/stages/index.js';
-import { CAPTURES, readAll } from './helpers.js';
+import { CAPTURES, driveTrackers } from './helpers.js';
 import { stagesOf } from './stage-run.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'dplab-flush-'));
@@ -30,28 +29,13 @@ writeSynthPcap(churn, { seed: 5, flows: 3000, packetsPerFlow: 12, ipv6Share: 0.2
 
 /** Both trackers over a capture as the conntrack stage drives one; every packet's answer must agree. */
 function feed(file: string, a: Conntrack, b: Conntrack, round: string): number {
-  let clock = 0;
-  let nextSweep = SWEEP_EVERY;
-  readAll(file, (batch) => {
-    for (let i = 0; i < batch.count; i++) {
-      const t = batch.tsSec[i]! + batch.tsNsec[i]! * 1e-9;
-      if (t > clock) clock = t;
-      if (batch.num[i]! >= nextSweep) {
-        a.table.sample(clock); a.sweep(clock, SWEEP_SLOTS);
-        b.table.sample(clock); b.sweep(clock, SWEEP_SLOTS);
-        nextSweep = (Math.floor(batch.num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
-      }
-      if (batch.verdict[i] !== Verdict.PASS) continue;
-      // Entry numbers may differ after a flush (the free lists' orders do): the answers may not.
-      const ra = a.track(batch, i);
-      const got = [ra, batch.dir[i], batch.ctInfo[i]];
-      const rb = b.track(batch, i);
-      expect(got, `${round}: packet ${batch.num[i]}`).toEqual([rb, batch.dir[i], batch.ctInfo[i]]);
-    }
-    a.table.release();
-    b.table.release();
+  return driveTrackers(file, [a, b], (batch, i) => {
+    // Entry numbers may differ after a flush (the free lists' orders do): the answers may not.
+    const ra = a.track(batch, i);
+    const got = [ra, batch.dir[i], batch.ctInfo[i]];
+    const rb = b.track(batch, i);
+    expect(got, `${round}: packet ${batch.num[i]}`).toEqual([rb, batch.dir[i], batch.ctInfo[i]]);
   });
-  return clock;
 }
 
 /** The flows a table holds, by tuple and state (not by entry number), sorted. */

@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCapture } from '../src/capture/open.js';
 import type { PacketSource } from '../src/capture/source.js';
-import { Batch } from '../src/packet/batch.js';
+import { SWEEP_EVERY, SWEEP_SLOTS } from '../src/conntrack/layout.js';
+import type { Conntrack } from '../src/conntrack/tracker.js';
+import { Batch, Verdict } from '../src/packet/batch.js';
 import { decodeBatch } from '../src/packet/decode.js';
 
 export const ROOT = join(import.meta.dirname, '..');
@@ -54,6 +56,30 @@ export function readAll(path: string, each?: (b: Batch) => void): PacketSource {
     src.close();
   }
   return src;
+}
+
+/**
+ * Trackers over a capture as the conntrack stage drives its one: the clock is the latest packet
+ * time so far, every SWEEP_EVERY packet numbers a sample point and an expiry sweep, `each(b, i)`
+ * for each packet still passing (where the stage calls track()), the held numbers released at each
+ * batch's end. Returns the clock at the end of input.
+ */
+export function driveTrackers(path: string, trackers: readonly Conntrack[], each: (b: Batch, i: number) => void): number {
+  let clock = 0;
+  let nextSweep = SWEEP_EVERY;
+  readAll(path, (b) => {
+    for (let i = 0; i < b.count; i++) {
+      const t = b.tsSec[i]! + b.tsNsec[i]! * 1e-9;
+      if (t > clock) clock = t;
+      if (b.num[i]! >= nextSweep) {
+        for (const ct of trackers) { ct.table.sample(clock); ct.sweep(clock, SWEEP_SLOTS); }
+        nextSweep = (Math.floor(b.num[i]! / SWEEP_EVERY) + 1) * SWEEP_EVERY;
+      }
+      if (b.verdict[i] === Verdict.PASS) each(b, i);
+    }
+    for (const ct of trackers) ct.table.release();
+  });
+  return clock;
 }
 
 /** tshark preferences that make it check IP, TCP and UDP checksums (it reports ICMPv6's anyway). */
