@@ -12,7 +12,7 @@ import * as hashModule from './hash.js';
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { LinkType } = linkTypeModule;
 const { Frag, L3, Verdict } = batchModule;
-const { flowHash, symHash } = hashModule;
+const { flowHash, symHash, symHash4 } = hashModule;
 const { hasPorts, isIcmpError, Malformed, Proto } = codesModule;
 export { hasPorts, isIcmpError, Malformed, MALFORMED_NAMES, Proto } from './codes.js';
 
@@ -110,10 +110,13 @@ export function decodeBatch(b: Batch): void {
       }
       if (et === L3.IPV4) {
         b.family[i] = 4;
-        b.src[w] = v.getUint32(q + 12);
-        b.dst[w] = v.getUint32(q + 16);
+        const s = v.getUint32(q + 12);
+        const d = v.getUint32(q + 16);
+        b.src[w] = s;
+        b.dst[w] = d;
         b.ttl[i] = x[q + 8]!;
         b.ipId[i] = v.getUint16(q + 4);
+        b.hash[i] = symHash4(pr, s, d, sp, dp);
       } else {
         b.family[i] = 6;
         for (let k = 0; k < 16; k += 4) {
@@ -121,8 +124,8 @@ export function decodeBatch(b: Batch): void {
           b.dst[w + (k >> 2)] = v.getUint32(q + 24 + k);
         }
         b.ttl[i] = x[q + 7]!;
+        b.hash[i] = symHash(pr, b.src, w, b.dst, w, sp, dp);
       }
-      b.hash[i] = symHash(pr, b.src, w, b.dst, w, sp, dp);
       continue;
     }
     decodePacket(b, i);

@@ -48,6 +48,15 @@ function sym(proto: number, A: Uint32Array, ao: number, B: Uint32Array, bo: numb
 export const symHash = sym;
 
 /**
+ * sym() of an IPv4 flow from its two addresses themselves (words 1-3 of an IPv4 address are 0, so
+ * endpoint() folds to the address): for the decoder's fast path, which has them in hand and need
+ * not read them back from the batch.
+ */
+export function symHash4(proto: number, a: number, b: number, pa: number, pb: number): number {
+  return mix((mix((a | 0) ^ Math.imul(pa + 1, K1)) + mix((b | 0) ^ Math.imul(pb + 1, K1)) + Math.imul(proto + 1, K2)) | 0);
+}
+
+/**
  * The flow hash of decoded packet i. ICMP queries use their identifier as both ports; an ICMP
  * error hashes as the flow it quotes, so it lands where that flow's state is (conntrack RELATED).
  */
