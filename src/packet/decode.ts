@@ -12,7 +12,7 @@ import * as hashModule from './hash.js';
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { LinkType } = linkTypeModule;
 const { Frag, L3, Verdict } = batchModule;
-const { flowHash, symHash, symHash4 } = hashModule;
+const { flowHash, foldAddress, symHashFolded } = hashModule;
 const { hasPorts, isIcmpError, Malformed, Proto } = codesModule;
 export { hasPorts, isIcmpError, Malformed, MALFORMED_NAMES, Proto } from './codes.js';
 
@@ -116,15 +116,15 @@ export function decodeBatch(b: Batch): void {
         b.dst[w] = d;
         b.ttl[i] = x[q + 8]!;
         b.ipId[i] = v.getUint16(q + 4);
-        b.hash[i] = symHash4(pr, s, d, sp, dp);
+        b.hash[i] = symHashFolded(pr, s | 0, d | 0, sp, dp); // an IPv4 address folds to itself
       } else {
         b.family[i] = 6;
-        for (let k = 0; k < 16; k += 4) {
-          b.src[w + (k >> 2)] = v.getUint32(q + 8 + k);
-          b.dst[w + (k >> 2)] = v.getUint32(q + 24 + k);
-        }
+        const s0 = v.getUint32(q + 8); const s1 = v.getUint32(q + 12); const s2 = v.getUint32(q + 16); const s3 = v.getUint32(q + 20);
+        const d0 = v.getUint32(q + 24); const d1 = v.getUint32(q + 28); const d2 = v.getUint32(q + 32); const d3 = v.getUint32(q + 36);
+        b.src[w] = s0; b.src[w + 1] = s1; b.src[w + 2] = s2; b.src[w + 3] = s3;
+        b.dst[w] = d0; b.dst[w + 1] = d1; b.dst[w + 2] = d2; b.dst[w + 3] = d3;
         b.ttl[i] = x[q + 7]!;
-        b.hash[i] = symHash(pr, b.src, w, b.dst, w, sp, dp);
+        b.hash[i] = symHashFolded(pr, foldAddress(s0, s1, s2, s3), foldAddress(d0, d1, d2, d3), sp, dp);
       }
       continue;
     }

@@ -30,11 +30,16 @@ function mix(h: number): number {
 }
 export const fmix = mix;
 
-/** One endpoint: the address words folded (rotated apart), the port mixed in, then finalised. */
+/** An address's four words folded into one (rotated apart); an IPv4 address (words 1-3 zero) folds to itself. */
+function fold(w0: number, w1: number, w2: number, w3: number): number {
+  const a1 = w1 | 0; const a2 = w2 | 0; const a3 = w3 | 0;
+  return (w0 | 0) ^ ((a1 << 8) | (a1 >>> 24)) ^ ((a2 << 16) | (a2 >>> 16)) ^ ((a3 << 24) | (a3 >>> 8));
+}
+export const foldAddress = fold;
+
+/** One endpoint: the address words folded, the port mixed in, then finalised. */
 function endpoint(A: Uint32Array, o: number, port: number): number {
-  const a1 = A[o + 1]! | 0; const a2 = A[o + 2]! | 0; const a3 = A[o + 3]! | 0;
-  const x = (A[o]! | 0) ^ ((a1 << 8) | (a1 >>> 24)) ^ ((a2 << 16) | (a2 >>> 16)) ^ ((a3 << 24) | (a3 >>> 8));
-  return mix(x ^ Math.imul(port + 1, K1));
+  return mix(fold(A[o]!, A[o + 1]!, A[o + 2]!, A[o + 3]!) ^ Math.imul(port + 1, K1));
 }
 
 /**
@@ -48,12 +53,11 @@ function sym(proto: number, A: Uint32Array, ao: number, B: Uint32Array, bo: numb
 export const symHash = sym;
 
 /**
- * sym() of an IPv4 flow from its two addresses themselves (words 1-3 of an IPv4 address are 0, so
- * endpoint() folds to the address): for the decoder's fast path, which has them in hand and need
- * not read them back from the batch.
+ * sym() from the two endpoints' addresses already folded (foldAddress): for the decoder's fast
+ * path, which has the address words in hand and need not read them back from the batch.
  */
-export function symHash4(proto: number, a: number, b: number, pa: number, pb: number): number {
-  return mix((mix((a | 0) ^ Math.imul(pa + 1, K1)) + mix((b | 0) ^ Math.imul(pb + 1, K1)) + Math.imul(proto + 1, K2)) | 0);
+export function symHashFolded(proto: number, a: number, b: number, pa: number, pb: number): number {
+  return mix((mix(a ^ Math.imul(pa + 1, K1)) + mix(b ^ Math.imul(pb + 1, K1)) + Math.imul(proto + 1, K2)) | 0);
 }
 
 /**
