@@ -7,7 +7,7 @@
  * packets go through two trackers, one of them watched, and then through whole pipelines with and
  * without a flow log; the flow log's own records are the independent count of how the flows ended.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,6 +15,7 @@ import { Destroy } from '../src/conntrack/layout.js';
 import { Conntrack, defaultTimeouts, type Timeouts } from '../src/conntrack/tracker.js';
 import { writeSynthPcap } from '../src/gen/synth.js';
 import type { FlowRecord } from '../src/pipeline/flowlog.js';
+import { runParallel, workerPool } from '../src/pipeline/parallel.js';
 import { runCapture } from '../src/pipeline/run.js';
 import '../src/stages/index.js';
 import { CAPTURES, driveTrackers } from './helpers.js';
@@ -107,12 +108,16 @@ describe('the flush without listeners leaves what the slot-by-slot flush leaves'
   }
 });
 
+/** Timeouts of 1 s: the flush ends flows both as timed out and as ended with the input. */
+const SHORT_TIMEOUTS = 'timeout-tcp-time-wait: 1s\ntimeout-tcp-close: 1s\ntimeout-udp: 1s\ntimeout-udp-stream: 1s\n';
+/** NAT bindings between two conntracks, each with short timeouts. */
+const NAT_BETWEEN = `pipeline: conntrack -> dnat -> inner :: conntrack\n\n[conntrack]\n${SHORT_TIMEOUTS}\n[dnat]\nservices: ${join(CAPTURES, '..', 'profiles', 'rules', 'services.txt')}\n\n[inner]\n${SHORT_TIMEOUTS}`;
+
 describe('a run reports the same with a flow log and without', () => {
-  const shortTimeouts = 'timeout-tcp-time-wait: 1s\ntimeout-tcp-close: 1s\ntimeout-udp: 1s\ntimeout-udp-stream: 1s\n';
   const profiles = [
     { name: 'ebpf', text: 'pipeline: xdp -> conntrack -> policy\n\n[conntrack]\ncapacity: 512Ki\n' },
-    { name: 'short timeouts', text: `pipeline: conntrack\n\n[conntrack]\n${shortTimeouts}` },
-    { name: 'NAT between two conntracks', text: `pipeline: conntrack -> dnat -> inner :: conntrack\n\n[conntrack]\n${shortTimeouts}\n[dnat]\nservices: ${join(CAPTURES, '..', 'profiles', 'rules', 'services.txt')}\n\n[inner]\n${shortTimeouts}` },
+    { name: 'short timeouts', text: `pipeline: conntrack\n\n[conntrack]\n${SHORT_TIMEOUTS}` },
+    { name: 'NAT between two conntracks', text: NAT_BETWEEN },
   ];
   const inputs = [churn, join(CAPTURES, 'demo', 'node-ingress.pcap')];
   for (const p of profiles) {
@@ -137,5 +142,36 @@ describe('a run reports the same with a flow log and without', () => {
         expect(records.length).toBeGreaterThan(50);
       });
     }
+  }
+});
+
+describe('without a flow log, the same report at every batch size and worker count', () => {
+  // The quiet flush is what a plain replay runs, in each worker; the batch and worker tests
+  // elsewhere run with a flow log (the slot walk). Short timeouts, so that the flush ends flows
+  // both as timed out and as ended with the input, and NAT bindings between two conntracks.
+  const file = join(dir, 'nat-between.profile');
+  writeFileSync(file, NAT_BETWEEN);
+
+  for (const capture of [churn, join(CAPTURES, 'demo', 'node-ingress.pcap')]) {
+    it(`${capture.split('/').pop()}: --batch 1, 7, 256 and --workers 1, 2`, async () => {
+      const base = runCapture({ file: capture, profile: 'inline', stages: stagesOf(NAT_BETWEEN), timing: false, batchSize: 256 }).report;
+      const ct = base.stageReports.conntrack as { activeAtEnd: { total: number }; destroyed: { timeout?: number } };
+      expect(ct.activeAtEnd.total, 'flows ended with the input').toBeGreaterThan(0);
+      for (const batchSize of [1, 7]) {
+        const r = runCapture({ file: capture, profile: 'inline', stages: stagesOf(NAT_BETWEEN), timing: false, batchSize }).report;
+        expect(r.verdicts, `--batch ${batchSize}`).toEqual(base.verdicts);
+        expect(r.stageReports, `--batch ${batchSize}`).toEqual(base.stageReports);
+      }
+      const pool = workerPool(2);
+      try {
+        for (const workers of [1, 2]) {
+          const r = (await runParallel({ file: capture, profile: file, workers, batchSize: 7, pool, timing: false })).report;
+          expect(r.verdicts, `--workers ${workers}`).toEqual(base.verdicts);
+          expect(r.stageReports, `--workers ${workers}`).toEqual(base.stageReports);
+        }
+      } finally {
+        await pool.destroy();
+      }
+    });
   }
 });

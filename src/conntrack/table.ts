@@ -741,7 +741,7 @@ export class FlowTable {
    * with the input. Only between batches (nothing held).
    */
   removeAll(now: number): number {
-    if (this.endListeners.length > 0 || this.heldTop > 0) throw new Error('FlowTable.removeAll: flows are watched or numbers held');
+    if (this.watched || this.heldTop > 0) throw new Error('FlowTable.removeAll: flows are watched or numbers held');
     const rec = this.rec;
     const recF = this.recF;
     const delta = this.liveDelta;

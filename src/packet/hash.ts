@@ -37,10 +37,20 @@ function fold(w0: number, w1: number, w2: number, w3: number): number {
 }
 export const foldAddress = fold;
 
-/** One endpoint: the address words folded, the port mixed in, then finalised. */
-function endpoint(A: Uint32Array, o: number, port: number): number {
-  return mix(fold(A[o]!, A[o + 1]!, A[o + 2]!, A[o + 3]!) ^ Math.imul(port + 1, K1));
+/** One endpoint: its folded address (fold) with the port mixed in, then finalised. */
+function endpoint(a: number, port: number): number {
+  return mix(a ^ Math.imul(port + 1, K1));
 }
+
+/**
+ * The flow hash from the two endpoints' folded addresses: what sym() computes after folding. The
+ * decoder's fast path calls it (as symHashFolded) with the address words it has just read, rather
+ * than reading them back from the batch.
+ */
+function folded(proto: number, a: number, b: number, pa: number, pb: number): number {
+  return mix((endpoint(a, pa) + endpoint(b, pb) + Math.imul(proto + 1, K2)) | 0);
+}
+export const symHashFolded = folded;
 
 /**
  * Hash of the flow (A at ao, pa) <-> (B at bo, pb) of protocol `proto`; addresses are 4 words
@@ -48,17 +58,9 @@ function endpoint(A: Uint32Array, o: number, port: number): number {
  * unsigned); returning it unsigned would box it as a heap double half the time.
  */
 function sym(proto: number, A: Uint32Array, ao: number, B: Uint32Array, bo: number, pa: number, pb: number): number {
-  return mix((endpoint(A, ao, pa) + endpoint(B, bo, pb) + Math.imul(proto + 1, K2)) | 0);
+  return folded(proto, fold(A[ao]!, A[ao + 1]!, A[ao + 2]!, A[ao + 3]!), fold(B[bo]!, B[bo + 1]!, B[bo + 2]!, B[bo + 3]!), pa, pb);
 }
 export const symHash = sym;
-
-/**
- * sym() from the two endpoints' addresses already folded (foldAddress): for the decoder's fast
- * path, which has the address words in hand and need not read them back from the batch.
- */
-export function symHashFolded(proto: number, a: number, b: number, pa: number, pb: number): number {
-  return mix((mix(a ^ Math.imul(pa + 1, K1)) + mix(b ^ Math.imul(pb + 1, K1)) + Math.imul(proto + 1, K2)) | 0);
-}
 
 /**
  * The flow hash of decoded packet i. ICMP queries use their identifier as both ports; an ICMP
