@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Frag, type Batch } from '../src/packet/batch.js';
 import { Malformed, MALFORMED_NAMES } from '../src/packet/decode.js';
-import { ipToString, packetTime } from '../src/packet/format.js';
+import { ipToString, packetTime, protoName } from '../src/packet/format.js';
+import { addSummaries, TrafficSummary, type SummaryJson } from '../src/packet/summary.js';
 import { CAPTURES, ROOT, cleanCaptures, readAll } from './helpers.js';
 
 const GOLDEN = join(ROOT, 'test', 'golden');
@@ -187,5 +188,73 @@ describe('decoding matches tshark packet by packet', () => {
     });
     expect(g.length).toBe(24);
     expect(printed).toEqual(g.map((r) => r.src));
+  });
+});
+
+/**
+ * The capture summary's counts from the same golden rows: packets, bytes on the wire and captured,
+ * packets cut by the snap length, malformed packets, and of the well-formed ones IPv4 and IPv6 by
+ * L4 protocol, VLAN-tagged and fragments. The summary counts most packets from what the decoder
+ * tallied on its fast path (TrafficSummary.addDecoded), so this holds those tallies to tshark.
+ */
+function goldenSummary(rows: GoldenRow[]): Partial<SummaryJson> {
+  const l3: Record<string, number> = {};
+  const l4: Record<string, number> = {};
+  let bytes = 0; let capturedBytes = 0; let cut = 0; let malformed = 0; let vlanTagged = 0; let fragments = 0;
+  for (const g of rows) {
+    const e = expectedRow(g);
+    bytes += e.len; capturedBytes += e.caplen;
+    if (e.caplen < e.len) cut++;
+    if (e.malformed !== 'ok') { malformed++; continue; }
+    if (e.family !== 0) {
+      l3[`ipv${e.family}`] = (l3[`ipv${e.family}`] ?? 0) + 1;
+      const k = `ipv${e.family}/${protoName(e.proto)}`;
+      l4[k] = (l4[k] ?? 0) + 1;
+    }
+    if (e.vlan !== 0) vlanTagged++;
+    if (e.frag !== Frag.NONE) fragments++;
+  }
+  return { packets: rows.length, bytes, capturedBytes, snaplenTruncated: cut, malformed, l3, l4, vlanTagged, fragments };
+}
+
+/** The parts goldenSummary has (L3 only for IPv4 and IPv6: the golden rows name no other ethertype). */
+function comparable(s: SummaryJson): Partial<SummaryJson> {
+  const l3 = Object.fromEntries(Object.entries(s.l3).filter(([k]) => k === 'ipv4' || k === 'ipv6'));
+  const { packets, bytes, capturedBytes, snaplenTruncated, malformed, l4, vlanTagged, fragments } = s;
+  return { packets, bytes, capturedBytes, snaplenTruncated, malformed, l3, l4, vlanTagged, fragments };
+}
+
+describe('the capture summary matches tshark\'s counts', () => {
+  const sorted = (o: Partial<SummaryJson>): string => JSON.stringify(o, (_k, v: unknown) => (
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
+  let fastTaken = 0;
+  let slowTaken = 0;
+  for (const job of jobs) {
+    it(`${job.name}: counted from the decoder's tallies, field by field, and by two shards, at batch sizes 7 and 256`, () => {
+      const want = sorted(goldenSummary(readGolden(job.golden)));
+      for (const batchSize of [7, 256]) {
+        const tallied = new TrafficSummary();
+        const fields = new TrafficSummary();
+        const halves = [new TrafficSummary(), new TrafficSummary()];
+        const masks = [new Uint8Array(batchSize), new Uint8Array(batchSize)];
+        readAll(job.capture, (b) => {
+          tallied.addDecoded(b, null);
+          fields.add(b);
+          for (let i = 0; i < b.count; i++) { masks[0]![i] = (b.hash[i]! ^ i) & 1; masks[1]![i] = 1 - masks[0]![i]!; }
+          halves[0]!.addDecoded(b, masks[0]!);
+          halves[1]!.addDecoded(b, masks[1]!);
+          fastTaken += b.count - b.slowCount;
+          slowTaken += b.slowCount;
+        }, batchSize);
+        expect(sorted(comparable(tallied.toJSON())), `--batch ${batchSize}`).toBe(want);
+        expect(fields.toJSON()).toEqual(tallied.toJSON());
+        expect(addSummaries(halves[0]!.toJSON(), halves[1]!.toJSON())).toEqual(tallied.toJSON());
+      }
+    });
+  }
+
+  it('both routes were taken: most packets by the fast path\'s tallies, thousands one by one', () => {
+    expect(fastTaken).toBeGreaterThan(50_000);
+    expect(slowTaken).toBeGreaterThan(4_000);
   });
 });

@@ -213,6 +213,7 @@ describe('encrypt: the same bytes, verdicts and reports for any batch size and w
       expect(readFileSync(DROP).equals(drop), `--batch ${batchSize}: dropped bytes`).toBe(true);
       expect(r.stageReports).toEqual(base.stageReports);
       expect(r.verdicts.dropsByReason).toEqual(base.verdicts.dropsByReason);
+      expect(r.capture).toEqual(base.capture);
     }
     for (const [workers, batchSize] of [[1, 256], [2, 7], [2, 256]] as const) {
       const r = (await runParallel({ file: GEN, profile: PROFILE, workers, batchSize, pool, write: FWD, writeDropped: DROP, timing: false })).report;
@@ -220,7 +221,24 @@ describe('encrypt: the same bytes, verdicts and reports for any batch size and w
       expect(readFileSync(DROP).equals(drop), `--workers ${workers} --batch ${batchSize}: dropped bytes`).toBe(true);
       expect(r.stageReports).toEqual(base.stageReports);
       expect(r.verdicts.dropsByReason).toEqual(base.verdicts.dropsByReason);
+      expect(r.capture).toEqual(base.capture);
     }
+  });
+});
+
+describe('the capture summary describes the capture, not what encrypt made of it', () => {
+  it('IPv4 and IPv6, TCP and UDP as read, with every packet between nodes sealed into IPv4/UDP', async () => {
+    const plain = join(dir, 'plain.profile');
+    writeFileSync(plain, 'pipeline: xdp\n');
+    const run = (profile: string) => dist.run.runCapture({ file: GEN, profile, stages: dist.registry.buildStages(dist.profile.loadProfile(profile)), timing: false }).report;
+    const read = run(plain).capture;
+    const sealed = run(PROFILE);
+    expect((sealed.stageReports.encrypt as Record<string, number>).packetsSealed).toBeGreaterThan(15_000);
+    // Counted after the stages, the sealed packets would all be ipv4/udp.
+    expect(read.l4['ipv6/tcp']).toBeGreaterThan(1_000);
+    expect(sealed.capture).toEqual(read);
+    const two = (await runParallel({ file: GEN, profile: PROFILE, workers: 2, pool, timing: false })).report;
+    expect(two.capture).toEqual(read);
   });
 });
 

@@ -43,9 +43,9 @@ export function cleanCaptures(): IndexRow[] {
 }
 
 /** Read a whole capture, calling `each` for every decoded batch. Returns the source (closed). */
-export function readAll(path: string, each?: (b: Batch) => void): PacketSource {
+export function readAll(path: string, each?: (b: Batch) => void, batchSize?: number): PacketSource {
   const src = openCapture(path);
-  const b = new Batch();
+  const b = new Batch(batchSize);
   try {
     while (src.fill(b) > 0) {
       decodeBatch(b);

@@ -274,6 +274,27 @@ export class Batch implements BatchFields {
   /** Bytes of `out` in use by this batch's grown packets. */
   outUsed = 0;
 
+  // --- what decodeBatch counted as it went (TrafficSummary.addDecoded reads it, once a batch) ---
+  /** Bytes on the wire and captured, of every packet. */
+  wireBytes = 0;
+  capBytes = 0;
+  /** Packets with fewer bytes captured than were on the wire. */
+  cut = 0;
+  /**
+   * Packets the decoder's fast path took (Ethernet, IPv4 without options or IPv6 without
+   * extension headers, not a fragment, whole TCP or UDP), by family: of IPv4, of IPv6; and of
+   * each, the UDP ones (the rest are TCP). Then those of them with a VLAN id other than 0.
+   */
+  fast4 = 0;
+  fast4Udp = 0;
+  fast6 = 0;
+  fast6Udp = 0;
+  fastTagged = 0;
+  /** The other packets (decodePacket's), by index, in order: slow[0 .. slowCount). */
+  slowCount = 0;
+  /** Not in `meta`: this thread's own, never sent to another. */
+  readonly slow: Int32Array;
+
   /**
    * A new batch, or (with `meta`) a view of a batch another thread made: both sides then see the
    * same field arrays.
@@ -338,5 +359,6 @@ export class Batch implements BatchFields {
     this.ctInfo = new Uint8Array(m, at.ctInfo, c);
     this.dir = new Uint8Array(m, at.dir, c);
     this.grown = new Uint8Array(m, at.grown, c);
+    this.slow = new Int32Array(c);
   }
 }

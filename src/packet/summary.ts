@@ -2,16 +2,19 @@
  * What a capture holds: packets and bytes by link type, L3 and L4 protocol, malformed packets by
  * reason. Counting is per packet into typed arrays indexed by the code, so it allocates nothing.
  */
-import { linkTypeName } from '../capture/linktype.js';
+import { LinkType, linkTypeName } from '../capture/linktype.js';
 import type { Batch } from './batch.js';
 import * as batchModule from './batch.js';
-import { MALFORMED_NAMES } from './decode.js';
+import { MALFORMED_NAMES, Proto } from './decode.js';
 import { l3Name, protoName } from './format.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Frag, L3 } = batchModule;
 const ET_IPV4 = L3.IPV4;
 const ET_IPV6 = L3.IPV6;
+const LT_ETHERNET = LinkType.ETHERNET;
+const P_TCP = Proto.TCP;
+const P_UDP = Proto.UDP;
 
 export interface SummaryJson {
   packets: number;
@@ -67,6 +70,31 @@ class CodeCounts {
   }
 }
 
+/**
+ * The fields of a decoded packet that the summary counts and a stage may rewrite (encrypt's outer
+ * header). No stage writes the others it reads: lengths, link type, malformed, VLAN.
+ */
+interface RewritableFields {
+  readonly l3Type: Uint16Array;
+  readonly family: Uint8Array;
+  readonly proto: Uint8Array;
+  readonly frag: Uint8Array;
+}
+
+/** A copy of those fields for a batch's packets, as decoded (TrafficSummary.hold). */
+class HeldFields implements RewritableFields {
+  readonly l3Type: Uint16Array;
+  readonly family: Uint8Array;
+  readonly proto: Uint8Array;
+  readonly frag: Uint8Array;
+  constructor(readonly length: number) {
+    this.l3Type = new Uint16Array(length);
+    this.family = new Uint8Array(length);
+    this.proto = new Uint8Array(length);
+    this.frag = new Uint8Array(length);
+  }
+}
+
 export class TrafficSummary {
   packets = 0;
   bytes = 0;
@@ -82,37 +110,117 @@ export class TrafficSummary {
   /** L4 protocol of IPv4 at [p], of IPv6 at [256 + p]. */
   private readonly byL4 = new Float64Array(512);
   private readonly byReason = new Float64Array(256);
+  private held = new HeldFields(0);
 
   /**
-   * Count the batch's packets; with `mine` (a worker's shard), only the packets marked 1, so the
-   * workers' summaries add up to the capture's. The first and last timestamps are always the
-   * batch's, so every worker agrees on the capture's duration; packets without a timestamp (pcapng
-   * Simple Packet Blocks) are left out of them.
+   * Count the batch's packets from their fields; with `mine` (a worker's shard), only the packets
+   * marked 1, so the workers' summaries add up to the capture's. The first and last timestamps
+   * are always the batch's, so every worker agrees on the capture's duration; packets without a
+   * timestamp (pcapng Simple Packet Blocks) are left out of them.
    */
   add(b: Batch, mine: Uint8Array | null = null): void {
+    this.addLengths(b, mine);
+    this.classify(b, b, null, b.count, mine);
+    this.addTimes(b);
+  }
+
+  /** The same counts for a batch exactly as decodeBatch left it: hold, then countHeld at once. */
+  addDecoded(b: Batch, mine: Uint8Array | null): void {
+    this.hold(b, mine);
+    this.countHeld(b, mine);
+  }
+
+  /**
+   * First half of counting a batch exactly as decodeBatch left it, before any stage runs: keep a
+   * copy of the fields a stage may rewrite (encrypt makes a packet IPv4/UDP) for the packets that
+   * countHeld will look at one by one. The summary describes the capture as read, and a batch a
+   * stage failed on is never counted (the run's report stops before it): the runner calls
+   * countHeld only once every stage is done with the batch.
+   */
+  hold(b: Batch, mine: Uint8Array | null): void {
+    if (mine === null && b.slowCount === 0) return;
+    const held = this.held.length < b.capacity ? (this.held = new HeldFields(b.capacity)) : this.held;
+    const n = b.count;
+    held.l3Type.set(b.l3Type.subarray(0, n));
+    held.family.set(b.family.subarray(0, n));
+    held.proto.set(b.proto.subarray(0, n));
+    held.frag.set(b.frag.subarray(0, n));
+  }
+
+  /**
+   * Second half: count the batch held. Without `mine`, from what the decoder counted as it went
+   * (Batch.wireBytes .. fast6Udp), so only the packets its fast path did not take (Batch.slow) are
+   * looked at one by one; a worker's shard (`mine`), packet by packet.
+   */
+  countHeld(b: Batch, mine: Uint8Array | null): void {
+    if (mine !== null) {
+      this.addLengths(b, mine);
+      this.classify(b, this.held, null, b.count, mine);
+      this.addTimes(b);
+      return;
+    }
+    this.packets += b.count;
+    this.bytes += b.wireBytes;
+    this.capturedBytes += b.capBytes;
+    this.snaplenTruncated += b.cut;
+    const fast = b.fast4 + b.fast6;
+    if (fast > 0) {
+      const { byL3, byL4 } = this;
+      this.byLink.add(LT_ETHERNET, fast);
+      if (b.fast4 > 0) byL3.add(ET_IPV4, b.fast4);
+      if (b.fast6 > 0) byL3.add(ET_IPV6, b.fast6);
+      byL4[P_TCP]! += b.fast4 - b.fast4Udp;
+      byL4[P_UDP]! += b.fast4Udp;
+      byL4[256 + P_TCP]! += b.fast6 - b.fast6Udp;
+      byL4[256 + P_UDP]! += b.fast6Udp;
+      this.vlanTagged += b.fastTagged;
+    }
+    if (b.slowCount > 0) this.classify(b, this.held, b.slow, b.slowCount, null);
+    this.addTimes(b);
+  }
+
+  /** Packets, bytes on the wire and captured, and packets cut by the snap length. */
+  private addLengths(b: Batch, mine: Uint8Array | null): void {
     const n = b.count;
     let counted = n;
-    const { byLink, byL3, byL4, byReason } = this;
     // Sums in locals, added to the fields once a batch: a field of `this` is read and written
     // through the object at every use. (Integers below 2^53: the same sums in any order.)
     let bytes = 0;
     let captured = 0;
-    let bad = 0;
-    let tagged = 0;
-    let fragments = 0;
     let cut = 0;
-    // A batch's link type rarely changes and most of its packets are IPv4 or IPv6: those are
-    // counted in locals too (a run of one link type; the two ethertypes), the rest as they come.
-    let link = -1;
-    let linkRun = 0;
-    let v4 = 0;
-    let v6 = 0;
     for (let i = 0; i < n; i++) {
       if (mine !== null && mine[i] === 0) { counted--; continue; }
       const wire = b.wireLen[i]!;
       const cap = b.capLen[i]!;
       bytes += wire;
       captured += cap;
+      if (cap < wire) cut++;
+    }
+    this.bytes += bytes;
+    this.capturedBytes += captured;
+    this.snaplenTruncated += cut;
+    this.packets += counted;
+  }
+
+  /**
+   * Link type, malformed reason, L3 and L4 protocol, VLAN tag and fragment of packets
+   * `list[0 .. count)` (of packets 0 .. count when `list` is null), those of `mine` only; the
+   * fields a stage may rewrite read from `f` (the batch, or the copy hold made).
+   */
+  private classify(b: Batch, f: RewritableFields, list: Int32Array | null, count: number, mine: Uint8Array | null): void {
+    const { byLink, byL3, byL4, byReason } = this;
+    let bad = 0;
+    let tagged = 0;
+    let fragments = 0;
+    // A batch's link type rarely changes and most of its packets are IPv4 or IPv6: those are
+    // counted in locals too (a run of one link type; the two ethertypes), the rest as they come.
+    let link = -1;
+    let linkRun = 0;
+    let v4 = 0;
+    let v6 = 0;
+    for (let k = 0; k < count; k++) {
+      const i = list === null ? k : list[k]!;
+      if (mine !== null && mine[i] === 0) continue;
       const lt = b.linkType[i]!;
       if (lt === link) linkRun++;
       else {
@@ -122,26 +230,26 @@ export class TrafficSummary {
       }
       const m = b.malformed[i]!;
       if (m !== 0) { bad++; byReason[m]!++; continue; }
-      const et = b.l3Type[i]!;
+      const et = f.l3Type[i]!;
       if (et === ET_IPV4) v4++;
       else if (et === ET_IPV6) v6++;
       else byL3.add(et);
-      const f = b.family[i]!;
-      if (f !== 0) byL4[(f === 6 ? 256 : 0) + b.proto[i]!]!++;
+      const fam = f.family[i]!;
+      if (fam !== 0) byL4[(fam === 6 ? 256 : 0) + f.proto[i]!]!++;
       if (b.vlan[i] !== 0) tagged++;
-      if (b.frag[i] !== Frag.NONE) fragments++;
-      if (cap < wire) cut++;
+      if (f.frag[i] !== Frag.NONE) fragments++;
     }
     if (linkRun > 0) byLink.add(link, linkRun);
     if (v4 > 0) byL3.add(ET_IPV4, v4);
     if (v6 > 0) byL3.add(ET_IPV6, v6);
-    this.bytes += bytes;
-    this.capturedBytes += captured;
     this.malformed += bad;
     this.vlanTagged += tagged;
     this.fragments += fragments;
-    this.snaplenTruncated += cut;
-    this.packets += counted;
+  }
+
+  /** The capture's first and last timestamps, from the batch's first and last packet that has one. */
+  private addTimes(b: Batch): void {
+    const n = b.count;
     let first = 0;
     while (first < n && b.noTime[first] === 1) first++;
     if (first < n) {

@@ -209,8 +209,7 @@ export class CaptureRun {
     const { src, b, pipeline, split, part, bits, spec } = this;
     if (spec.stop?.signal) { this.interrupted = spec.stop.signal; return false; }
     if (src.fill(b) === 0) return false;
-    pipeline.process(b);
-    this.summary.add(b, pipeline.owned());
+    pipeline.process(b, this.summary);
     if (split.active) for (let i = 0; i < b.count; i++) split.write(b, i, b.verdict[i] === Verdict.PASS);
     if (part) {
       // Packets of other shards are FOREIGN here; every other packet is this worker's to write.

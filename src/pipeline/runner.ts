@@ -9,6 +9,7 @@ import type { Batch } from '../packet/batch.js';
 import * as batchModule from '../packet/batch.js';
 import { MALFORMED_NAMES } from '../packet/decode.js';
 import * as decodeModule from '../packet/decode.js';
+import type { TrafficSummary } from '../packet/summary.js';
 import { isOutOfMemory } from './memory.js';
 import { Sharder } from './shard.js';
 import type { Stage, StageReport } from './stage.js';
@@ -101,18 +102,24 @@ export class Pipeline {
     this.drops = stages.map(() => new Float64Array(16));
   }
 
-  /** Decode and run every stage over the batch, then account for its packets. */
-  process(b: Batch): void {
+  /**
+   * Decode and run every stage over the batch, then account for its packets. With `summary`, the
+   * batch is counted there as decoded (what a stage may rewrite is held before the stages run,
+   * see TrafficSummary.hold): the summary describes the capture. A batch a stage failed on is
+   * counted nowhere; the failure names its packets.
+   */
+  process(b: Batch, summary: TrafficSummary | null = null): void {
     const t0 = this.timing ? performance.now() : 0;
     decodeBatch(b);
-    this.runStages(b, this.timing ? (performance.now() - t0) * 1e6 : 0);
+    this.runStages(b, this.timing ? (performance.now() - t0) * 1e6 : 0, summary);
   }
 
   /**
    * Run every stage over a batch that is already decoded, then account for its packets;
    * `decodeNs` is what decoding it cost (the decode row). For several pipelines over one decode.
+   * `summary`: as process()'s, only for a batch exactly as decodeBatch left it.
    */
-  runStages(b: Batch, decodeNs: number): void {
+  runStages(b: Batch, decodeNs: number, summary: TrafficSummary | null = null): void {
     const timing = this.timing;
     b.outUsed = 0; // the output area is this pipeline's, for this batch
     let t0 = 0;
@@ -124,6 +131,7 @@ export class Pipeline {
       if (mine.length < b.capacity) mine = this.mine = new Uint8Array(b.capacity);
       owned = sharder.mark(b, mine);
     }
+    if (summary !== null) summary.hold(b, sharder ? mine : null);
     const stages = this.stages;
     const rts = this.runtime;
     let s = 0;
@@ -144,6 +152,7 @@ export class Pipeline {
     } catch (e) {
       throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
     }
+    if (summary !== null) summary.countHeld(b, sharder ? mine : null);
     // What each stage was given and dropped, from the verdicts the batch ended with (one pass, in
     // account(), instead of a count after every stage): a packet is alive for stage s unless
     // decoding or a stage before s dropped it.
@@ -198,11 +207,6 @@ export class Pipeline {
     const grown = new Float64Array(n);
     grown.set(old);
     this.drops[st] = grown;
-  }
-
-  /** With a sharder: which packets of the last batch were this pipeline's (1), else null. */
-  owned(): Uint8Array | null {
-    return this.sharder ? this.mine : null;
   }
 
   finish(): void {
