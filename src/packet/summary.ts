@@ -1,6 +1,8 @@
 /**
  * What a capture holds: packets and bytes by link type, L3 and L4 protocol, malformed packets by
- * reason. Counting is per packet into typed arrays indexed by the code, so it allocates nothing.
+ * reason. The pipeline counts a batch from what decodeBatch tallied as it went, and the packets its
+ * fast path left one by one (countHeld); counting goes into typed arrays indexed by the code, so it
+ * allocates nothing.
  */
 import { LinkType, linkTypeName } from '../capture/linktype.js';
 import type { Batch } from './batch.js';
