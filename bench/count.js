@@ -11,7 +11,10 @@
 // when optimised code arrives and so the count); the difference is the last N rounds, all warm,
 // divided by their packets.
 //
-//   node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--json FILE] [DIST ...]   (default: dist)
+//   node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--shard K/N] [--json FILE] [DIST ...]   (default: dist)
+//
+// --shard K/N counts what worker K of N does (it reads and decodes every packet, runs the per-flow
+// stages on its shard), still divided by every packet of the capture.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -21,12 +24,12 @@ import { DIST, synthCapture } from './lib/common.js';
 const { values, positionals } = parseArgs({
   options: {
     profile: { type: 'string', default: 'ebpf' }, packets: { type: 'string', default: '300000' }, file: { type: 'string' },
-    rounds: { type: 'string', default: '3' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    rounds: { type: 'string', default: '3' }, json: { type: 'string' }, shard: { type: 'string' }, help: { type: 'boolean', short: 'h' },
   },
   allowPositionals: true,
 });
 if (values.help) {
-  process.stdout.write('node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--json FILE] [DIST ...]\n');
+  process.stdout.write('node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--shard K/N] [--json FILE] [DIST ...]\n');
   process.exit(0);
 }
 if (spawnSync('valgrind', ['--version']).error) {
@@ -39,21 +42,26 @@ const { file, summary } = values.file
   : synthCapture({ seed: 1, packets: Number(values.packets), packetsPerFlow: 200, payloadSize: 64, concurrency: 1000 });
 const builds = positionals.length ? positionals.map((p) => resolve(p)) : [DIST];
 const RUNNER = `
-  const [dist, file, profile, rounds] = process.argv.slice(1);
+  const [dist, file, profile, rounds, shard] = process.argv.slice(1);
   const load = (m) => import(require('node:url').pathToFileURL(require('node:path').join(dist, m)).href);
   (async () => {
     const { runCapture } = await load('pipeline/run.js');
     const { loadProfile } = await load('pipeline/profile.js');
     const { buildStages } = await load('pipeline/registry.js');
+    const { Sharder } = await load('pipeline/shard.js');
     await load('stages/index.js');
+    const [me, of] = shard === '' ? [0, 1] : shard.split('/').map(Number);
     let packets = 0;
-    for (let r = 0; r < Number(rounds); r++) packets = runCapture({ file, profile, stages: buildStages(loadProfile(profile)), timing: false }).report.capture.packets;
+    for (let r = 0; r < Number(rounds); r++) {
+      const stages = buildStages(loadProfile(profile), of);
+      packets = runCapture({ file, profile, stages, timing: false, ...(shard === '' ? {} : { sharder: new Sharder(of, me, stages) }) }).source.packets;
+    }
     process.stdout.write(String(packets));
   })();`;
 
 function instructions(dist, rounds) {
   const r = spawnSync('valgrind', ['--tool=callgrind', '--smc-check=all', '--callgrind-out-file=/dev/null',
-    process.execPath, '--single-threaded', '-e', RUNNER, dist, file, values.profile, String(rounds)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    process.execPath, '--single-threaded', '-e', RUNNER, dist, file, values.profile, String(rounds), values.shard ?? ''], { encoding: 'utf8', maxBuffer: 1 << 26 });
   const m = /Collected : (\d+)/.exec(r.stderr);
   if (r.status !== 0 || !m) {
     // What valgrind or the build said last, without this script's own stack: the run is what failed.
@@ -66,7 +74,7 @@ function instructions(dist, rounds) {
 }
 
 const rounds = Number(values.rounds);
-process.stdout.write(`count.js: ${values.profile} on ${file}${summary ? ` (${summary.packets.toLocaleString('en-US')} packets)` : ''}, instructions a packet in rounds 4-${3 + rounds}\n`);
+process.stdout.write(`count.js: ${values.profile}${values.shard ? ` as worker ${values.shard}` : ''} on ${file}${summary ? ` (${summary.packets.toLocaleString('en-US')} packets)` : ''}, instructions a packet in rounds 4-${3 + rounds}\n`);
 const counts = [];
 for (const d of builds) {
   const before = instructions(d, 3);

@@ -229,32 +229,34 @@ describe('the capture summary matches tshark\'s counts', () => {
     v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
   let fastTaken = 0;
   let slowTaken = 0;
+  const shareCounted = [0, 0, 0];
   for (const job of jobs) {
-    it(`${job.name}: counted from the decoder's tallies, field by field, and by two shards, at batch sizes 7 and 256`, () => {
+    it(`${job.name}: counted from the decoder's tallies, field by field, and as three workers' shares, at batch sizes 7 and 256`, () => {
       const want = sorted(goldenSummary(readGolden(job.golden)));
       for (const batchSize of [7, 256]) {
         const tallied = new TrafficSummary();
         const fields = new TrafficSummary();
-        const halves = [new TrafficSummary(), new TrafficSummary()];
-        const masks = [new Uint8Array(batchSize), new Uint8Array(batchSize)];
         readAll(job.capture, (b) => {
-          tallied.addDecoded(b, null);
+          tallied.addDecoded(b);
           fields.add(b);
-          for (let i = 0; i < b.count; i++) { masks[0]![i] = (b.hash[i]! ^ i) & 1; masks[1]![i] = 1 - masks[0]![i]!; }
-          halves[0]!.addDecoded(b, masks[0]!);
-          halves[1]!.addDecoded(b, masks[1]!);
           fastTaken += b.count - b.slowCount;
           slowTaken += b.slowCount;
         }, batchSize);
+        // Ranges of 10 packets, so batches fall across ranges and wholly in one; each worker reads
+        // in batches of its own size, so a share cannot lean on the workers' batches lining up.
+        const shares = [0, 1, 2].map((me) => new TrafficSummary({ me, of: 3 }, 10));
+        shares.forEach((s, me) => readAll(job.capture, (b) => s.addDecoded(b), [batchSize, 13, 4][me]));
         expect(sorted(comparable(tallied.toJSON())), `--batch ${batchSize}`).toBe(want);
         expect(fields.toJSON()).toEqual(tallied.toJSON());
-        expect(addSummaries(halves[0]!.toJSON(), halves[1]!.toJSON())).toEqual(tallied.toJSON());
+        expect(shares.map((s) => s.toJSON()).reduce(addSummaries)).toEqual(tallied.toJSON());
+        shares.forEach((s, me) => { shareCounted[me]! += s.packets; });
       }
     });
   }
 
-  it('both routes were taken: most packets by the fast path\'s tallies, thousands one by one', () => {
+  it('every route was taken: most packets by the fast path\'s tallies, thousands one by one, each worker\'s share', () => {
     expect(fastTaken).toBeGreaterThan(50_000);
     expect(slowTaken).toBeGreaterThan(4_000);
+    for (const n of shareCounted) expect(n).toBeGreaterThan(20_000);
   });
 });

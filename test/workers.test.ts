@@ -18,6 +18,7 @@ import { runCapture, type RunReport } from '../src/pipeline/run.js';
 import { StageFailure } from '../src/pipeline/runner.js';
 import { Sharder } from '../src/pipeline/shard.js';
 import { reportError } from '../src/cli/main.js';
+import { renderReport } from '../src/cli/report.js';
 import '../src/stages/index.js';
 import { CAPTURES, captureIndex, ROOT } from './helpers.js';
 
@@ -56,6 +57,7 @@ describe('N workers give the same results as one pipeline', () => {
           expect(Buffer.from(many.forwarded.subarray(0, bytes)).equals(Buffer.from(bits.subarray(0, bytes))), `${msg}: per-packet verdicts`).toBe(true);
           expect(flowLines(join(dir, 'many.flows')), `${msg}: flows`).toEqual(flowLines(join(dir, 'one.flows')));
           expect(many.report.capture).toEqual(one.report.capture);
+          expect(captureSection(many.report), `${msg}: the text report's capture part`).toBe(captureSection(one.report));
           // Rows every worker runs on every packet count each packet once per worker.
           expect(many.report.stages.map((s) => [s.name, s.allPackets ? s.packets / workers : s.packets, s.dropped]))
             .toEqual(one.report.stages.map((s) => [s.name, s.packets, s.dropped]));
@@ -66,6 +68,24 @@ describe('N workers give the same results as one pipeline', () => {
     });
   }
 });
+
+describe('the text report does not depend on the order the workers\' counts were merged in', () => {
+  it('breakdowns with equal counts list the same way whichever key came first', () => {
+    const r = runCapture({ file: join(CAPTURES, 'demo', 'node-ingress.pcap'), profile: 'ebpf', stages: buildStages(loadProfile('ebpf')) }).report;
+    const reversed = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).reverse());
+    const c = r.capture;
+    // The demo capture has one ICMP and one ICMPv6 packet: a tie whose order merging could change.
+    expect(c.l4['ipv4/icmp']).toBe(c.l4['ipv6/icmpv6']);
+    const flipped = { ...r, capture: { ...c, l4: reversed(c.l4), l3: reversed(c.l3), linkTypes: reversed(c.linkTypes) } };
+    expect(captureSection(flipped)).toBe(captureSection(r));
+  });
+});
+
+/** The text report from its breakdowns by link type, L3 and L4 to the verdicts (the summary as a user reads it). */
+function captureSection(r: RunReport): string {
+  const t = renderReport(r);
+  return t.slice(t.indexOf('\nLink types'), t.indexOf('\nVerdicts'));
+}
 
 /** Every figure of every stage (peakEntries and activeAtEnd included), and nothing internal left over. */
 function expectSameStageReports(merged: RunReport, one: RunReport, msg: string): void {

@@ -8,8 +8,9 @@ function pct(n: number, of: number): string {
   return of > 0 ? `${((100 * n) / of).toFixed(1)}%` : '-';
 }
 
+/** Largest first; equal counts by name, so a report merged from workers' reads the same as one pipeline's. */
 function breakdown(title: string, rec: Record<string, number>, of: number): string {
-  const rows = Object.entries(rec).sort((a, b) => b[1] - a[1]).map(([k, v]) => [`  ${k}`, v, pct(v, of)]);
+  const rows = Object.entries(rec).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([k, v]) => [`  ${k}`, v, pct(v, of)]);
   if (rows.length === 0) return '';
   return `${title}\n${table(['', 'packets', 'share'], rows).split('\n').slice(1).join('\n')}\n`;
 }

@@ -97,6 +97,9 @@ class HeldFields implements RewritableFields {
   }
 }
 
+/** TrafficSummary.route: a batch not this summary's to count, counted from the tallies, or across ranges. */
+const Route = { NONE: 0, TALLIES: 1, SPLIT: 2 } as const;
+
 export class TrafficSummary {
   packets = 0;
   bytes = 0;
@@ -113,23 +116,33 @@ export class TrafficSummary {
   private readonly byL4 = new Float64Array(512);
   private readonly byReason = new Float64Array(256);
   private held = new HeldFields(0);
+  private mask = new Uint8Array(0);
 
   /**
-   * Count the batch's packets from their fields; with `mine` (a worker's shard), only the packets
-   * marked 1, so the workers' summaries add up to the capture's. The first and last timestamps
-   * are always the batch's, so every worker agrees on the capture's duration; packets without a
-   * timestamp (pcapng Simple Packet Blocks) are left out of them.
+   * `share`: this is worker `me` of `of`, each of which reads the whole capture. The workers'
+   * summaries must add up to the capture's, so each counts the packets numbered in its share of
+   * the ranges of `rangePackets` (range k is worker k mod `of`'s), whole batches from the
+   * decoder's tallies. (Counting by flow shard instead, as the stages do, took a pass over every
+   * packet's fields in every worker.)
    */
-  add(b: Batch, mine: Uint8Array | null = null): void {
-    this.addLengths(b, mine);
-    this.classify(b, b, null, b.count, mine);
+  constructor(private readonly share: { me: number; of: number } | null = null, private readonly rangePackets = 1 << 16) {}
+
+  /**
+   * Count every packet of the batch from its fields, as they are now (the reference the tallies
+   * are tested against). The first and last timestamps are always the batch's, so every worker
+   * agrees on the capture's duration; packets without a timestamp (pcapng Simple Packet Blocks)
+   * are left out of them.
+   */
+  add(b: Batch): void {
+    this.addLengths(b, null);
+    this.classify(b, b, null, b.count, null);
     this.addTimes(b);
   }
 
   /** The same counts for a batch exactly as decodeBatch left it: hold, then countHeld at once. */
-  addDecoded(b: Batch, mine: Uint8Array | null): void {
-    this.hold(b, mine);
-    this.countHeld(b, mine);
+  addDecoded(b: Batch): void {
+    this.hold(b);
+    this.countHeld(b);
   }
 
   /**
@@ -139,8 +152,9 @@ export class TrafficSummary {
    * stage failed on is never counted (the run's report stops before it): the runner calls
    * countHeld only once every stage is done with the batch.
    */
-  hold(b: Batch, mine: Uint8Array | null): void {
-    if (mine === null && b.slowCount === 0) return;
+  hold(b: Batch): void {
+    const how = this.route(b);
+    if (how === Route.NONE || (how === Route.TALLIES && b.slowCount === 0)) return;
     const held = this.held.length < b.capacity ? (this.held = new HeldFields(b.capacity)) : this.held;
     const n = b.count;
     held.l3Type.set(b.l3Type.subarray(0, n));
@@ -150,12 +164,16 @@ export class TrafficSummary {
   }
 
   /**
-   * Second half: count the batch held. Without `mine`, from what the decoder counted as it went
-   * (Batch.wireBytes .. fast6Udp), so only the packets its fast path did not take (Batch.slow) are
-   * looked at one by one; a worker's shard (`mine`), packet by packet.
+   * Second half: count the batch held, from what the decoder counted as it went (Batch.wireBytes
+   * .. fast6Udp), so only the packets its fast path did not take (Batch.slow) are looked at one by
+   * one. A worker's summary counts its share of the packet-number ranges (see `share`): a batch
+   * wholly in another worker's range is not counted, one across two ranges packet by packet.
    */
-  countHeld(b: Batch, mine: Uint8Array | null): void {
-    if (mine !== null) {
+  countHeld(b: Batch): void {
+    const how = this.route(b);
+    if (how === Route.NONE) { this.addTimes(b); return; }
+    if (how === Route.SPLIT) {
+      const mine = this.rangeMask(b);
       this.addLengths(b, mine);
       this.classify(b, this.held, null, b.count, mine);
       this.addTimes(b);
@@ -179,6 +197,25 @@ export class TrafficSummary {
     }
     if (b.slowCount > 0) this.classify(b, this.held, b.slow, b.slowCount, null);
     this.addTimes(b);
+  }
+
+  /** How countHeld counts this batch: its packet numbers are consecutive, so its ends decide. */
+  private route(b: Batch): number {
+    const share = this.share;
+    if (share === null || b.count === 0) return Route.TALLIES;
+    const r0 = Math.floor((b.num[0]! - 1) / this.rangePackets);
+    const r1 = Math.floor((b.num[b.count - 1]! - 1) / this.rangePackets);
+    if (r0 !== r1) return Route.SPLIT;
+    return r0 % share.of === share.me ? Route.TALLIES : Route.NONE;
+  }
+
+  /** For a batch across ranges: 1 for the packets in this worker's ranges. */
+  private rangeMask(b: Batch): Uint8Array {
+    if (this.mask.length < b.capacity) this.mask = new Uint8Array(b.capacity);
+    const { mask, rangePackets } = this;
+    const { me, of } = this.share!;
+    for (let i = 0; i < b.count; i++) mask[i] = Math.floor((b.num[i]! - 1) / rangePackets) % of === me ? 1 : 0;
+    return mask;
   }
 
   /** Packets, bytes on the wire and captured, and packets cut by the snap length. */

@@ -156,7 +156,7 @@ export class CaptureRun {
   /** Read-only outside: a live status line reads its counts between batches. */
   readonly pipeline: Pipeline;
   private readonly bits: Uint8Array | null;
-  private readonly summary = new TrafficSummary();
+  private readonly summary: TrafficSummary;
   private readonly split: SplitWriter;
   private readonly log: FlowLog | null;
   private readonly part: PartWriter | null;
@@ -202,6 +202,7 @@ export class CaptureRun {
       }
     }
     this.b = new Batch(spec.batchSize);
+    this.summary = new TrafficSummary(spec.sharder ? { me: spec.sharder.me, of: spec.sharder.shards } : null);
   }
 
   /** One batch: false when the input is done or the run was asked to stop. */

@@ -131,7 +131,7 @@ export class Pipeline {
       if (mine.length < b.capacity) mine = this.mine = new Uint8Array(b.capacity);
       owned = sharder.mark(b, mine);
     }
-    if (summary !== null) summary.hold(b, sharder ? mine : null);
+    if (summary !== null) summary.hold(b);
     const stages = this.stages;
     const rts = this.runtime;
     let s = 0;
@@ -152,7 +152,7 @@ export class Pipeline {
     } catch (e) {
       throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
     }
-    if (summary !== null) summary.countHeld(b, sharder ? mine : null);
+    if (summary !== null) summary.countHeld(b);
     // What each stage was given and dropped, from the verdicts the batch ended with (one pass, in
     // account(), instead of a count after every stage): a packet is alive for stage s unless
     // decoding or a stage before s dropped it.
