@@ -32,6 +32,13 @@ if (values.help) {
   process.stdout.write('node bench/count.js [--profile ebpf] [--packets 300000] [--rounds 3] [--file CAPTURE] [--shard K/N] [--json FILE] [DIST ...]\n');
   process.exit(0);
 }
+if (values.shard !== undefined) {
+  const m = /^(\d+)\/(\d+)$/.exec(values.shard);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 256 || Number(m[1]) >= Number(m[2])) {
+    process.stderr.write(`count.js: --shard ${values.shard}: give K/N, worker K (from 0) of N workers (1-256), e.g. --shard 0/2\n`);
+    process.exit(2);
+  }
+}
 if (spawnSync('valgrind', ['--version']).error) {
   process.stdout.write('count.js: valgrind is not installed (apt-get install valgrind): skipped\n');
   process.exit(0);

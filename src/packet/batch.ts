@@ -281,13 +281,12 @@ export class Batch implements BatchFields {
   /** Packets with fewer bytes captured than were on the wire. */
   cut = 0;
   /**
-   * Packets the decoder's fast path took (Ethernet, IPv4 without options or IPv6 without
-   * extension headers, not a fragment, whole TCP or UDP), by family: of IPv4, of IPv6; and of
-   * each, the UDP ones (the rest are TCP). Then those of them with a VLAN id other than 0.
+   * Of the packets the decoder's fast path took (Ethernet, IPv4 without options or IPv6 without
+   * extension headers, not a fragment, whole TCP or UDP: count - slowCount of them), the IPv4
+   * ones; the UDP ones of each family (the rest are TCP); those with a VLAN id other than 0.
    */
   fast4 = 0;
   fast4Udp = 0;
-  fast6 = 0;
   fast6Udp = 0;
   fastTagged = 0;
   /** The other packets (decodePacket's), by index, in order: slow[0 .. slowCount). */

@@ -148,7 +148,7 @@ export function decodeBatch(b: Batch): void {
     decodePacket(b, i);
     if (b.malformed[i] !== 0) b.verdict[i] = Verdict.DROP;
   }
-  b.fast4 = n4; b.fast4Udp = u4; b.fast6 = n - slow - n4; b.fast6Udp = u6; b.fastTagged = tagged;
+  b.fast4 = n4; b.fast4Udp = u4; b.fast6Udp = u6; b.fastTagged = tagged;
   b.slowCount = slow;
   b.wireBytes = wireBytes; b.capBytes = capBytes; b.cut = cut;
 }

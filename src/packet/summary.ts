@@ -183,15 +183,16 @@ export class TrafficSummary {
     this.bytes += b.wireBytes;
     this.capturedBytes += b.capBytes;
     this.snaplenTruncated += b.cut;
-    const fast = b.fast4 + b.fast6;
+    const fast = b.count - b.slowCount;
     if (fast > 0) {
       const { byL3, byL4 } = this;
+      const fast6 = fast - b.fast4;
       this.byLink.add(LT_ETHERNET, fast);
       if (b.fast4 > 0) byL3.add(ET_IPV4, b.fast4);
-      if (b.fast6 > 0) byL3.add(ET_IPV6, b.fast6);
+      if (fast6 > 0) byL3.add(ET_IPV6, fast6);
       byL4[P_TCP]! += b.fast4 - b.fast4Udp;
       byL4[P_UDP]! += b.fast4Udp;
-      byL4[256 + P_TCP]! += b.fast6 - b.fast6Udp;
+      byL4[256 + P_TCP]! += fast6 - b.fast6Udp;
       byL4[256 + P_UDP]! += b.fast6Udp;
       this.vlanTagged += b.fastTagged;
     }

@@ -111,15 +111,17 @@ export class Pipeline {
   process(b: Batch, summary: TrafficSummary | null = null): void {
     const t0 = this.timing ? performance.now() : 0;
     decodeBatch(b);
-    this.runStages(b, this.timing ? (performance.now() - t0) * 1e6 : 0, summary);
+    const decodeNs = this.timing ? (performance.now() - t0) * 1e6 : 0;
+    if (summary !== null) summary.hold(b);
+    this.runStages(b, decodeNs);
+    if (summary !== null) summary.countHeld(b);
   }
 
   /**
    * Run every stage over a batch that is already decoded, then account for its packets;
    * `decodeNs` is what decoding it cost (the decode row). For several pipelines over one decode.
-   * `summary`: as process()'s, only for a batch exactly as decodeBatch left it.
    */
-  runStages(b: Batch, decodeNs: number, summary: TrafficSummary | null = null): void {
+  runStages(b: Batch, decodeNs: number): void {
     const timing = this.timing;
     b.outUsed = 0; // the output area is this pipeline's, for this batch
     let t0 = 0;
@@ -131,7 +133,6 @@ export class Pipeline {
       if (mine.length < b.capacity) mine = this.mine = new Uint8Array(b.capacity);
       owned = sharder.mark(b, mine);
     }
-    if (summary !== null) summary.hold(b);
     const stages = this.stages;
     const rts = this.runtime;
     let s = 0;
@@ -152,7 +153,6 @@ export class Pipeline {
     } catch (e) {
       throw new StageFailure(stages[s]?.name ?? 'decode', b.num[0]!, b.num[b.count - 1]!, e);
     }
-    if (summary !== null) summary.countHeld(b);
     // What each stage was given and dropped, from the verdicts the batch ended with (one pass, in
     // account(), instead of a count after every stage): a packet is alive for stage s unless
     // decoding or a stage before s dropped it.
