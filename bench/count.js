@@ -58,6 +58,9 @@ const { file, summary } = values.file
   ? { file: resolve(values.file), summary: null }
   : synthCapture({ seed: 1, packets: Number(values.packets), packetsPerFlow: 200, payloadSize: 64, concurrency: 1000 });
 const builds = positionals.length ? positionals.map((p) => resolve(p)) : [DIST];
+// A profile given as a path is made absolute here, as loadProfile would from this directory: the
+// valgrind child reads it (and the rule files beside it) from wherever it resolves.
+const profileArg = values.profile.includes('/') || values.profile.endsWith('.profile') ? resolve(values.profile) : values.profile;
 const RUNNER = `
   const [dist, file, profile, rounds, shard] = process.argv.slice(1);
   const load = (m) => import(require('node:url').pathToFileURL(require('node:path').join(dist, m)).href);
@@ -82,7 +85,7 @@ const tmp = byFunction ? mkdtempSync(join(tmpdir(), 'dplab-count-')) : '';
 function instructions(dist, rounds) {
   const out = byFunction ? join(tmp, 'callgrind.out') : '/dev/null';
   const r = spawnSync('valgrind', ['--tool=callgrind', '--smc-check=all', `--callgrind-out-file=${out}`, ...(byFunction ? ['--branch-sim=yes'] : []),
-    process.execPath, '--single-threaded', ...(byFunction ? ['--perf-basic-prof'] : []), '-e', RUNNER, dist, file, values.profile, String(rounds), values.shard ?? ''],
+    process.execPath, '--single-threaded', ...(byFunction ? ['--perf-basic-prof'] : []), '-e', RUNNER, dist, file, profileArg, String(rounds), values.shard ?? ''],
   { encoding: 'utf8', maxBuffer: 1 << 26 });
   const m = /Collected : (\d+)/.exec(r.stderr);
   if (r.status !== 0 || !m) {
