@@ -274,7 +274,7 @@ export class Batch implements BatchFields {
   /** Bytes of `out` in use by this batch's grown packets. */
   outUsed = 0;
 
-  // --- what decodeBatch counted as it went (TrafficSummary.addDecoded reads it, once a batch) ---
+  // --- what decodeBatch counted as it went (TrafficSummary.countHeld reads it, once a batch) ---
   /** Bytes on the wire and captured, of every packet. */
   wireBytes = 0;
   capBytes = 0;

@@ -39,7 +39,7 @@ export function decodeBatch(b: Batch): void {
   const v = viewOf(x);
   // What the capture summary counts, in locals written to the batch once (Batch.wireBytes ..
   // slow): every packet's lengths; the fast path's packets by family, UDP or TCP, and VLAN; the
-  // indices of the others. TrafficSummary.addDecoded then looks at those others only: as a pass
+  // indices of the others. TrafficSummary.countHeld then looks at those others only: as a pass
   // of its own over every packet's fields it was ~140 instructions a packet (DESIGN.md "Twelfth
   // pass"). UDP (17) is odd and TCP (6) even, so `pr & 1` counts UDP without a branch; the IPv6
   // packets are the fast ones that are not IPv4.

@@ -76,12 +76,7 @@ class CodeCounts {
  * The fields of a decoded packet that the summary counts and a stage may rewrite (encrypt's outer
  * header). No stage writes the others it reads: lengths, link type, malformed, VLAN.
  */
-interface RewritableFields {
-  readonly l3Type: Uint16Array;
-  readonly family: Uint8Array;
-  readonly proto: Uint8Array;
-  readonly frag: Uint8Array;
-}
+type RewritableFields = Pick<Batch, 'l3Type' | 'family' | 'proto' | 'frag'>;
 
 /** A copy of those fields for a batch's packets, as decoded (TrafficSummary.hold). */
 class HeldFields implements RewritableFields {
