@@ -18,8 +18,9 @@
 // with --perf-basic-prof (/tmp/perf-PID.map: the optimised JavaScript is "JS:*name file:line",
 // each tier and each compiled version its own range), summed by name and subtracted as the totals
 // are. Per packet, for the functions that cost most: instructions, conditional branches and
-// mispredicted ones (each ~15 cycles here: DESIGN.md "Tenth pass"). The functions V8 inlined show
-// under their callers.
+// mispredicted ones. The mispredicts are valgrind's model's (a gshare "typical of around 2004"):
+// they rank functions; two branches it blamed cost nothing in time when taken out (DESIGN.md
+// "Thirteenth pass"). The functions V8 inlined show under their callers.
 //
 // --shard K/N counts what worker K of N does (it reads and decodes every packet, runs the per-flow
 // stages on its shard), still divided by every packet of the capture.
@@ -81,6 +82,8 @@ const RUNNER = `
 
 const byFunction = values['by-function'];
 const tmp = byFunction ? mkdtempSync(join(tmpdir(), 'dplab-count-')) : '';
+// Gone however the script ends (a failed callgrind or callgrind_annotate exits at once).
+if (byFunction) process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 
 function instructions(dist, rounds) {
   const out = byFunction ? join(tmp, 'callgrind.out') : '/dev/null';
@@ -118,6 +121,10 @@ function functions(out, pid, dist) {
     return x && address < x.start + x.size ? x.name : 'JIT code not in the map';
   };
   const a = spawnSync('callgrind_annotate', ['--show=Ir,Bc,Bcm', '--threshold=100', out], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  if (a.status !== 0) {
+    process.stderr.write(`count.js: callgrind_annotate could not read ${out} (${a.error?.message ?? (a.stderr.trim().split('\n')[0] || `exit ${a.status}`)}); it comes with valgrind and needs perl\n`);
+    process.exit(1);
+  }
   const byName = new Map();
   for (const line of a.stdout.split('\n')) {
     const m = /^\s*([\d,]+|\.)\s+(?:\([^)]*\)\s+)?([\d,]+|\.)\s+(?:\([^)]*\)\s+)?([\d,]+|\.)\s+(?:\([^)]*\)\s+)?(\S.*)$/.exec(line);
@@ -155,5 +162,4 @@ for (const d of builds) {
     counts.at(-1).byFunction = rows.filter((r) => Math.abs(r.ir) >= 0.5).sort((x, y) => y.ir - x.ir);
   }
 }
-if (byFunction) rmSync(tmp, { recursive: true, force: true });
 if (values.json) writeFileSync(values.json, JSON.stringify({ profile: values.profile, file, rounds, counts }, null, 2) + '\n');
