@@ -46,6 +46,7 @@ import { ipToString } from '../packet/format.js';
 import type { Batch } from '../packet/batch.js';
 import * as batchModule from '../packet/batch.js';
 import * as layoutModule from './layout.js';
+import { adviseHugePages } from '../pipeline/memory.js';
 // What the per-packet code uses of other modules, as this module's own consts (see
 // src/conntrack/tracker.ts): V8 reads an imported binding through its module cell at every use.
 const { Verdict } = batchModule;
@@ -244,7 +245,9 @@ export class FlowTable {
     const n = this.mask + 1;
     if ((this.linked + 1) * 2 <= n || n >= this.maxSlots) return;
     const old = this.slots;
-    this.slots = new Uint32Array(n * 4);
+    const buf = new ArrayBuffer(n * 4 * Uint32Array.BYTES_PER_ELEMENT);
+    adviseHugePages(buf);
+    this.slots = new Uint32Array(buf);
     this.mask = n * 2 - 1;
     // In slot order: the new layout depends only on the old one, as the old one did only on the
     // sequence of inserts and removals (so the sweep and the flush still walk the flows in an
@@ -313,6 +316,8 @@ export class FlowTable {
       n = Math.min(this.size, this.allocated * 2);
       buf = new ArrayBuffer(bytes(n));
     }
+    // Before the copies below write its first pages (pipeline/memory.ts).
+    adviseHugePages(buf);
     let at = 0;
     for (const c of arrays) {
       const a = new c.type(buf, at, n * c.width);

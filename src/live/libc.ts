@@ -1,6 +1,8 @@
 /**
- * The few libc calls the AF_PACKET path needs, through koffi (a prebuilt FFI: no compiler on the
- * user's machine). Loaded on first use, so `dplab replay` never loads koffi.
+ * The few libc calls dplab needs, through koffi (a prebuilt FFI: no compiler on the user's
+ * machine): the AF_PACKET path's, and madvise for the flow tables' huge pages (pipeline/memory.ts).
+ * Loaded on first use: `dplab replay` from the command line loads it only when a big flow table
+ * wants huge pages that glibc has not already asked for (bin/dplab.js's launcher line does).
  */
 import { createRequire } from 'node:module';
 
@@ -15,6 +17,8 @@ export interface Libc {
   close(fd: number): number;
   mmap(addr: null, length: number, prot: number, flags: number, fd: number, offset: number): unknown;
   munmap(addr: unknown, length: number): number;
+  /** An address as a number (koffi.address gives a buffer's): it must be page-aligned. */
+  madvise(addr: bigint, length: number, advice: number): number;
   if_nametoindex(name: string): number;
   strerror(errnum: number): string;
   /** errno of the last call made through koffi on this thread. */
@@ -36,6 +40,7 @@ export function loadLibc(): Libc {
     close: lib.func('int close(int)'),
     mmap: lib.func('void *mmap(void *, size_t, int, int, int, long)'),
     munmap: lib.func('int munmap(void *, size_t)'),
+    madvise: lib.func('int madvise(uintptr_t, size_t, int)'),
     if_nametoindex: lib.func('unsigned int if_nametoindex(const char *)'),
     strerror: lib.func('const char *strerror(int)'),
     errno: () => koffi.errno(),
