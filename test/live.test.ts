@@ -29,7 +29,9 @@ class Proc {
     this.child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (d: Buffer) => { this.stdout += d.toString(); });
     this.child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
-    this.exited = new Promise((resolve) => this.child.on('exit', (code) => resolve(code)));
+    // 'close', not 'exit': at 'exit' the child's output may still be in the pipes (node's docs), and
+    // under load a test read an empty stdout from a run that had written its report and exited 0.
+    this.exited = new Promise((resolve) => this.child.on('close', (code) => resolve(code)));
   }
 
   async ready(pattern: RegExp, what: string, ms = 20000): Promise<void> {
