@@ -49,13 +49,16 @@ if (args['ct-round']) {
   const { loadProfile } = await loadDist('pipeline/profile.js');
   const { buildStages } = await loadDist('pipeline/registry.js');
   await loadDist('stages/index.js');
+  const { hugePageAdvice, hugePageStatus } = await loadDist('pipeline/memory.js');
   const profile = args['ct-profile'] ?? 'ebpf';
   let ns = 0;
   for (let k = 0; k < 2; k++) { // round 0 warms the JIT
     const r = runCapture({ file: args['ct-round'], profile, stages: buildStages(loadProfile(profile)) }).report;
     ns = r.stages.find((s) => s.name === 'conntrack').nsPerPacket;
   }
-  process.stdout.write(`${ns}\n`);
+  // And whether the flow tables asked for huge pages themselves (pipeline/memory.ts).
+  const why = hugePageStatus();
+  process.stdout.write(`${ns}\t${why === null ? `the flow tables asked for huge pages (madvise) over ${(hugePageAdvice.bytes / 2 ** 20).toFixed(0)} MiB of their buffers, both runs` : `the flow tables asked for no huge pages: ${why}`}\n`);
   process.exit(0);
 }
 
@@ -108,7 +111,12 @@ const TUNABLES = /GLIBC_TUNABLES="([^"$]+)/.exec(readFileSync(DPLAB, 'utf8'))?.[
 if (!TUNABLES) throw new Error(`${DPLAB}: no GLIBC_TUNABLES="..." in its launcher line`);
 const PLAIN = { ...process.env };
 const LAUNCHED = { ...process.env, GLIBC_TUNABLES: `${TUNABLES}${process.env.GLIBC_TUNABLES ? `:${process.env.GLIBC_TUNABLES}` : ''}` };
-const ctRound = (file, profile, env) => Number(execFileSync(process.execPath, [SELF, '--ct-round', file, '--ct-profile', profile], { env, encoding: 'utf8' }));
+const hugePages = new Map(); // setting -> what its last round's flow tables did about huge pages
+const ctRound = (file, profile, env) => {
+  const [ns, huge] = execFileSync(process.execPath, [SELF, '--ct-round', file, '--ct-profile', profile], { env, encoding: 'utf8' }).trim().split('\t');
+  hugePages.set(env === PLAIN ? 'plain' : 'as launched', huge);
+  return Number(ns);
+};
 const ctRows = [];
 for (const c of captures) {
   const plain = [];
@@ -124,6 +132,7 @@ process.stdout.write('\nconntrack, in process (the stage\'s own row, median of r
 for (const r of ctRows) {
   process.stdout.write(`  ${r.id.padEnd(12)} ${r.packets.toLocaleString('en-US').padStart(10)} packets  ${r.profile.padEnd(20)} ${r.nsPerPacket.toFixed(1).padStart(6)} ns/packet plain  ${r.nsPerPacketLaunched.toFixed(1).padStart(6)} as launched\n`);
 }
+for (const [setting, huge] of hugePages) process.stdout.write(`  ${setting}: ${huge} (last round)\n`);
 
 // --- 2. the command line against tcpdump ---
 const contenders = [
