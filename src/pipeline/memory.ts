@@ -17,9 +17,9 @@ export function isOutOfMemory(e: unknown): boolean {
   return code === 'ERR_WORKER_OUT_OF_MEMORY' || code === 'ERR_MEMORY_ALLOCATION_FAILED';
 }
 
-/** Buffers smaller than this are left alone: one needs a whole aligned 2 MiB inside it to gain. */
+/** Buffers smaller than this are left alone: one this big holds a whole 2 MiB page wherever it starts. */
 export const HUGE_PAGE_MIN = 4 << 20;
-const HUGE_PAGE = 2n << 20n;
+const PAGE = 4096n;
 /** MADV_HUGEPAGE (include/uapi/asm-generic/mman-common.h). */
 const MADV_HUGEPAGE = 14;
 
@@ -62,8 +62,8 @@ function hugePageState(): HugePageState {
 export const hugePageAdvice = { buffers: 0, bytes: 0 };
 
 /**
- * Ask for transparent huge pages under `buf`'s whole 2 MiB pages (madvise MADV_HUGEPAGE, through
- * koffi, loaded on first use: ~9 ms), before its pages are first written. Does nothing for a
+ * Ask for transparent huge pages under `buf` (madvise MADV_HUGEPAGE over the pages it occupies,
+ * through koffi, loaded on first use: ~9 ms), before its pages are first written. Does nothing for a
  * buffer under HUGE_PAGE_MIN or where hugePageRefusal says so; a failure (no koffi for this
  * platform, madvise refused) turns it off for the thread. Only speed changes, never a result.
  */
@@ -76,10 +76,13 @@ export function adviseHugePages(buf: ArrayBuffer): void {
       const { koffi, madvise } = loadLibc();
       state.calls = { madvise, address: (b) => koffi.address(b) };
     }
+    // The 4 KiB pages the buffer occupies, its first and last included (malloc's header shares
+    // the first): where its mapping starts on a 2 MiB boundary, the 2 MiB page the buffer starts
+    // in is advised whole and can be huge too. (The mappings calloc made here did not start on
+    // one: a 4 MiB slot array, 16 bytes into its mapping, got one huge page of its two.)
     const at = state.calls.address(buf);
-    const start = (at + HUGE_PAGE - 1n) & ~(HUGE_PAGE - 1n);
-    const end = (at + BigInt(buf.byteLength)) & ~(HUGE_PAGE - 1n);
-    if (end <= start) return;
+    const start = at & ~(PAGE - 1n);
+    const end = (at + BigInt(buf.byteLength) + PAGE - 1n) & ~(PAGE - 1n);
     if (state.calls.madvise(start, Number(end - start), MADV_HUGEPAGE) !== 0) throw new Error(`madvise: errno ${loadLibc().errno()}`);
     hugePageAdvice.buffers++;
     hugePageAdvice.bytes += Number(end - start);
