@@ -29,7 +29,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { DIST, synthCapture } from './lib/common.js';
+import { DIST, loadDist, synthCapture } from './lib/common.js';
 
 const { values, positionals } = parseArgs({
   options: {
@@ -61,7 +61,8 @@ const { file, summary } = values.file
 const builds = positionals.length ? positionals.map((p) => resolve(p)) : [DIST];
 // A profile given as a path is made absolute here, as loadProfile would from this directory: the
 // valgrind child reads it (and the rule files beside it) from wherever it resolves.
-const profileArg = values.profile.includes('/') || values.profile.endsWith('.profile') ? resolve(values.profile) : values.profile;
+const { isProfilePath } = await loadDist('pipeline/profile.js');
+const profileArg = isProfilePath(values.profile) ? resolve(values.profile) : values.profile;
 const RUNNER = `
   const [dist, file, profile, rounds, shard] = process.argv.slice(1);
   const load = (m) => import(require('node:url').pathToFileURL(require('node:path').join(dist, m)).href);

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { FIRST_ENTRIES, FlowTable } from '../src/conntrack/table.js';
 import { loadLibc } from '../src/live/libc.js';
-import { adviseHugePages, hugePageAdvice, HUGE_PAGE_MIN, hugePageRefusal, hugePageStatus } from '../src/pipeline/memory.js';
+import { adviseHugePages, hugePageAdvice, HUGE_PAGE_MIN, hugePageRefusal, hugePageStatus, thpEnabled } from '../src/pipeline/memory.js';
 
 const MODES = 'always [madvise] never\n';
 
@@ -58,10 +58,9 @@ function hugeKb(address: bigint, buf: ArrayBuffer): number {
 
 describe('huge pages in this process', () => {
   const why = hugePageStatus();
-  const thp = (() => { try { return readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'); } catch { return null; } })();
 
   it('the status is what the rules say for this machine and environment', () => {
-    expect(why).toBe(hugePageRefusal(process.platform, thp, process.env.GLIBC_TUNABLES));
+    expect(why).toBe(hugePageRefusal(process.platform, thpEnabled(), process.env.GLIBC_TUNABLES));
   });
 
   it('a buffer advised gets huge pages once written, and one not advised gets none', () => {
@@ -101,13 +100,14 @@ describe('huge pages in this process', () => {
     for (let k = 0; k < 200_000; k++) {
       src[0] = 0x0a000000 + k;
       dst[0] = 0xc0a80001;
-      t.insert(k * 2654435761 | 0, 4, 6, src, 0, dst, 0, 1024 + (k & 0x7fff), 80);
+      t.insert(Math.imul(k, 2654435761), 4, 6, src, 0, dst, 0, 1024 + (k & 0x7fff), 80);
       if (k === FIRST_ENTRIES && grewAt < 0) grewAt = hugePageAdvice.buffers - before;
     }
     if (why !== null) { expect(hugePageAdvice.buffers, why).toBe(before); return; }
     // The whole-size buffer (1Mi entries, well past HUGE_PAGE_MIN) at the first growth.
     expect(grewAt).toBe(1);
-    // 200,000 entries at a load of 1/2 need 512Ki slots (4 MiB): the doublings from 256Ki on are advised.
+    // 200,000 entries at a load of 1/2 need 512Ki slots, an array of 4 MiB (two words a slot): that
+    // doubling is advised, the smaller ones before it are not.
     expect(hugePageAdvice.buffers - before).toBeGreaterThanOrEqual(2);
     expect(t.count).toBe(200_000);
   });

@@ -51,11 +51,13 @@ interface HugePageState {
 }
 let hugePages: HugePageState | null = null;
 
+/** The kernel's transparent huge page modes, the one in force bracketed; null where there are none. */
+export function thpEnabled(): string | null {
+  try { return readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'); } catch { return null; }
+}
+
 function hugePageState(): HugePageState {
-  if (hugePages !== null) return hugePages;
-  let thp: string | null = null;
-  try { thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'); } catch { /* not there: refused below */ }
-  return (hugePages = { refusal: hugePageRefusal(process.platform, thp, process.env.GLIBC_TUNABLES), calls: null });
+  return (hugePages ??= { refusal: hugePageRefusal(process.platform, thpEnabled(), process.env.GLIBC_TUNABLES), calls: null });
 }
 
 /** What adviseHugePages has done in this thread: for tests and `bench/`. */

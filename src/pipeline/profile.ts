@@ -227,9 +227,14 @@ export function builtinProfiles(): string[] {
   return readdirSync(PROFILE_DIR).filter((f) => f.endsWith('.profile')).map((f) => f.slice(0, -'.profile'.length)).sort();
 }
 
+/** Whether loadProfile takes `nameOrPath` as a file (a path, or a name ending in .profile) rather than a built-in's name. */
+export function isProfilePath(nameOrPath: string): boolean {
+  return nameOrPath.includes('/') || nameOrPath.endsWith('.profile');
+}
+
 /** Load a profile by built-in name ("ebpf") or by path ("./my.profile"). */
 export function loadProfile(nameOrPath: string): Profile {
-  const looksLikePath = nameOrPath.includes('/') || nameOrPath.endsWith('.profile');
+  const looksLikePath = isProfilePath(nameOrPath);
   const file = looksLikePath ? (isAbsolute(nameOrPath) ? nameOrPath : resolve(nameOrPath)) : join(PROFILE_DIR, `${nameOrPath}.profile`);
   if (!existsSync(file)) {
     const names = builtinProfiles();
